@@ -1,0 +1,609 @@
+"""Rebuild the bundled multiple-choice datasets in steer_lens/datasets/ from raw source files.
+
+Usage:
+    python data/build_datasets.py RAW_DIR [--only NAME,NAME...] [--no-verify]
+
+RAW_DIR holds the upstream files laid out as ``<owner>__<repo>/<path in repo>``, taken at
+the commits recorded in data/SOURCES.md (which also says how to download them).  A file
+missing from RAW_DIR is looked up in data/raw/ (committed transcriptions: the CAA files).
+Everything is deterministic (fixed seeds); every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "steer_lens" / "datasets"
+SOURCES_MD = ROOT / "data" / "SOURCES.md"
+BUNDLED_RAW = ROOT / "data" / "raw"
+SEED = 1234
+
+MMLU = ("hendrycks/test", "785eba57b455b9f9be12a0d3c1106d67274fea0e")
+FPB = ("wychen-null/project_nlp_cuda", "85f8c4fcd3a7f3be374279fd291f904f9436c9ab")
+SVAMP = ("arkilpatel/SVAMP", "689d7ccac74b9983a2ac7cc3b264f441b99e7c53")
+ARC = ("zhaoxlpku/HKU-DASC7606-A2", "fcca017f3468a25901ad298913e976c42ad9165e")
+SST = ("TaoCesc/binary_cls", "6a73b09b39af0efe049622662211f3657c75a15e")
+CAA = ("nrimsky/CAA", "see data/SOURCES.md (per file)")
+
+MEDICAL = ("clinical_knowledge", "medical_genetics", "anatomy", "college_medicine")
+FINANCE = ("econometrics", "high_school_macroeconomics", "high_school_microeconomics",
+           "professional_accounting")
+BEHAVIOURS = ("sycophancy", "refusal", "hallucination", "myopic-reward", "survival-instinct",
+              "corrigible-neutral-HHH", "coordinate-other-ais")
+CAA_GENERATE_ROWS = 100  # the first rows of each generate_dataset.json (train/validation pool)
+
+# sha256 of the raw files, verified unless --no-verify (CAA files are transcriptions in data/raw/).
+RAW_SHA256: dict[str, str] = {
+    "TaoCesc__binary_cls/data/SST-2/dev.tsv":
+        "46cc9126f5e3bf1634991d8eeed3a5e8dc81869622444af859729d720c58d815",
+    "TaoCesc__binary_cls/data/SST-2/train.tsv":
+        "c3c410c1cd1307a8dfcbc51f69086c61fc7d95c0fc353b80009dfe5fb4970172",
+    "arkilpatel__SVAMP/LICENSE":
+        "07ce3a34de7a865345634f9278bc26ddcacc2d0defd348c28e3f4603448b9ba4",
+    "arkilpatel__SVAMP/SVAMP.json":
+        "5be77703a6d891ae476d7c082787ad361392aa02453b132516cdd5f4e7934e3e",
+    "hendrycks__test/LICENSE":
+        "5d841b9eee8bf0d721359b79fbae956a8b426d3139bfefee32149c7d4f2a1a9c",
+    "hendrycks__test/data/dev/anatomy_dev.csv":
+        "0985685cf5ab13ccc1629f03a1308a9add8767582ffeb195b68b18c3415c9993",
+    "hendrycks__test/data/dev/clinical_knowledge_dev.csv":
+        "a82e8b10da8168f8fe9f7315165e6e87a4b3bebe91f6445b9aafbefb162cc531",
+    "hendrycks__test/data/dev/college_medicine_dev.csv":
+        "63928a944fda769d7e52a3a4549d4f37f094896e65e7db35029261e1ae79909b",
+    "hendrycks__test/data/dev/econometrics_dev.csv":
+        "7a01a925199c246decd0f1fc7a1b8dc28136b19d793e5b1e0d97142c118a2940",
+    "hendrycks__test/data/dev/high_school_macroeconomics_dev.csv":
+        "23ed995071c47e627c4e6adbce63a9144920441abb7e69f8b4dfac5fdc4e402d",
+    "hendrycks__test/data/dev/high_school_microeconomics_dev.csv":
+        "a409b422561f1fb02e6d1bc044657cfff7779b13146edfd937d2573423c2c49b",
+    "hendrycks__test/data/dev/medical_genetics_dev.csv":
+        "70cd9ff940bef360693eeb4e05b5b8e53ad75a81d6b74a784222d4cae6dcb896",
+    "hendrycks__test/data/dev/professional_accounting_dev.csv":
+        "efc070ed71676829c67497542e3571f50a868036a17f93d00a56a4f85767ae0d",
+    "hendrycks__test/data/test/anatomy_test.csv":
+        "966dfd5c4579885ebdb8c05d6754ae5834f672632586d8595be3c0f9360e6f4e",
+    "hendrycks__test/data/test/clinical_knowledge_test.csv":
+        "d7c23fd4e75d0a99f042a5d55221ba8465ffc9c9042bc4c30bb07f45d2199dac",
+    "hendrycks__test/data/test/college_medicine_test.csv":
+        "9c533cfff89edaa317b2e79bbabcdd5e2e522e019679cb4a6475e5f2a1861b1e",
+    "hendrycks__test/data/test/econometrics_test.csv":
+        "10eb6b2d3a519a463872ef75902991b51ebf45865b29888e86d40228ace24029",
+    "hendrycks__test/data/test/high_school_macroeconomics_test.csv":
+        "e60b488a00f908bed94e5ed46638506a203bab0763fc22d20a3bbf0d939f5d02",
+    "hendrycks__test/data/test/high_school_microeconomics_test.csv":
+        "a250cc4976654e479cecdb7b66046ce2412df3e5e1b9c3d145ed344eae9a2256",
+    "hendrycks__test/data/test/medical_genetics_test.csv":
+        "4cf70b253e326ee5bcff6e14091765c64003c0d853a58dbc6a5737281356766d",
+    "hendrycks__test/data/test/professional_accounting_test.csv":
+        "a0960b00b979aec320d8e74e1492683df5709000decc4752a67792fe66f8478a",
+    "hendrycks__test/data/val/anatomy_val.csv":
+        "09e9959486ebf3643e4ecbf173a77b029c6f08665ab8f89daf99399956f26b8e",
+    "hendrycks__test/data/val/clinical_knowledge_val.csv":
+        "aa4a98fac4cb6c0ed219d44ef46a6aa9e8d56b0a62046bb220b836dbee4ff6a7",
+    "hendrycks__test/data/val/college_medicine_val.csv":
+        "9a490f6aaeb2e7c15cc8ce4c5745ff449568971ac447c4aa616858f7f4dcef35",
+    "hendrycks__test/data/val/econometrics_val.csv":
+        "062b8b3ae560c7bf1bde9fb64958949ce74093eec3761dc3227e6e777168aaf1",
+    "hendrycks__test/data/val/high_school_macroeconomics_val.csv":
+        "3533d53f9f803657e25acd63fd98f2e24626008ff2fb793e2077feccd3d97f3c",
+    "hendrycks__test/data/val/high_school_microeconomics_val.csv":
+        "51a6993ff0e2de9dcfc1c292efa4f4d983fd2397d5a28453c075272b7ba698f8",
+    "hendrycks__test/data/val/medical_genetics_val.csv":
+        "03d44b759f35da638d7432bb7f050cc0bc5886497285980e91d387fe23478d6a",
+    "hendrycks__test/data/val/professional_accounting_val.csv":
+        "865b30e9a3c8dedbcedf9f50ac290571a729e1c7968485b203d328e55bbf6dca",
+    "wychen-null__project_nlp_cuda/data/FinancialPhraseBank-v1.0/License.txt":
+        "fa4f941ef92f40d55dd34ddea45d96a20672607d152698bc160f8db3af5e36c7",
+    "wychen-null__project_nlp_cuda/data/FinancialPhraseBank-v1.0/README.txt":
+        "80241dd9639af987cd87bbb2d8872392c6d45596a488ebefca2d425da46f5809",
+    "wychen-null__project_nlp_cuda/data/FinancialPhraseBank-v1.0/Sentences_AllAgree.txt":
+        "b3cb762d2eb8c8fe50d6d53ac073afbd217dd01e4c6e04167ac9b8de9e42d3ca",
+    "zhaoxlpku__HKU-DASC7606-A2/data/ARC-Easy-test.jsonl":
+        "c9757629cb775832c3c67b4aa1425e3eda01708a2b02fa229b0c3ed1bcb70fe1",
+    "zhaoxlpku__HKU-DASC7606-A2/data/ARC-Easy-train.jsonl":
+        "75d0bb9b9218278fb9cb430fc0ace63d71cfe02ca1a03d39374260c7cd7c67f7",
+    "zhaoxlpku__HKU-DASC7606-A2/data/ARC-Easy-validation.jsonl":
+        "e45dbcd2d8e8235af16302f4be0dd00c5d173878c583f4dfe55b70f9df07b2f8",
+}
+
+TRAIN, VAL, TEST = 200, 100, 500
+MEDICAL_TEST = 400  # MMLU medical has only ~670 unique items: 400 test leaves ~200 for train
+
+
+# ----------------------------------------------------------------------------- io helpers
+def atomic_write(path: Path, text: str) -> None:
+    """Write text to path via a temp file in the same folder and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Raw:
+    """Resolves ``<owner>__<repo>/<path>`` in RAW_DIR, then in data/raw/."""
+
+    def __init__(self, raw_dir: Path, verify: bool):
+        self.dirs = [raw_dir, BUNDLED_RAW]
+        self.verify = verify
+        self.used: dict[str, str] = {}
+
+    def path(self, repo: str, rel: str) -> Path:
+        key = f"{repo.replace('/', '__')}/{rel}"
+        for d in self.dirs:
+            p = d / key
+            if p.is_file():
+                digest = hashlib.sha256(p.read_bytes()).hexdigest()
+                want = RAW_SHA256.get(key)
+                if self.verify and want and want != digest:
+                    sys.exit(f"sha256 mismatch for {p}: expected {want}, got {digest}. "
+                             "Download the file at the commit recorded in data/SOURCES.md "
+                             "or pass --no-verify.")
+                self.used[key] = digest
+                return p
+        sys.exit(f"missing raw file {key} (looked in {', '.join(map(str, self.dirs))}); "
+                 "see data/SOURCES.md for how to download it.")
+
+
+# ----------------------------------------------------------------------------- item helpers
+def item(id_: str, question: str, choices: list[str], answer: int, domain: str, source: str,
+         fmt: str = "mc", context: str | None = None) -> dict:
+    d = {"id": id_, "question": question.strip(), "choices": choices, "answer": answer}
+    if context:
+        d["context"] = context.strip()
+    d.update(domain=domain, source=source, format=fmt)
+    return d
+
+
+def text_key(it: dict) -> str:
+    return re.sub(r"\s+", " ", (it.get("context") or "") + " || " + it["question"]).strip().lower()
+
+
+def full_key(it: dict) -> str:
+    return text_key(it) + " || " + " | ".join(sorted(c.strip().lower() for c in it["choices"]))
+
+
+def sample(rng: random.Random, rows: list, k: int) -> list:
+    """Seeded subsample keeping the original order (all rows if k >= len)."""
+    if k >= len(rows):
+        return list(rows)
+    keep = set(rng.sample(range(len(rows)), k))
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def dedupe(splits: dict[str, list[dict]], log: list[str]) -> dict[str, list[dict]]:
+    """Drop exact duplicate items within a split, and train/validation items whose question
+    text (with context) already appears in a later split (test > validation > train)."""
+    out: dict[str, list[dict]] = {}
+    earlier: set[str] = set()
+    for name in ("test", "validation", "train"):
+        kept, here, dropped = [], set(), 0
+        for it in splits.get(name, []):
+            full = full_key(it)
+            if text_key(it) in earlier or full in here:
+                dropped += 1
+                continue
+            here.add(full)
+            kept.append(it)
+        if dropped:
+            log.append(f"{name}: dropped {dropped} duplicate-text item(s)")
+        earlier |= {text_key(it) for it in kept}
+        out[name] = kept
+    return {k: out[k] for k in ("train", "validation", "test")}
+
+
+def two_way(items: list[dict], rng: random.Random) -> list[dict]:
+    """Keep the right answer and one seeded wrong one; correct positions balanced 50/50."""
+    positions = [i % 2 for i in range(len(items))]
+    rng.shuffle(positions)
+    out = []
+    for it, pos in zip(items, positions):
+        right = it["choices"][it["answer"]]
+        wrong = rng.choice([c for j, c in enumerate(it["choices"]) if j != it["answer"] and c != right])
+        choices = [wrong, right] if pos else [right, wrong]
+        out.append({**it, "choices": choices, "answer": pos})
+    return out
+
+
+def balanced(rows: list[dict], per_class: int, rng: random.Random) -> list[dict]:
+    """Seeded, class-balanced subsample of binary items (per_class of each answer)."""
+    order = {r["id"]: i for i, r in enumerate(rows)}
+    out = []
+    for label in (0, 1):
+        out += sample(rng, [r for r in rows if r["answer"] == label], per_class)
+    return sorted(out, key=lambda r: order[r["id"]])
+
+
+def without(rows: list[dict], drop: list[dict]) -> list[dict]:
+    ids = {r["id"] for r in drop}
+    return [r for r in rows if r["id"] not in ids]
+
+
+# ----------------------------------------------------------------------------- builders
+def read_mmlu(raw: Raw, subjects: tuple[str, ...], split: str, domain: str) -> list[dict]:
+    rows = []
+    for subj in subjects:
+        p = raw.path(MMLU[0], f"data/{split}/{subj}_{split}.csv")
+        with open(p, newline="", encoding="utf-8") as fh:
+            for i, r in enumerate(csv.reader(fh)):
+                q, *opts, ans = r
+                assert len(opts) == 4 and ans in "ABCD", (p, i, r)
+                rows.append(item(f"mmlu-{subj}-{split}-{i}", q, [o.strip() for o in opts],
+                                 "ABCD".index(ans), domain, f"mmlu/{subj}"))
+    return rows
+
+
+def build_mmlu(raw: Raw, subjects: tuple[str, ...], domain: str, ways: int, log: list[str],
+               n_test: int = TEST) -> dict:
+    """MMLU test -> our test (seeded 500); val -> validation; dev + leftover test rows -> train.
+    Rows whose question stem occurs in an earlier-chosen split are left out before sampling."""
+    rng = random.Random(f"{SEED}-mmlu-{domain}")  # same splits for the 4-way and 2-way versions
+    dev, val, test = (read_mmlu(raw, subjects, s, domain) for s in ("dev", "val", "test"))
+    log.append(f"raw rows: dev {len(dev)}, val {len(val)}, test {len(test)}")
+    seen: set[str] = set()  # MMLU repeats some items verbatim (across subjects too): keep the first
+    for rows in (test, val, dev):
+        before = len(rows)
+        rows[:] = [r for r in rows if not (full_key(r) in seen or seen.add(full_key(r)))]
+        if len(rows) < before:
+            log.append(f"{rows[0]['id'].split('-')[2]}: {before - len(rows)} verbatim repeats dropped")
+    test_pick = sample(rng, test, n_test)
+    taken = {text_key(t) for t in test_pick}
+    val_pick = sample(rng, [v for v in val if text_key(v) not in taken], VAL)
+    taken |= {text_key(v) for v in val_pick}
+    picked = {t["id"] for t in test_pick}
+    dev = [d for d in dev if text_key(d) not in taken]
+    rest = [t for t in test if t["id"] not in picked and text_key(t) not in taken]
+    train = dev + sample(rng, rest, max(0, TRAIN - len(dev)))
+    log.append(f"train = {len(dev)} dev rows + {len(train) - len(dev)} test rows not in our test split")
+    splits = {"train": train, "validation": val_pick, "test": test_pick}
+    if ways == 2:
+        rng2 = random.Random(f"{SEED}-mmlu-{domain}-2way")
+        splits = {k: two_way(v, rng2) for k, v in splits.items()}
+    return splits
+
+
+def build_fpb(raw: Raw, log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-fpb")
+    p = raw.path(FPB[0], "data/FinancialPhraseBank-v1.0/Sentences_AllAgree.txt")
+    lines = p.read_text(encoding="latin-1").splitlines()
+    counts = Counter(l.rsplit("@", 1)[1] for l in lines if l.strip())
+    log.append(f"raw rows: {len(lines)} ({dict(counts)}); neutral dropped (binary task)")
+    rows, seen = [], set()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        sent, label = line.rsplit("@", 1)
+        if label not in ("positive", "negative") or sent.strip() in seen:
+            continue
+        seen.add(sent.strip())
+        q = f"Sentence: {sent.strip()}\nIs the sentiment of this sentence positive or negative?"
+        rows.append(item(f"fpb-allagree-{i}", q, ["negative", "positive"], int(label == "positive"),
+                         "finance", "financial_phrasebank/AllAgree"))
+    test = balanced(rows, 150, rng)
+    val = balanced(without(rows, test), 50, rng)
+    rest = without(without(rows, test), val)
+    return {"train": balanced(rest, 100, rng), "validation": val, "test": test}
+
+
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_SWAP = {"+": "-", "-": "+", "*": "/", "/": "*"}
+
+
+def _eval(node: ast.AST, top_op: str | None = None) -> float:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return float(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        a, b = _eval(node.left), _eval(node.right)
+        op = top_op or _OPS[type(node.op)]
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else float("nan")}[op]
+    raise ValueError(f"unsupported equation node {ast.dump(node)}")
+
+
+def fmt_num(x: float) -> str:
+    if abs(x - round(x)) < 1e-9:
+        return str(int(round(x)))
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def wrong_op_answer(equation: str) -> tuple[float, str, str] | None:
+    """(right value, right, wrong) with the outermost operator swapped (+<->-, *<->/)."""
+    tree = ast.parse(equation.strip(), mode="eval").body
+    if not isinstance(tree, ast.BinOp):
+        return None
+    right = _eval(tree)
+    op = _OPS[type(tree.op)]
+    for alt in (_SWAP[op], *[o for o in "+-*/" if o not in (op, _SWAP[op])]):
+        wrong = _eval(tree, alt)
+        if wrong == wrong and abs(wrong) != float("inf"):
+            wrong = abs(wrong)
+            if fmt_num(wrong) != fmt_num(right):
+                return right, fmt_num(right), fmt_num(wrong)
+    return None
+
+
+_INTERROGATIVE = {"how", "what", "find", "if", "which", "who", "when", "where", "why"}
+
+
+def svamp_question(body: str, question: str) -> str:
+    body = body.strip()
+    if body[-1] in ".?!":
+        return f"{body} {question.strip()}"
+    first = question.split()[0].lower()
+    q = question[0].lower() + question[1:] if first in _INTERROGATIVE else question
+    return f"{body}, {q.strip()}" if first in _INTERROGATIVE else f"{body}. {q.strip()}"
+
+
+def build_svamp(raw: Raw, log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-svamp")
+    data = json.loads(raw.path(SVAMP[0], "SVAMP.json").read_text(encoding="utf-8"))
+    rows, skipped = [], 0
+    for d in data:
+        pair = wrong_op_answer(d["Equation"])
+        if pair is None or abs(pair[0] - float(d["Answer"])) > 1e-6:
+            skipped += 1
+            continue
+        _, right, wrong = pair
+        rows.append(item(f"svamp-{d['ID']}", svamp_question(d["Body"], d["Question"]),
+                         [right, wrong], 0, "math", f"svamp/{d['Type']}"))
+    log.append(f"raw rows: {len(data)}; skipped {skipped} without a usable wrong-operation answer")
+    rng.shuffle(rows)
+    splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL],
+              "train": rows[TEST + VAL:TEST + VAL + TRAIN]}
+    splits = {k: sorted(v, key=lambda r: r["id"]) for k, v in splits.items()}
+    return {k: two_way(v, rng) for k, v in splits.items()}
+
+
+def build_arithmetic(log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-arithmetic")
+    rows, seen = [], set()
+    while len(rows) < TRAIN + VAL + TEST:
+        op = rng.choice("+-*")
+        if op == "*":
+            a, b = rng.randint(12, 99), rng.randint(3, 19)
+        else:
+            a, b = rng.randint(100, 999), rng.randint(10, 999)
+            if op == "-" and b > a:
+                a, b = b, a
+        q = f"What is {a} {'x' if op == '*' else op} {b}?"
+        if q in seen:
+            continue
+        seen.add(q)
+        right = {"+": a + b, "-": a - b, "*": a * b}[op]
+        wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))  # carry / off-by-one style slips
+        rows.append(item(f"arith-{len(rows)}", q, [str(right), str(abs(wrong))], 0, "math",
+                         "synthetic/arithmetic"))
+    log.append(f"generated {len(rows)} unique problems (seed {SEED}); wrong = right + one of "
+               "{-10,-2,-1,+1,+2,+10}")
+    splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL], "train": rows[TEST + VAL:]}
+    return {k: two_way(v, rng) for k, v in splits.items()}
+
+
+def build_arc(raw: Raw, log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-arc")
+    splits, caps = {}, {"train": TRAIN, "validation": VAL, "test": TEST}
+    for split, cap in caps.items():
+        p = raw.path(ARC[0], f"data/ARC-Easy-{split}.jsonl")
+        raw_rows = [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+        rows = []
+        for r in raw_rows:
+            texts, labels = r["choices"]["text"], r["choices"]["label"]
+            if len(texts) != 4 or r["answerKey"] not in labels:
+                continue
+            rows.append(item(f"arc-easy-{r['id']}", r["question"], [t.strip() for t in texts],
+                             labels.index(r["answerKey"]), "general", "arc_easy"))
+        log.append(f"{split}: raw {len(raw_rows)}, 4-choice {len(rows)}, kept {min(cap, len(rows))}")
+        splits[split] = sample(rng, rows, cap)
+    return splits
+
+
+def build_sst2(raw: Raw, log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-sst2")
+
+    def read(name: str, min_words: int) -> list[dict]:
+        p = raw.path(SST[0], f"data/SST-2/{name}.tsv")
+        with open(p, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        out = []
+        for i, (text, label) in enumerate(rows):
+            if len(text.split()) < min_words:
+                continue
+            q = f"Sentence: {text.strip()}\nIs the sentiment of this sentence positive or negative?"
+            out.append(item(f"sst2-{name}-{i}", q, ["negative", "positive"], int(label),
+                            "general", f"sst2/{name}"))
+        log.append(f"{name}.tsv: raw {len(rows)}, usable {len(out)}")
+        return out
+
+    dev, train = read("dev", 1), read("train", 8)
+    test = balanced(dev, 250, rng)
+    val = balanced(without(dev, test), 50, rng)
+    return {"train": balanced(train, 100, rng), "validation": val, "test": test}
+
+
+def build_caa(raw: Raw, behaviour: str, log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-caa-{behaviour}")
+
+    def rows_from(rel: str, tag: str, limit: int | None) -> list[dict]:
+        data = json.loads(raw.path(CAA[0], rel).read_text(encoding="utf-8"))
+        log.append(f"{rel}: {len(data)} rows" + (f", first {limit} used" if limit else ""))
+        out = []
+        for i, d in enumerate(data[:limit]):
+            m = d["answer_matching_behavior"].strip().strip("()")
+            n = d["answer_not_matching_behavior"].strip().strip("()")
+            assert {m, n} == {"A", "B"}, (rel, i, d)
+            out.append(item(f"caa-{behaviour}-{tag}-{i}", d["question"], ["A", "B"], "AB".index(m),
+                            "behaviour", f"caa/{behaviour}", fmt="ab"))
+        return out
+
+    test = rows_from(f"datasets/test/{behaviour}/test_dataset_ab.json", "test", None)
+    gen = rows_from(f"datasets/generate/{behaviour}/generate_dataset.json", "gen", CAA_GENERATE_ROWS)
+    rng.shuffle(gen)
+    n_val = len(gen) * 3 // 10
+    by_id = lambda rs: sorted(rs, key=lambda r: int(r["id"].rsplit("-", 1)[1]))  # noqa: E731
+    return {"train": by_id(gen[n_val:]), "validation": by_id(gen[:n_val]), "test": test}
+
+
+# ----------------------------------------------------------------------------- registry
+def _mmlu_notice(subjects: tuple[str, ...]) -> str:
+    return ("Source: MMLU (Hendrycks et al., 2021, 'Measuring Massive Multitask Language "
+            f"Understanding'), subjects {', '.join(subjects)}, from github.com/{MMLU[0]} at commit "
+            f"{MMLU[1]}. Licence: MIT (text below).\n\n")
+
+
+DATASETS = {
+    "mmlu_medical_4way": dict(domain="medical", source=MMLU, licence="MIT",
+                              build=lambda r, log: build_mmlu(r, MEDICAL, "medical", 4, log, MEDICAL_TEST),
+                              notice=_mmlu_notice(MEDICAL), licence_file=(MMLU[0], "LICENSE"),
+                              description="MMLU medical subjects, 4 options."),
+    "mmlu_medical_2way": dict(domain="medical", source=MMLU, licence="MIT",
+                              build=lambda r, log: build_mmlu(r, MEDICAL, "medical", 2, log, MEDICAL_TEST),
+                              notice=_mmlu_notice(MEDICAL), licence_file=(MMLU[0], "LICENSE"),
+                              description="MMLU medical subjects: right answer + one seeded wrong one."),
+    "mmlu_finance_2way": dict(domain="finance", source=MMLU, licence="MIT",
+                              build=lambda r, log: build_mmlu(r, FINANCE, "finance", 2, log),
+                              notice=_mmlu_notice(FINANCE), licence_file=(MMLU[0], "LICENSE"),
+                              description="MMLU economics/accounting subjects: right + one seeded wrong."),
+    "financial_phrasebank": dict(
+        domain="finance", source=FPB, licence="CC BY-NC-SA 3.0", build=build_fpb,
+        licence_file=(FPB[0], "data/FinancialPhraseBank-v1.0/License.txt"),
+        description="Financial PhraseBank v1.0 AllAgree, positive vs negative, class-balanced.",
+        notice=("Financial PhraseBank v1.0 (Sentences_AllAgree), by Pekka Malo, Ankur Sinha, Pyry "
+                "Takala, Pekka Korhonen and Jyrki Wallenius, Aalto University School of Business.\n"
+                "Cite: Malo, P., Sinha, A., Takala, P., Korhonen, P. and Wallenius, J. (2014): 'Good "
+                "debt or bad debt: Detecting semantic orientations in economic texts.' Journal of the "
+                "Association for Information Science and Technology, 65(4).\n"
+                f"Obtained from github.com/{FPB[0]} at commit {FPB[1]}.\n"
+                "Changes: neutral sentences dropped, duplicates removed, class-balanced subsample, "
+                "rephrased as a two-choice question; this adaptation is shared under the same "
+                "licence (CC BY-NC-SA 3.0): https://creativecommons.org/licenses/by-nc-sa/3.0/\n"
+                "NON-COMMERCIAL USE ONLY. Upstream licence notice follows.\n\n")),
+    "svamp_2way": dict(domain="math", source=SVAMP, licence="MIT", build=build_svamp,
+                       licence_file=(SVAMP[0], "LICENSE"),
+                       description="SVAMP word problems: right answer vs the outermost-operation-swapped answer.",
+                       notice=("SVAMP (Patel et al., 2021, 'Are NLP Models really able to Solve Simple "
+                               f"Math Word Problems?'), from github.com/{SVAMP[0]} at commit "
+                               f"{SVAMP[1]}. Licence: MIT (text below).\n\n")),
+    "arithmetic_2way": dict(domain="math", source=None, licence="MIT (steer-lens, generated)",
+                            build=lambda r, log: build_arithmetic(log),
+                            description="Seeded synthetic arithmetic: right vs off-by-{1,2,10} answer.",
+                            notice="Generated by data/build_datasets.py (steer-lens); same licence as steer-lens (MIT).\n"),
+    "arc_easy": dict(domain="general", source=ARC, licence="CC BY-SA 4.0", build=build_arc,
+                     description="AI2 ARC-Easy, 4-option questions only.",
+                     notice=("AI2 Reasoning Challenge (ARC) Easy set, Clark et al., 2018, 'Think you "
+                             "have Solved Question Answering? Try ARC', Allen Institute for AI.\n"
+                             f"Obtained from github.com/{ARC[0]} at commit {ARC[1]}.\n"
+                             "Licence: CC BY-SA 4.0, https://creativecommons.org/licenses/by-sa/4.0/ ; "
+                             "changes: 4-option questions only, seeded subsample, reformatted to JSONL "
+                             "(this adaptation is shared under CC BY-SA 4.0).\n")),
+    "sst2": dict(domain="general", source=SST, licence="GLUE / SST terms", build=build_sst2,
+                 description="SST-2 binary sentiment (GLUE), class-balanced.",
+                 notice=("Stanford Sentiment Treebank (Socher et al., 2013, 'Recursive Deep Models for "
+                         "Semantic Compositionality Over a Sentiment Treebank'), binary version as "
+                         "distributed with GLUE (Wang et al., 2018). Use under the GLUE/SST terms; "
+                         "cite both papers.\n"
+                         f"Obtained from github.com/{SST[0]} at commit {SST[1]} (data/SST-2).\n"
+                         "Changes: class-balanced seeded subsample; train from train.tsv phrases with "
+                         ">= 8 words; validation/test from dev.tsv (GLUE test labels are hidden).\n")),
+}
+for _b in BEHAVIOURS:
+    DATASETS[f"caa_{_b.replace('-', '_').lower()}"] = dict(
+        domain="behaviour", source=CAA, licence="MIT (CAA repo); Anthropic evals CC-BY-4.0",
+        build=(lambda b: lambda r, log: build_caa(r, b, log))(_b),
+        description=f"CAA A/B '{_b}' items; answer = the behaviour-matching letter.",
+        notice=(f"CAA A/B dataset '{_b}' from github.com/nrimsky/CAA (Rimsky et al., 2024, "
+                "'Steering Llama 2 via Contrastive Activation Addition'), "
+                f"datasets/test/{_b}/test_dataset_ab.json (test) and the first {CAA_GENERATE_ROWS} "
+                f"rows of datasets/generate/{_b}/generate_dataset.json (train/validation). "
+                "Code/data licence: MIT (nrimsky/CAA). Items derive in part from Anthropic's "
+                "model-written evals (Perez et al., 2022), CC-BY-4.0: "
+                "https://creativecommons.org/licenses/by/4.0/ . Commits: see data/SOURCES.md.\n"))
+
+
+def majority_rate(items: list[dict]) -> float:
+    return max(Counter(i["answer"] for i in items).values()) / len(items) if items else 0.0
+
+
+def write_dataset(name: str, spec: dict, splits: dict, log: list[str], raw: Raw) -> dict:
+    folder = OUT / name
+    ids = [i["id"] for s in splits.values() for i in s]
+    assert len(ids) == len(set(ids)), f"{name}: duplicate ids"
+    for split, items in splits.items():
+        atomic_write(folder / f"{split}.jsonl",
+                     "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    sizes = {k: len(v) for k, v in splits.items()}
+    rates = {k: round(majority_rate(v), 4) for k, v in splits.items()}
+    src = spec["source"]
+    meta = {"name": name, "domain": spec["domain"], "format": splits["test"][0]["format"],
+            "description": spec["description"], "licence": spec["licence"],
+            "source_repo": src[0] if src else None, "source_commit": src[1] if src else None,
+            "seed": SEED, "sizes": sizes, "majority_rate": rates, "build_log": log}
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    text = spec["notice"]
+    if spec.get("licence_file"):
+        p = raw.path(*spec["licence_file"])
+        text += p.read_bytes().decode("utf-8", errors="replace")
+    atomic_write(folder / "LICENSE", text.rstrip() + "\n")
+    return meta
+
+
+def update_sources_md(metas: list[dict]) -> None:
+    start, end = "<!-- sizes:start -->", "<!-- sizes:end -->"
+    rows = ["| dataset | domain | format | train | validation | test | majority (test) |",
+            "|---|---|---|---|---|---|---|"]
+    all_meta = {m["name"]: m for m in metas}
+    for f in sorted(OUT.glob("*/meta.json")):
+        m = json.loads(f.read_text())
+        all_meta.setdefault(m["name"], m)
+    for name in sorted(all_meta):
+        m = all_meta[name]
+        s = m["sizes"]
+        rows.append(f"| {name} | {m['domain']} | {m['format']} | {s['train']} | {s['validation']} "
+                    f"| {s['test']} | {m['majority_rate']['test']:.3f} |")
+    table = start + "\n" + "\n".join(rows) + "\n" + end
+    text = SOURCES_MD.read_text(encoding="utf-8") if SOURCES_MD.exists() else f"{start}\n{end}\n"
+    text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: table, text, flags=re.S)
+    atomic_write(SOURCES_MD, text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("raw_dir", type=Path, help="folder of raw files, <owner>__<repo>/<path>")
+    ap.add_argument("--only", default="", help="comma-separated dataset names (default: all)")
+    ap.add_argument("--no-verify", action="store_true", help="skip the sha256 checks")
+    args = ap.parse_args(argv)
+    raw = Raw(args.raw_dir, verify=not args.no_verify)
+    names = [n for n in args.only.split(",") if n] or list(DATASETS)
+    unknown = set(names) - set(DATASETS)
+    if unknown:
+        sys.exit(f"unknown dataset(s) {sorted(unknown)}; known: {sorted(DATASETS)}")
+    metas = []
+    for name in names:
+        spec, log = DATASETS[name], []
+        splits = dedupe(spec["build"](raw, log), log)
+        meta = write_dataset(name, spec, splits, log, raw)
+        metas.append(meta)
+        print(f"{name:32s} {meta['sizes']} majority={meta['majority_rate']}")
+    update_sources_md(metas)
+    print("raw files used:")
+    for k, v in sorted(raw.used.items()):
+        print(f"  {v}  {k}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Bundled datasets and the JSONL loader (steer_lens.data)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from steer_lens.data import (BUNDLED_DIR, DOMAINS, Item, MCDataset, contrast_prompts, list_datasets,
+                             load_dataset)
+
+SOURCES_MD = Path(__file__).resolve().parents[2] / "data" / "SOURCES.md"
+NAMES = list_datasets()
+
+
+def _sources_table() -> dict[str, dict[str, int]]:
+    text = SOURCES_MD.read_text(encoding="utf-8")
+    block = text.split("<!-- sizes:start -->")[1].split("<!-- sizes:end -->")[0]
+    out = {}
+    for line in block.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[0]] = {"train": int(cells[3]), "validation": int(cells[4]), "test": int(cells[5])}
+    return out
+
+
+def _norm(it: Item) -> str:
+    return re.sub(r"\s+", " ", f"{it.context or ''} || {it.question}").strip().lower()
+
+
+def test_expected_datasets_are_bundled():
+    expected = {"mmlu_medical_4way", "mmlu_medical_2way", "mmlu_finance_2way",
+                "financial_phrasebank", "svamp_2way", "arithmetic_2way", "arc_easy", "sst2"}
+    assert expected <= set(NAMES)
+    assert set(NAMES) == set(_sources_table()), "SOURCES.md size table out of date"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_dataset_is_consistent(name):
+    ds = load_dataset(name)
+    assert set(ds.splits) == {"train", "validation", "test"}
+    sizes = {k: len(v) for k, v in ds.splits.items()}
+    assert sizes == _sources_table()[name] == ds.metadata["sizes"]
+    assert 0 < sizes["test"] <= 500 and sizes["train"] >= 50
+    items = [it for s in ds.splits.values() for it in s]
+    assert len({it.id for it in items}) == len(items)
+    assert {it.domain for it in items} <= set(DOMAINS)
+    assert len({it.domain for it in items}) == 1 and len({it.format for it in items}) == 1
+    train, test = {_norm(i) for i in ds.split("train")}, {_norm(i) for i in ds.split("test")}
+    val = {_norm(i) for i in ds.split("validation")}
+    assert not train & test and not val & test and not train & val
+    for split in ds.splits:
+        rate = ds.majority_rate(split)
+        assert rate == pytest.approx(ds.metadata["majority_rate"][split], abs=1e-4)
+        if "2way" in name or name in ("financial_phrasebank", "sst2"):
+            assert 0.4 <= rate <= 0.6, (split, rate)
+    assert (BUNDLED_DIR / name / "LICENSE").is_file()
+
+
+def test_two_way_and_binary_items_have_two_distinct_choices():
+    for name in NAMES:
+        for it in load_dataset(name).split("test"):
+            assert len(set(it.choices)) == len(it.choices) >= 2
+            if "2way" in name:
+                assert len(it.choices) == 2
+
+
+def test_prompt_and_completions_formats():
+    mc = Item("x", "What is 2 + 2?", ["4", "5"], 0, "math", "t", context="Some context.")
+    assert mc.prompt() == "Some context.\n\nWhat is 2 + 2?\nAnswer:"
+    assert mc.completions() == [" 4", " 5"]
+    ab = Item("y", "Pick one.\n\nChoices:\n (A) yes\n (B) no", ["A", "B"], 1, "behaviour", "t", "ab")
+    assert ab.prompt() == "Pick one.\n\nChoices:\n (A) yes\n (B) no"
+    assert ab.completions() == [" (A", " (B"]
+    assert isinstance(mc.choices, tuple) and hash(mc) == hash(Item(**{**mc.__dict__}))
+
+
+def test_split_limit_is_seeded_subsample():
+    ds = load_dataset("arithmetic_2way")
+    a, b = ds.split("test", limit=20, seed=3), ds.split("test", limit=20, seed=3)
+    assert a == b and len(a) == 20 and len({i.id for i in a}) == 20
+    assert a != ds.split("test", limit=20, seed=4)
+    full = ds.split("test")
+    assert [i.id for i in a] == [i.id for i in full if i.id in {j.id for j in a}]
+    assert ds.split("test", limit=10_000) == full
+    with pytest.raises(KeyError, match="no split"):
+        ds.split("dev")
+
+
+def test_contrast_prompts_pairs_are_well_formed_and_deterministic():
+    items = load_dataset("mmlu_medical_4way").split("train", limit=30)
+    pos, neg = contrast_prompts(items, seed=0)
+    assert len(pos) == len(neg) == len(items)
+    for it, (pp, pc), (np_, nc) in zip(items, pos, neg):
+        assert pp == np_ == it.prompt()
+        assert pc == it.completions()[it.answer] and nc in it.completions() and nc != pc
+    assert contrast_prompts(items, seed=0) == (pos, neg)
+    assert contrast_prompts(items[::-1], seed=0)[1] == neg[::-1]  # per-item, order-independent
+    assert contrast_prompts(items, seed=1)[1] != neg  # 3 wrong options: seed matters
+
+
+def test_contrast_prompts_ab_items():
+    ab = [n for n in NAMES if n.startswith("caa_")]
+    if not ab:
+        pytest.skip("no CAA datasets bundled")
+    items = load_dataset(ab[0]).split("test", limit=5)
+    pos, neg = contrast_prompts(items)
+    for it, (_, pc), (_, nc) in zip(items, pos, neg):
+        assert {pc, nc} == {" (A", " (B"} and pc == f" ({it.choices[it.answer]}"
+
+
+GOOD = {"id": "a", "question": "Q?", "choices": ["x", "y"], "answer": 1, "domain": "general",
+        "source": "unit", "format": "mc"}
+
+
+def _write(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ('{"id": "b", "question": ', "malformed JSON"),
+    ({k: v for k, v in GOOD.items() if k != "answer"} | {"id": "b"}, "missing field 'answer'"),
+    (GOOD | {"id": "b", "answer": 2}, "answer index 2 out of range"),
+    (GOOD | {"id": "b", "answer": "1"}, "field 'answer' must be int"),
+    (GOOD | {"id": "b", "choices": ["only"], "answer": 0}, "'choices' has 1 entry"),
+    (GOOD | {"id": "b", "domain": "legal"}, "unknown domain"),
+    (GOOD | {"id": "b", "format": "ab"}, "single capital letters"),
+    (GOOD, "duplicate id 'a'"),
+])
+def test_malformed_lines_name_file_line_and_fix(tmp_path, bad_line, message):
+    path = _write(tmp_path / "bad.jsonl", [GOOD, bad_line])
+    with pytest.raises(ValueError, match=re.escape(message)) as exc:
+        load_dataset(path)
+    text = str(exc.value)
+    assert str(path) in text and "line 2" in text and "Fix:" in text
+
+
+def test_duplicate_ids_across_split_files(tmp_path):
+    _write(tmp_path / "train.jsonl", [GOOD])
+    _write(tmp_path / "test.jsonl", [GOOD | {"id": "b"}, GOOD])
+    with pytest.raises(ValueError, match=r"test\.jsonl, line 2: duplicate id 'a' \(first at .*train\.jsonl, line 1\)"):
+        load_dataset(tmp_path)
+
+
+def test_round_trip_single_file_and_folder(tmp_path):
+    src = load_dataset("svamp_2way").split("validation", limit=7) + \
+        load_dataset("sst2").split("train", limit=3)
+    ctx = Item("ctx-1", "Q?", ["a", "b", "c"], 2, "general", "unit", context="C.")
+    rows = [it.to_dict() | {"split": "validation"} for it in src] + [ctx.to_dict()]
+    ds = load_dataset(_write(tmp_path / "mine.jsonl", rows))
+    assert isinstance(ds, MCDataset) and ds.name == "mine"
+    assert ds.split("validation") == src and ds.split("test") == [ctx]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write(folder / "test.jsonl", [it.to_dict() for it in src])
+    assert load_dataset(folder).split("test") == src
+    assert load_dataset(str(folder)).name == "folder"
+
+
+def test_unknown_dataset_error_lists_names():
+    with pytest.raises(ValueError, match="not a bundled name"):
+        load_dataset("no_such_dataset")
