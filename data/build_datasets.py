@@ -35,17 +35,33 @@ FPB = ("wychen-null/project_nlp_cuda", "85f8c4fcd3a7f3be374279fd291f904f9436c9ab
 SVAMP = ("arkilpatel/SVAMP", "689d7ccac74b9983a2ac7cc3b264f441b99e7c53")
 ARC = ("zhaoxlpku/HKU-DASC7606-A2", "fcca017f3468a25901ad298913e976c42ad9165e")
 SST = ("TaoCesc/binary_cls", "6a73b09b39af0efe049622662211f3657c75a15e")
-CAA = ("nrimsky/CAA", "see data/SOURCES.md (per file)")
+CAA = ("nrimsky/CAA", "0aec415b166171f84c7034bd0d9d1ddf5e6ebf46 (refusal: 9f9db131958ba328dc999cd0a29c11434f5156c4)")
 
 MEDICAL = ("clinical_knowledge", "medical_genetics", "anatomy", "college_medicine")
 FINANCE = ("econometrics", "high_school_macroeconomics", "high_school_microeconomics",
            "professional_accounting")
 BEHAVIOURS = ("sycophancy", "refusal", "hallucination", "myopic-reward", "survival-instinct",
               "corrigible-neutral-HHH", "coordinate-other-ais")
-CAA_GENERATE_ROWS = 100  # the first rows of each generate_dataset.json (train/validation pool)
+CAA_GENERATE_ROWS = 50  # the first rows of each generate_dataset.json (train/validation pool)
 
 # sha256 of the raw files, verified unless --no-verify (CAA files are transcriptions in data/raw/).
 RAW_SHA256: dict[str, str] = {
+    "nrimsky__CAA/LICENSE":
+        "4f40800b2b823f96366eb9de7d0113970fab96f724ab535d45badca5735ad74f",
+    "nrimsky__CAA/datasets/test/coordinate-other-ais/test_dataset_ab.json":
+        "07b449d9160ba12240ff534a152db4e203ff1dc673ae2dd09a81cec35b9c88a7",
+    "nrimsky__CAA/datasets/test/corrigible-neutral-HHH/test_dataset_ab.json":
+        "0c79b5b5be646b165e3f8dcb4b8b4d6f7f03a8bc5fed42e8e16d264ec7d572a2",
+    "nrimsky__CAA/datasets/test/hallucination/test_dataset_ab.json":
+        "2cc8ea6d312f40e82b437581010c8546a8bff5ff233370504e83d1a154eee33f",
+    "nrimsky__CAA/datasets/test/myopic-reward/test_dataset_ab.json":
+        "7b896b17a4dab47528520c4d4fbcfdb8774f6f734be5ae3237fb753ef7a2c091",
+    "nrimsky__CAA/datasets/test/refusal/test_dataset_ab.json":
+        "49d0997a8eb89969ff2efb9730ebd96adb4935d96cfbb599d5780fd5be11c21e",
+    "nrimsky__CAA/datasets/test/survival-instinct/test_dataset_ab.json":
+        "ddf16ad9a5d0c6322ffe6a800279b3a60737ad172a41b3dc9307e79148c8ee30",
+    "nrimsky__CAA/datasets/test/sycophancy/test_dataset_ab.json":
+        "82a03b23fc0bae1b9a5a02bec33c5a1057d0437aed534d814fb670a9a0b9b056",
     "TaoCesc__binary_cls/data/SST-2/dev.tsv":
         "46cc9126f5e3bf1634991d8eeed3a5e8dc81869622444af859729d720c58d815",
     "TaoCesc__binary_cls/data/SST-2/train.tsv":
@@ -144,6 +160,9 @@ class Raw:
         self.dirs = [raw_dir, BUNDLED_RAW]
         self.verify = verify
         self.used: dict[str, str] = {}
+
+    def exists(self, repo: str, rel: str) -> bool:
+        return any((d / repo.replace("/", "__") / rel).is_file() for d in self.dirs)
 
     def path(self, repo: str, rel: str) -> Path:
         key = f"{repo.replace('/', '__')}/{rel}"
@@ -437,22 +456,32 @@ def build_sst2(raw: Raw, log: list[str]) -> dict:
 
 
 def build_caa(raw: Raw, behaviour: str, log: list[str]) -> dict:
+    """CAA A/B items: test = test_dataset_ab.json; train/validation = a seeded 70/30 split of the
+    first CAA_GENERATE_ROWS rows of generate_dataset.json (or of the committed transcription
+    generate_dataset.first50.json). Choices are the two letters compared by CAA (matching and
+    not-matching behaviour, in letter order); answer = the behaviour-matching one."""
     rng = random.Random(f"{SEED}-caa-{behaviour}")
 
     def rows_from(rel: str, tag: str, limit: int | None) -> list[dict]:
         data = json.loads(raw.path(CAA[0], rel).read_text(encoding="utf-8"))
         log.append(f"{rel}: {len(data)} rows" + (f", first {limit} used" if limit else ""))
+        if limit and len(data) < limit:
+            sys.exit(f"{rel} has {len(data)} rows, fewer than CAA_GENERATE_ROWS={limit}")
         out = []
         for i, d in enumerate(data[:limit]):
             m = d["answer_matching_behavior"].strip().strip("()")
             n = d["answer_not_matching_behavior"].strip().strip("()")
-            assert {m, n} == {"A", "B"}, (rel, i, d)
-            out.append(item(f"caa-{behaviour}-{tag}-{i}", d["question"], ["A", "B"], "AB".index(m),
+            assert m != n and f"({m})" in d["question"] and f"({n})" in d["question"], (rel, i)
+            letters = sorted([m, n])
+            out.append(item(f"caa-{behaviour}-{tag}-{i}", d["question"], letters, letters.index(m),
                             "behaviour", f"caa/{behaviour}", fmt="ab"))
         return out
 
     test = rows_from(f"datasets/test/{behaviour}/test_dataset_ab.json", "test", None)
-    gen = rows_from(f"datasets/generate/{behaviour}/generate_dataset.json", "gen", CAA_GENERATE_ROWS)
+    gen_rel = f"datasets/generate/{behaviour}/generate_dataset.json"
+    if not raw.exists(CAA[0], gen_rel):
+        gen_rel = gen_rel.replace(".json", f".first{CAA_GENERATE_ROWS}.json")
+    gen = rows_from(gen_rel, "gen", CAA_GENERATE_ROWS)
     rng.shuffle(gen)
     n_val = len(gen) * 3 // 10
     by_id = lambda rs: sorted(rs, key=lambda r: int(r["id"].rsplit("-", 1)[1]))  # noqa: E731
@@ -526,13 +555,15 @@ for _b in BEHAVIOURS:
         domain="behaviour", source=CAA, licence="MIT (CAA repo); Anthropic evals CC-BY-4.0",
         build=(lambda b: lambda r, log: build_caa(r, b, log))(_b),
         description=f"CAA A/B '{_b}' items; answer = the behaviour-matching letter.",
+        licence_file=(CAA[0], "LICENSE"),
         notice=(f"CAA A/B dataset '{_b}' from github.com/nrimsky/CAA (Rimsky et al., 2024, "
                 "'Steering Llama 2 via Contrastive Activation Addition'), "
                 f"datasets/test/{_b}/test_dataset_ab.json (test) and the first {CAA_GENERATE_ROWS} "
                 f"rows of datasets/generate/{_b}/generate_dataset.json (train/validation). "
                 "Code/data licence: MIT (nrimsky/CAA). Items derive in part from Anthropic's "
                 "model-written evals (Perez et al., 2022), CC-BY-4.0: "
-                "https://creativecommons.org/licenses/by/4.0/ . Commits: see data/SOURCES.md.\n"))
+                "https://creativecommons.org/licenses/by/4.0/ . Commits: see data/SOURCES.md. "
+                "Upstream MIT licence text follows.\n\n"))
 
 
 def majority_rate(items: list[dict]) -> float:

@@ -42,7 +42,7 @@ def test_bundled_dataset_is_consistent(name):
     assert set(ds.splits) == {"train", "validation", "test"}
     sizes = {k: len(v) for k, v in ds.splits.items()}
     assert sizes == _sources_table()[name] == ds.metadata["sizes"]
-    assert 0 < sizes["test"] <= 500 and sizes["train"] >= 50
+    assert 0 < sizes["test"] <= 500 and sizes["train"] >= 30
     items = [it for s in ds.splits.values() for it in s]
     assert len({it.id for it in items}) == len(items)
     assert {it.domain for it in items} <= set(DOMAINS)
