@@ -1,0 +1,198 @@
+"""Typed activation capture through TransformerLens hook points.
+
+`capture(model, prompts, layers=[...])` runs the model in length-sorted batches, pools each
+requested hook's output per prompt ("last" token, "mean" over the answer span, or "all"
+positions) and stops the forward pass right after the last requested layer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .io import atomic_path
+from .tokens import Prompt, encode_all, pad
+
+HOOKS = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "resid_mid": "blocks.{layer}.hook_resid_mid",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+}
+POSITIONS = ("last", "mean", "all")
+FORMAT_VERSION = 1
+
+
+class _StopForward(Exception):
+    """Raised from the last hook so no work is done past the last requested layer."""
+
+
+def resolve_layers(model, layers: Sequence[int]) -> list[int]:
+    """Check layer indices against the model (negative indices count from the end)."""
+    n = model.cfg.n_layers
+    if len(layers) == 0:
+        raise ValueError("no layers given; pass e.g. layers=[0, -1]")
+    out = []
+    for layer in layers:
+        if not -n <= int(layer) < n:
+            raise ValueError(f"layer {layer} is out of range for a model with {n} layers (0..{n - 1})")
+        out.append(int(layer) % n)
+    return out
+
+
+def hook_name(model, hook: str, layer: int) -> str:
+    """Full hook name for a short name (`resid_post`) or a template with ``{layer}``."""
+    template = HOOKS.get(hook, hook)
+    if "{layer}" not in template:
+        raise ValueError(
+            f"unknown hook {hook!r}; use one of {sorted(HOOKS)} or a template such as "
+            "'blocks.{layer}.hook_resid_post'"
+        )
+    name = template.format(layer=layer)
+    if name not in model.hook_dict:
+        raise ValueError(f"the model has no hook point {name!r}; check the hook name {hook!r}")
+    return name
+
+
+@dataclass
+class Activations:
+    """Pooled activations: ``tensor`` is "n layer d_model" ("n layer pos d_model" for "all")."""
+
+    tensor: Float[Tensor, "n layer d_model"] | Float[Tensor, "n layer pos d_model"]
+    layers: list[int]
+    hook_names: list[str]
+    model_name: str
+    position: str
+    mask: Bool[Tensor, "n pos"] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def at(self, layer: int) -> Tensor:
+        """Activations at one model layer index (not list position)."""
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} was not captured; captured layers are {self.layers}")
+        return self.tensor[:, self.layers.index(layer)]
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def save(self, path) -> None:
+        """One safetensors file; metadata as JSON in its header (no pickle)."""
+        from safetensors.torch import save_file
+
+        tensors = {"tensor": self.tensor.contiguous()}
+        if self.mask is not None:
+            tensors["mask"] = self.mask.contiguous()
+        meta = {
+            "format": FORMAT_VERSION, "layers": self.layers, "hook_names": self.hook_names,
+            "model_name": self.model_name, "position": self.position, "meta": self.meta,
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"steer_lens": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path) -> "Activations":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if "steer_lens" not in header:
+                raise ValueError(f"{path} is not a steer-lens activations file (no metadata)")
+            meta = json.loads(header["steer_lens"])
+            if meta.get("format", 0) > FORMAT_VERSION:
+                raise ValueError(f"{path} has format {meta['format']}; upgrade steer-lens to read it")
+            tensor = f.get_tensor("tensor")
+            mask = f.get_tensor("mask") if "mask" in f.keys() else None
+        return cls(tensor, meta["layers"], meta["hook_names"], meta["model_name"],
+                   meta["position"], mask, meta.get("meta", {}))
+
+
+def _pool(act: Tensor, batch, position: str) -> Tensor:
+    """act "batch pos d" -> "batch d" (or unchanged for "all")."""
+    if position == "last":
+        return act[torch.arange(act.shape[0]), batch.last_index]
+    if position == "mean":
+        w = batch.span.to(act.dtype).unsqueeze(-1)
+        return (act * w).sum(1) / w.sum(1).clamp_min(1)
+    return act
+
+
+def capture(
+    model,
+    prompts: Sequence[Prompt],
+    *,
+    layers: Sequence[int],
+    hook: str = "resid_post",
+    position: str = "last",
+    chat_template: bool | None = None,
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> Activations:
+    """Capture hook outputs for every prompt at the given layers.
+
+    ``position``: "last" (last token), "mean" (mean over the completion span of
+    ``(prompt, completion)`` pairs, or all real tokens of plain prompts) or "all" (padded,
+    with ``mask``). ``chat_template=None`` uses the tokenizer's template when it has one.
+    Length-sorted batching with right padding gives the same result as one-by-one.
+    """
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(prompts) == 0:
+        raise ValueError("no prompts given; pass at least one prompt")
+    layers = resolve_layers(model, layers)
+    names = [hook_name(model, hook, layer) for layer in layers]
+    last_name = names[layers.index(max(layers))]
+    encoded = encode_all(model, prompts, chat_template=chat_template)  # validates all first
+    lengths = torch.tensor([len(ids) for ids, _ in encoded])
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    show = progress if progress is not None else len(chunks) > 8
+    pooled: dict[int, list[Tensor]] = {}
+    masks: dict[int, Tensor] = {}
+    for chunk in tqdm(chunks, desc=f"capture {model.cfg.model_name}", disable=not show):
+        sub = pad(model, [encoded[i] for i in chunk])
+        store: dict[str, Tensor] = {}
+
+        def saver(name, _sub=sub):
+            def save(tensor, hook):
+                store[name] = _pool(tensor.detach(), _sub, position).float()
+                if name == last_name:
+                    raise _StopForward
+                return tensor
+            return save
+
+        hooks = [(name, saver(name)) for name in dict.fromkeys(names)]
+        try:
+            with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+                model(sub.tokens, attention_mask=sub.attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            if hasattr(model, "_last_hf_cache"):
+                del model._last_hf_cache
+        stacked = torch.stack([store[name] for name in names], dim=1)
+        for row, idx in enumerate(chunk):
+            pooled[idx] = stacked[row]
+            masks[idx] = sub.attention_mask[row].bool()
+    if position == "all":
+        width = max(m.shape[0] for m in masks.values())
+        tensor = torch.zeros(len(prompts), len(layers), width, model.cfg.d_model)
+        mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+        for idx, act in pooled.items():
+            tensor[idx, :, : act.shape[1]] = act
+            mask[idx, : masks[idx].shape[0]] = masks[idx]
+        tensor = tensor * mask[:, None, :, None]
+    else:
+        tensor, mask = torch.stack([pooled[i] for i in range(len(prompts))]), None
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{model.cfg.model_name} produced NaN/inf activations; check dtype and inputs")
+    return Activations(tensor, layers, names, model.cfg.model_name, position, mask,
+                       {"hook": hook, "n_prompts": len(prompts)})

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random-weight models (built once per session) and real models."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from steer_lens.testing import make_tiny_model
+
+    return {
+        "llama": make_tiny_model(tmp_path_factory.mktemp("tiny_llama"), "llama", d_model=64, n_layers=4),
+        "gemma3": make_tiny_model(tmp_path_factory.mktemp("tiny_gemma"), "gemma3", d_model=48, n_layers=3, seed=1),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_dir):
+    from steer_lens.models import load_model
+
+    return load_model(tiny_dir["llama"])
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tiny_dir):
+    from steer_lens.models import load_model
+
+    return load_model(tiny_dir["gemma3"])
+
+
+@pytest.fixture(params=["llama", "gemma3"])
+def tiny_model(request, tiny_llama, tiny_gemma):
+    return tiny_llama if request.param == "llama" else tiny_gemma
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from steer_lens.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from steer_lens.models import load_model
+
+    return load_model("gemma-3-270m")
