@@ -8,7 +8,7 @@ concept-positive from concept-negative activations.
 
 Conventions (chosen to agree with xrfm 0.4.5, see tests/unit/test_rfm.py):
 - Input scaling: X -> (X - mean) / s with ONE scalar s, so directions are unchanged.
-  s = median pairwise distance (default, on <= 1024 evenly spaced rows) or median
+  s = median pairwise distance (default, on <= 512 evenly spaced rows) or median
   norm of the centred rows. The bandwidth L is therefore in units of s: at the
   first iteration (M = I) a typical pair has ||x - z|| ~ 1. Centring never changes
   a distance kernel; it only reduces float cancellation.
@@ -45,25 +45,36 @@ class RFMConfig:
     chunk: int = 4096  # rows per block when predicting / differentiating new points
 
     def __post_init__(self) -> None:
-        if self.kernel not in ("laplace", "gaussian"):
-            raise ValueError(f"kernel must be 'laplace' or 'gaussian', got {self.kernel!r}")
-        if not self.bandwidth > 0 or not math.isfinite(self.bandwidth):
-            raise ValueError(f"bandwidth must be a positive finite number, got {self.bandwidth}; try 1.0")
-        if not self.ridge > 0 or not math.isfinite(self.ridge):
-            raise ValueError(f"ridge must be a positive finite number, got {self.ridge}; try 1e-3")
-        if self.iters < 0:
-            raise ValueError(f"iters must be >= 0, got {self.iters}")
-        if self.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {self.dtype}")
-        if self.scale not in ("median_dist", "median_norm", "none"):
-            raise ValueError(f"scale must be 'median_dist', 'median_norm' or 'none', got {self.scale!r}")
-        if self.chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        for name, value, allowed in (("kernel", self.kernel, ("laplace", "gaussian")),
+                                     ("scale", self.scale, ("median_dist", "median_norm", "none")),
+                                     ("dtype", self.dtype, (torch.float32, torch.float64))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        for name, value, hint in (("bandwidth", self.bandwidth, 1.0), ("ridge", self.ridge, 1e-3)):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}; try {hint}")
+        if self.iters < 0 or self.chunk < 1:
+            raise ValueError(f"need iters >= 0 and chunk >= 1, got iters={self.iters}, chunk={self.chunk}")
 
 
 def _check_finite(name: str, t: Tensor) -> None:
     if t.numel() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf; drop or fix those rows before fitting")
+
+
+def _check_fit_inputs(X: Tensor, y: Tensor, X_val: Tensor | None, y_val: Tensor | None) -> Tensor:
+    """Raise ValueError on unusable training/validation data; return the distinct labels."""
+    for name, t in (("X", X), ("y", y), ("X_val", X_val), ("y_val", y_val)):
+        if t is not None:
+            _check_finite(name, t)
+    classes = torch.unique(y)
+    if len(classes) < 2:
+        raise ValueError("y has only one class/value; provide examples of both classes (e.g. +1 and -1)")
+    if (X_val is None) != (y_val is None):
+        raise ValueError("pass both X_val and y_val, or neither")
+    if X_val is not None and X_val.shape[1] != X.shape[1]:
+        raise ValueError(f"X_val has width {X_val.shape[1]} but X has width {X.shape[1]}; use the same features")
+    return classes
 
 
 def _sq_dists(
@@ -119,12 +130,14 @@ class RFM:
         return (X.to(self.config.dtype) - self.shift) / self.scale
 
     def _solve(self, K: Float[Tensor, "n n"], y: Float[Tensor, "n"]) -> Float[Tensor, "n"]:
-        """alpha = (K + ridge I)^-1 y. Adds the ridge to K's diagonal in place."""
+        """alpha = (K + ridge I)^-1 y by Cholesky (adds the ridge to K's diagonal in place). If
+        float32 Cholesky fails (tiny ridge, ill-conditioned K) retry in float64, then LU."""
         K.diagonal().add_(self.config.ridge)
-        chol, info = torch.linalg.cholesky_ex(K)
-        if int(info) == 0:
-            return torch.cholesky_solve(y[:, None], chol)[:, 0]
-        return torch.linalg.solve(K, y)  # not numerically PD (float32, tiny ridge): LU fallback
+        for A in (K, K.double()) if K.dtype != torch.float64 else (K,):
+            chol, info = torch.linalg.cholesky_ex(A)
+            if int(info) == 0:
+                return torch.cholesky_solve(y.to(A.dtype)[:, None], chol)[:, 0].to(K.dtype)
+        return torch.linalg.solve(K.double(), y.double()).to(K.dtype)
 
     # ---- public API ----
     def fit(
@@ -133,38 +146,19 @@ class RFM:
     ) -> "RFM":
         """Fit on X ("n d", any units) and targets y ("n"). With a validation set, the
         predictor (iteration 0..iters) with the best validation score is kept."""
-        cfg = self.config
-        n, d = X.shape
-        if n < 2:
-            raise ValueError(f"need at least 2 training rows, got {n}")
-        _check_finite("X", X)
-        _check_finite("y", y)
-        classes = torch.unique(y)
-        if len(classes) < 2:
-            raise ValueError("y has only one class/value; provide examples of both classes (e.g. +1 and -1)")
-        if (X_val is None) != (y_val is None):
-            raise ValueError("pass both X_val and y_val, or neither")
-        if X_val is not None:
-            if X_val.shape[1] != d:
-                raise ValueError(f"X_val has width {X_val.shape[1]} but X has width {d}; use the same layer/features")
-            _check_finite("X_val", X_val)
-            _check_finite("y_val", y_val)
-        dt = cfg.dtype
+        cfg, (n, d) = self.config, X.shape
+        classes, dt = _check_fit_inputs(X, y, X_val, y_val), cfg.dtype
         X = X.to(dt)
-        self.shift = X.mean(0) if cfg.center else torch.zeros(d, dtype=dt, device=X.device)
-        Xc = X - self.shift
+        self.shift = X.mean(0) if cfg.center else X.new_zeros(d)
         self.scale = 1.0
         if cfg.scale != "none":
-            sub = Xc[torch.linspace(0, n - 1, min(n, 1024), device=X.device).long()]
+            Xc = X - self.shift
+            sub = Xc[torch.linspace(0, n - 1, min(n, 512), device=X.device).long()]
             med = float((torch.pdist(sub) if cfg.scale == "median_dist" else Xc.norm(dim=1)).median())
             self.scale = med if med > 0 else 1.0
-        Xs = Xc / self.scale
-        ys = y.to(dt)
+        Xs, ys = self._prepare(X), y.to(dt)
         binary = len(classes) == 2
         thresh = float(classes.to(dt).mean()) if binary else 0.0
-        Xv = self._prepare(X_val) if X_val is not None else None
-        yv = y_val.to(dt) if y_val is not None else None
-
         M: Tensor | None = None  # None = identity (first iteration)
         self.history, self.val_scores, best = [], [], -math.inf
         for t in range(cfg.iters + 1):
@@ -178,20 +172,18 @@ class RFM:
             elif n >= 2 * d:  # cheaper association: n d^2 + 2 d^3 vs 2 n d^2
                 agop = M @ (G.T @ G) @ M
             else:
-                H = G @ M
-                agop = H.T @ H
+                agop = (H := G @ M).T @ H
             agop = (agop + agop.T) / 2  # the 1/n of the mean cancels in the normalisation
             agop = agop / agop.diagonal().max().clamp_min(torch.finfo(dt).tiny)
             if cfg.keep_history:
                 self.history.append(agop)
             score = 0.0
-            if Xv is not None:
-                pv = self._predict_scaled(Xv, Xs, alpha, M)
+            if X_val is not None:
+                pv, yv = self._predict_scaled(self._prepare(X_val), Xs, alpha, M), y_val.to(dt)
                 score = float(((pv > thresh) == (yv > thresh)).to(dt).mean()) if binary else -float(((pv - yv) ** 2).mean())
                 self.val_scores.append(score)
-            if Xv is None or t == 0 or score > best:  # strict: earliest best wins (as xrfm)
-                best, self.best_iter = score, t
-                self.M, self.alpha = agop, alpha
+            if X_val is None or t == 0 or score > best:  # strict: earliest best wins (as xrfm)
+                best, self.best_iter, self.M, self.alpha = score, t, agop, alpha
                 self.kernel_M = M if M is not None else torch.eye(d, dtype=dt, device=X.device)
             M = agop
         self.centers = Xs
@@ -255,14 +247,12 @@ class SteeringDirection:
     @property
     def top_share(self) -> float:
         """Top eigenvalue / trace: 1 means the AGOP is rank one."""
-        ev = self.eigenvalues.clamp_min(0)
-        return float(ev[0] / ev.sum())
+        return float(self.eigenvalues[0] / self.eigenvalues.clamp_min(0).sum())
 
     @property
     def effective_rank(self) -> float:
         """exp(entropy of the normalised spectrum) (Roy & Vetterli 2007); in [1, d]."""
-        p = self.eigenvalues.clamp_min(0)
-        p = p / p.sum()
+        p = self.eigenvalues.clamp_min(0) / self.eigenvalues.clamp_min(0).sum()
         return float(torch.exp(-torch.xlogy(p, p).sum()))
 
 
@@ -277,20 +267,18 @@ def steering_vector(
         if t.shape[0] == 0:
             raise ValueError(f"{name} is empty; pass at least one activation row for each class")
         _check_finite(name, t)
-    d = positives.shape[1]
-    if negatives.shape[1] != d:
-        raise ValueError(
-            f"positives have width {d} but negatives have width {negatives.shape[1]}; take both from the same layer")
+    if (d := positives.shape[1]) != negatives.shape[1]:
+        raise ValueError(f"positives have width {d} but negatives have width {negatives.shape[1]}; "
+                         "take both from the same layer")
     if not 1 <= k <= d:
         raise ValueError(f"k must be in [1, {d}] (the activation width), got {k}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     cfg = config if config is not None else RFMConfig()
-    X = torch.cat([positives.to(cfg.dtype), negatives.to(cfg.dtype)])
-    lo = 0.0 if zero_one_labels else -1.0
-    y = torch.cat([X.new_ones(len(positives)), X.new_full((len(negatives),), lo)])
-    rfm = RFM(cfg)
-    n_val = int(round(val_fraction * len(X)))
+    pos, neg = positives.to(cfg.dtype), negatives.to(cfg.dtype)
+    X = torch.cat([pos, neg])
+    y = torch.cat([pos.new_ones(len(pos)), neg.new_full((len(neg),), 0.0 if zero_one_labels else -1.0)])
+    rfm, n_val = RFM(cfg), int(round(val_fraction * len(X)))
     if n_val > 0:
         perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed)).to(X.device)
         tr, va = perm[n_val:], perm[:n_val]
@@ -299,6 +287,6 @@ def steering_vector(
         rfm.fit(X, y)
     evals, evecs = _eigh_desc(rfm.M)
     vecs = evecs[:, :k].T.contiguous()
-    gap = (positives.to(cfg.dtype).mean(0) - negatives.to(cfg.dtype).mean(0)) @ vecs.T
+    gap = (pos.mean(0) - neg.mean(0)) @ vecs.T  # orient: positives project higher
     vecs = vecs * torch.where(gap < 0, -1.0, 1.0).to(vecs.dtype)[:, None]
     return SteeringDirection(vectors=vecs, eigenvalues=evals, rfm=rfm)

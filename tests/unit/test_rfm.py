@@ -222,5 +222,5 @@ def test_error_messages() -> None:
     for ridge in (0.0, -1e-3):
         with pytest.raises(ValueError, match="ridge must be a positive"):
             RFMConfig(ridge=ridge)
-    with pytest.raises(ValueError, match="iters must be >= 0"):
+    with pytest.raises(ValueError, match="need iters >= 0"):
         RFMConfig(iters=-1)
