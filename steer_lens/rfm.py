@@ -17,6 +17,9 @@ Conventions (chosen to agree with xrfm 0.4.5, see tests/unit/test_rfm.py):
 - AGOP: uncentred mean of grad f grad f^T over the training points, then divided by
   its largest diagonal entry (= its largest entry, since it is PSD), so M has max
   entry 1. Gradients at a training point skip that point's own (non-smooth) term.
+- `RFM.M` is the AGOP *of the selected predictor* (xrfm: `agop_best_model`); the
+  kernel metric that predictor used is `RFM.kernel_M` (xrfm: `M`).
+Cost per iteration: O(n^2 d + n d^2 + n^3) time, O(n^2 + d^2) memory (no n x n x d tensor).
 """
 
 import math
