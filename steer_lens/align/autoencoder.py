@@ -1,0 +1,123 @@
+"""Paper-faithful linear auto-encoder: expert width -> target width -> expert width."""
+
+import math
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .base import Aligner
+
+
+class AutoEncoderAligner(Aligner):
+    """Affine encoder d_expert -> d_target and affine decoder back, trained on expert rows.
+
+    Loss: mean squared reconstruction error of standardised expert activations
+    (``standardize="feature"``: per-feature mean and std; ``"global"``: per-feature
+    mean and one scale, so the loss stays proportional to raw squared error). The
+    statistics are folded into the saved affine maps. Adam, full batch
+    (``batch_size=None``) or shuffled mini-batches; a ``val_fraction`` of rows is held
+    out and training stops after ``patience`` epochs without a relative improvement of
+    ``min_delta``, keeping the best weights. Deterministic for a given ``seed``.
+
+    The code space is an arbitrary basis of the target's width: nothing ties unit i of
+    the code to unit i of the target model (ExpertSteer accepts that). Use a paired
+    aligner, or ``HybridAutoEncoderAligner``, to land in the target's own coordinates.
+    """
+
+    name = "autoencoder"
+    paired = False
+
+    def __init__(self, d_expert: int, d_target: int, *, lr: float = 3e-3, max_epochs: int = 1000,
+                 batch_size: int | None = None, val_fraction: float = 0.1, patience: int = 50,
+                 min_delta: float = 1e-3, weight_decay: float = 0.0, standardize: str = "feature",
+                 seed: int = 0) -> None:
+        if lr <= 0 or max_epochs < 1 or patience < 1 or min_delta < 0 or weight_decay < 0:
+            raise ValueError("need lr > 0, max_epochs >= 1, patience >= 1, min_delta >= 0, weight_decay >= 0")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be positive or None (full batch), got {batch_size}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if standardize not in ("feature", "global"):
+            raise ValueError(f"standardize must be 'feature' or 'global', got {standardize!r}")
+        super().__init__(d_expert, d_target, dict(
+            lr=lr, max_epochs=max_epochs, batch_size=batch_size, val_fraction=val_fraction,
+            patience=patience, min_delta=min_delta, weight_decay=weight_decay,
+            standardize=standardize, seed=seed))
+
+    def min_rows(self) -> int:
+        return 4
+
+    def _paired_weight(self) -> float:
+        return 0.0
+
+    def _fit(self, x: Float[Tensor, "n d_expert"], y: Float[Tensor, "n d_target"] | None
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h = self.hparams
+        gen = torch.Generator().manual_seed(h["seed"])
+        mx, sx = _stats(x, h["standardize"])
+        xs = ((x - mx) / sx).float()
+        if self.paired and y is not None:
+            my, sy = _stats(y, h["standardize"])
+            ys = ((y - my) / sy).float()
+        else:
+            my, sy = torch.zeros(self.d_target, dtype=x.dtype), torch.ones(self.d_target, dtype=x.dtype)
+            ys = None
+        n = x.shape[0]
+        perm = torch.randperm(n, generator=gen)
+        n_val = max(1, round(h["val_fraction"] * n)) if h["val_fraction"] > 0 else 0
+        val, train = perm[:n_val], perm[n_val:]
+        monitor = val if n_val else train
+        params = _init(self.d_expert, self.d_target, gen)
+        opt = torch.optim.Adam(params, lr=h["lr"], weight_decay=h["weight_decay"])
+        bs = h["batch_size"] or len(train)
+        best, best_epoch, best_params = math.inf, 0, [p.detach().clone() for p in params]
+        epoch = 0
+        for epoch in range(1, h["max_epochs"] + 1):
+            order = train[torch.randperm(len(train), generator=gen)] if bs < len(train) else train
+            for batch in order.split(bs):
+                opt.zero_grad()
+                self._loss(params, xs[batch], None if ys is None else ys[batch]).backward()
+                opt.step()
+            with torch.no_grad():
+                loss = float(self._loss(params, xs[monitor], None if ys is None else ys[monitor]))
+            if not math.isfinite(loss):
+                raise ValueError(f"{type(self).__name__} training diverged at epoch {epoch}: lower lr")
+            if loss < best * (1 - h["min_delta"]):
+                best, best_epoch, best_params = loss, epoch, [p.detach().clone() for p in params]
+            elif epoch - best_epoch >= h["patience"]:
+                break
+        self.fit_info = {"epochs": epoch, "best_epoch": best_epoch, "best_monitor_loss": best,
+                         "monitor": "validation" if n_val else "train",
+                         "stopped_early": epoch < h["max_epochs"]}
+        we, be, wd, bd = (p.double() for p in best_params)
+        # fold the standardisation into the affine maps (see class docstring)
+        w = we / sx[:, None] * sy[None, :]
+        b = (be - (mx / sx) @ we) * sy + my
+        wi = wd / sy[:, None] * sx[None, :]
+        bi = (bd - (my / sy) @ wd) * sx + mx
+        return w, b, wi, bi
+
+    def _loss(self, params: list[Tensor], xs: Float[Tensor, "b d_expert"],
+              ys: Float[Tensor, "b d_target"] | None) -> Float[Tensor, ""]:
+        we, be, wd, bd = params
+        code = xs @ we + be
+        loss = ((code @ wd + bd - xs) ** 2).mean()
+        if ys is not None:
+            loss = loss + self._paired_weight() * ((code - ys) ** 2).mean()
+        return loss
+
+
+def _stats(x: Float[Tensor, "n d"], mode: str) -> tuple[Float[Tensor, " d"], Float[Tensor, " d"]]:
+    """Per-feature mean and scale (constant features get scale 1)."""
+    mean, std = x.mean(0), x.std(0)
+    if mode == "global":
+        std = torch.full_like(std, float(std.pow(2).mean().sqrt()))
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _init(d_in: int, d_code: int, gen: torch.Generator) -> list[Tensor]:
+    """Uniform(+-1/sqrt(fan_in)) weights, zero biases, float32 leaves: [we, be, wd, bd]."""
+    we = (torch.rand(d_in, d_code, generator=gen) * 2 - 1) / math.sqrt(d_in)
+    wd = (torch.rand(d_code, d_in, generator=gen) * 2 - 1) / math.sqrt(d_code)
+    return [p.requires_grad_() for p in (we, torch.zeros(d_code), wd, torch.zeros(d_in))]
