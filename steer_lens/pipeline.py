@@ -1,0 +1,154 @@
+"""ExpertSteer end to end: capture → align → MI layer pairs → RFM vectors → SteeringPlan.
+
+1. Capture both models on the same labelled prompts (pooled per prompt, so tokenizers may
+   differ). 2. Align each expert layer into the target's width. 3. MI between every aligned
+   expert layer and every target layer; keep the lowest-MI pairs (paper's rule). 4. For each
+   pair, an RFM on the aligned expert activations (positives vs negatives); its top AGOP
+   eigenvector steers that target layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from .activations import capture, hook_name, resolve_layers
+from .align import make_aligner
+from .align.base import REGISTRY as ALIGNERS
+from .mi import mi_matrix, select_pairs
+from .plan import LayerPairInfo, SteeringPlan, model_card
+from .rfm import RFMConfig, steering_vector
+from .steer import resid_scale
+from .tokens import Prompt, batch_encode
+
+log = logging.getLogger(__name__)
+
+
+def data_hash(positives: Sequence[Prompt], negatives: Sequence[Prompt]) -> str:
+    blob = json.dumps([list(map(str, positives)), list(map(str, negatives))])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def depth_match(layer: int, n_from: int, n_to: int) -> int:
+    """The layer at the same relative depth in a model with ``n_to`` layers."""
+    return min(n_to - 1, round((layer + 0.5) * n_to / n_from - 0.5))
+
+
+def target_norms(model, prompts: Sequence[Prompt], layers: Sequence[int], hook: str,
+                 chat_template: bool | None, limit: int = 32) -> dict[str, float]:
+    """Median per-token residual norm at each target hook, over (up to) ``limit`` prompts."""
+    names = [hook_name(model, hook, layer) for layer in layers]
+    batch = batch_encode(model, list(prompts)[:limit], chat_template=chat_template)
+    real = batch.attention_mask.bool()
+    real[:, 0] = False  # the first token is often an attention sink with an outsized norm
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask,
+                                        names_filter=names)
+    return {name: resid_scale(cache[name], real) for name in names}
+
+
+@dataclass
+class ExpertSteer:
+    """Fit steering vectors for a target model from an expert model's activations.
+
+    ``alignment``: "autoencoder" (paper), "ridge", "procrustes" or "hybrid". Paired
+    aligners are fitted per selected pair (expert layer → that target layer); for the MI
+    matrix each expert layer is aligned against the target layer at the same depth.
+    """
+
+    n_pairs: int = 3
+    alignment: str = "autoencoder"
+    rfm: RFMConfig = field(default_factory=RFMConfig)
+    position: str = "mean"
+    hook: str = "resid_post"
+    rule: str = "lowest"
+    one_per_target: bool = True
+    expert_layers: Sequence[int] | None = None
+    target_layers: Sequence[int] | None = None
+    target_window: tuple[int, int] | None = None
+    mi_estimator: str = "gaussian"
+    mi_dim: int = 16
+    chat_template: bool | None = None
+    batch_size: int = 16
+    aligner_kwargs: dict = field(default_factory=dict)
+    heldout_fraction: float = 0.2
+    seed: int = 0
+
+    def settings(self) -> dict:
+        out = asdict(self)
+        out["rfm"] = {k: str(v) if isinstance(v, torch.dtype) else v for k, v in asdict(self.rfm).items()}
+        return out
+
+    def _split(self, n: int) -> tuple[Tensor, Tensor]:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_held = max(2, int(self.heldout_fraction * n)) if n >= 10 else 0
+        return perm[n_held:], perm[:n_held]
+
+    def fit(self, expert, target, positives: Sequence[Prompt], negatives: Sequence[Prompt]) -> SteeringPlan:
+        """Capture, align, choose pairs by MI and train one RFM per pair; return the plan."""
+        if self.alignment not in ALIGNERS:
+            raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {sorted(ALIGNERS)}")
+        if len(positives) == 0 or len(negatives) == 0:
+            raise ValueError("positives and negatives must both be non-empty; pass labelled prompts "
+                             "(e.g. from contrast_prompts(items))")
+        prompts = list(positives) + list(negatives)
+        labels = torch.tensor([1] * len(positives) + [0] * len(negatives), dtype=torch.bool)
+        e_layers = resolve_layers(expert, self.expert_layers or range(expert.cfg.n_layers))
+        t_layers = resolve_layers(target, self.target_layers or range(target.cfg.n_layers))
+        kw = dict(position=self.position, hook=self.hook, batch_size=self.batch_size)
+        log.info("capturing %d prompts on expert and target", len(prompts))
+        xe = capture(expert, prompts, layers=e_layers, chat_template=None, **kw).tensor
+        xt = capture(target, prompts, layers=t_layers, chat_template=self.chat_template, **kw).tensor
+        train, held = self._split(len(prompts))
+
+        def fit_aligner(i: int, j: int):
+            al = make_aligner(self.alignment, expert.cfg.d_model, target.cfg.d_model, **self.aligner_kwargs)
+            al.fit(xe[train, i], xt[train, j])
+            report = al.report(xe[held, i], xt[held, j]) if len(held) >= 2 else {}
+            return al, report
+
+        # Aligned expert layers for the MI matrix (depth-matched partner for paired aligners).
+        aligned, reports = [], {}
+        for i, layer in enumerate(e_layers):
+            j = t_layers.index(min(t_layers, key=lambda t: abs(t - depth_match(layer, expert.cfg.n_layers,
+                                                                                target.cfg.n_layers))))
+            al, rep = fit_aligner(i, j)
+            aligned.append(al.transform(xe[:, i].double()).float())
+            reports[f"expert_layer_{layer}"] = rep
+        xa = torch.stack(aligned, dim=1)
+        mi = mi_matrix(xa, xt, estimator=self.mi_estimator, k=self.mi_dim).float()
+        pairs = select_pairs(mi, self.n_pairs, rule=self.rule, one_per_target=self.one_per_target,
+                             expert_layers=e_layers, target_layers=t_layers,
+                             target_window=self.target_window)
+        vectors, spectra, pair_info = {}, {}, []
+        for pair in pairs:
+            i, j = e_layers.index(pair.expert_layer), t_layers.index(pair.target_layer)
+            if ALIGNERS[self.alignment].paired:  # refit for this exact pair
+                al, rep = fit_aligner(i, j)
+                reports[f"pair_{pair.expert_layer}_{pair.target_layer}"] = rep
+                z = al.transform(xe[:, i].double()).float()
+            else:
+                z = xa[:, i]
+            direction = steering_vector(z[labels], z[~labels], config=self.rfm, seed=self.seed)
+            name = hook_name(target, self.hook, pair.target_layer)
+            if name in vectors:  # two experts layers on one target layer: add their directions
+                vectors[name] = vectors[name] + direction.vector.float()
+                vectors[name] = vectors[name] / vectors[name].norm()
+            else:
+                vectors[name] = direction.vector.float()
+            spectra[name] = direction.eigenvalues.float()
+            pair_info.append(LayerPairInfo(pair.expert_layer, pair.target_layer, float(pair.mi)))
+        norms = target_norms(target, prompts, sorted({p.target_layer for p in pair_info}),
+                             self.hook, self.chat_template)
+        return SteeringPlan(
+            vectors=vectors, pairs=pair_info, mi=mi, expert=model_card(expert),
+            target=model_card(target), norms=norms, settings=self.settings(), reports=reports,
+            spectra=spectra, expert_layers=e_layers, target_layers=t_layers,
+            data_hash=data_hash(positives, negatives),
+        )

@@ -1,0 +1,156 @@
+"""A fitted steering plan: vectors keyed by target hook, the layer pairs and MI that chose them.
+
+Saved as a folder (``plan.json`` + ``tensors.safetensors``), written atomically, loaded
+without executing code; applying it checks the target's width and layer count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .steer import steer
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LayerPairInfo:
+    """One intervention pair: expert layer i steers target layer j (MI in nats)."""
+
+    expert_layer: int
+    target_layer: int
+    mi: float
+
+
+def model_card(model) -> dict:
+    """What a plan records about a model so it can refuse a different one."""
+    return {
+        "name": str(getattr(model.cfg, "model_name", "unknown")),
+        "d_model": int(model.cfg.d_model),
+        "n_layers": int(model.cfg.n_layers),
+        "compatibility_mode": bool(getattr(model, "compatibility_mode", False)),
+    }
+
+
+@dataclass
+class SteeringPlan:
+    """Steering vectors in the target's width, keyed by target hook name.
+
+    ``vectors[hook]`` is unit-norm; ``norms[hook]`` is the target's median residual
+    norm there, so ``apply(strength=s)`` adds ``s × norm × vector`` (relative scale).
+    """
+
+    vectors: dict[str, Float[Tensor, " d_target"]]
+    pairs: list[LayerPairInfo]
+    mi: Float[Tensor, "expert_layer target_layer"] | None
+    expert: dict
+    target: dict
+    norms: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    reports: dict = field(default_factory=dict)
+    spectra: dict[str, Tensor] = field(default_factory=dict)
+    expert_layers: list[int] = field(default_factory=list)
+    target_layers: list[int] = field(default_factory=list)
+    data_hash: str = ""
+
+    def check_compatible(self, model) -> None:
+        card = model_card(model)
+        for key in ("d_model", "n_layers"):
+            if card[key] != self.target[key]:
+                raise ValueError(
+                    f"this plan was fitted for {self.target['name']!r} ({key}={self.target[key]}) "
+                    f"but the model has {key}={card[key]}; fit a plan for this model"
+                )
+
+    def apply(self, model, strength: float = 1.0, *, positions: str = "all", scale: str = "relative"):
+        """A ``steer(...)`` context adding ``strength`` × each vector at its hook."""
+        self.check_compatible(model)
+        norms = self.norms if scale == "relative" else None
+        return steer(model, self.vectors, strength, positions=positions, scale=scale, norms=norms)
+
+    def scaled(self, factor: float) -> "SteeringPlan":
+        """A copy whose vectors are multiplied by ``factor`` (e.g. -1 to steer away)."""
+        out = SteeringPlan(**{**self.__dict__})
+        out.vectors = {k: v * factor for k, v in self.vectors.items()}
+        return out
+
+    # ---- persistence --------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``plan.json`` and ``tensors.safetensors`` into ``folder`` atomically."""
+        folder = Path(folder)
+        tensors = {f"vector/{k}": v.contiguous().float() for k, v in self.vectors.items()}
+        tensors.update({f"spectrum/{k}": v.contiguous().float() for k, v in self.spectra.items()})
+        if self.mi is not None:
+            tensors["mi"] = self.mi.contiguous().float()
+        from . import __version__
+
+        meta = {
+            "format": PLAN_FORMAT, "library_version": __version__,
+            "pairs": [p.__dict__ for p in self.pairs], "expert": self.expert, "target": self.target,
+            "norms": self.norms, "settings": self.settings, "reports": self.reports,
+            "expert_layers": self.expert_layers, "target_layers": self.target_layers,
+            "data_hash": self.data_hash, "hooks": list(self.vectors),
+        }
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+            (tmp / "plan.json").write_text(json.dumps(meta, indent=1, default=float))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "SteeringPlan":
+        folder = Path(folder)
+        for name in ("plan.json", "tensors.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} is not a saved plan: {name} is missing")
+        try:
+            meta = json.loads((folder / "plan.json").read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{folder / 'plan.json'} is corrupted ({err}); re-save the plan") from None
+        if not isinstance(meta, dict) or "format" not in meta:
+            raise ValueError(f"{folder / 'plan.json'} is not a steer-lens plan")
+        if meta["format"] > PLAN_FORMAT:
+            raise ValueError(f"{folder} has plan format {meta['format']} but this steer-lens reads "
+                             f"up to {PLAN_FORMAT}; upgrade steer-lens")
+        try:
+            tensors = load_file(str(folder / "tensors.safetensors"))
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"{folder / 'tensors.safetensors'} is corrupted ({err}); re-save the plan") from None
+        missing = [h for h in meta["hooks"] if f"vector/{h}" not in tensors]
+        if missing:
+            raise ValueError(f"{folder} lacks vectors for {missing}; re-save the plan")
+        return cls(
+            vectors={h: tensors[f"vector/{h}"] for h in meta["hooks"]},
+            pairs=[LayerPairInfo(**p) for p in meta["pairs"]],
+            mi=tensors.get("mi"), expert=meta["expert"], target=meta["target"],
+            norms=meta["norms"], settings=meta["settings"], reports=meta["reports"],
+            spectra={k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("spectrum/")},
+            expert_layers=meta["expert_layers"], target_layers=meta["target_layers"],
+            data_hash=meta["data_hash"],
+        )
+
+
+def plans_sum(plans: list[SteeringPlan]) -> dict[str, Tensor]:
+    """Summed absolute vectors of several plans (norm × vector), for combined steering."""
+    out: dict[str, Tensor] = {}
+    for plan in plans:
+        for hook, vec in plan.vectors.items():
+            add = vec * plan.norms.get(hook, 1.0)
+            out[hook] = out.get(hook, torch.zeros_like(add)) + add
+    return out
