@@ -18,13 +18,11 @@ on a few unit-variance PCA components: a non-parametric comparison, slower, and 
 down as the dimension grows. Small negative values mean "about zero".
 """
 
-import io
 import math
 import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -32,6 +30,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from .io import atomic_path
 
 _EXACT_MAX = 256  # dense eigh for Grams up to this size, seeded subspace iteration above
 _RTOL = 1e-10  # drop components whose Gram eigenvalue is below this fraction of the largest
@@ -45,8 +45,7 @@ def _check_pair(x: Tensor, y: Tensor, ndim: int, what: str) -> None:
         raise ValueError(f"{what}: expert/x has {x.shape[0]} rows but target/y has {y.shape[0]}: "
                          "row i of both must be the same prompt")
     for name, t in (("x/expert", x), ("y/target", y)):
-        bad = int((~torch.isfinite(t)).sum())
-        if bad:
+        if not torch.isfinite(t.sum()) and (bad := int((~torch.isfinite(t)).sum())):  # sum: one cheap pass
             raise ValueError(f"{what}: {name} contains {bad} NaN/inf values: drop or fix those rows first")
 
 
@@ -59,45 +58,62 @@ def _widths(n: int, dx: int, dy: int, k: int | None, what: str) -> None:
                          f"correlations go to 1): lower k or supply at least {kx + ky + 2} rows")
 
 
-def _top_eigh(g: Float[Tensor, "m m"], r: int) -> tuple[Float[Tensor, " r"], Float[Tensor, "m r"]]:
-    """Top-r eigenpairs (descending) of a PSD Gram: dense when small, else subspace iteration."""
-    m = g.shape[0]
+def _top_eigh(g: Float[Tensor, "b m m"], r: int) -> tuple[Float[Tensor, "b r"], Float[Tensor, "b m r"]]:
+    """Top-r eigenpairs (descending) of a batch of PSD Grams: dense when small, else a seeded
+    block subspace iteration (batched, so a whole model's layers share each LAPACK call)."""
+    m = g.shape[-1]
     if m <= max(_EXACT_MAX, 4 * r):
         w, v = torch.linalg.eigh(g)
-        return w.flip(0)[:r], v.flip(1)[:, :r]
+        return w.flip(-1)[:, :r], v.flip(-1)[..., :r]
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(m, min(m, 2 * r + 8), generator=gen, dtype=g.dtype)  # block of ~2r vectors
+    q = torch.randn(m, min(m, 2 * r + 8), generator=gen, dtype=g.dtype).expand(g.shape[0], -1, -1)
     gq, prev = g @ q, None
     for _ in range(300):  # Ritz values converge like (lambda_{2r+8} / lambda_r)^(2 * iteration)
         q = torch.linalg.qr(gq).Q
         gq = g @ q
-        ritz = torch.linalg.eigvalsh(q.T @ gq)[-r:]
-        if prev is not None and (ritz - prev).abs().max() <= 1e-10 * ritz[-1]:
+        ritz = torch.linalg.eigvalsh(q.mT @ gq)[:, -r:]
+        if prev is not None and ((ritz - prev).abs() <= 1e-10 * ritz[:, -1:]).all():
             break
         prev = ritz
-    w, v = torch.linalg.eigh(q.T @ gq)
-    return w.flip(0)[:r], q @ v.flip(1)[:, :r]
+    w, v = torch.linalg.eigh(q.mT @ gq)
+    return w.flip(-1)[:, :r], q @ v.flip(-1)[..., :r]
 
 
-def _whiten(x: Float[Tensor, "n d"], k: int | None, standardize: bool) -> Float[Tensor, "n r"]:
-    """Centred PCA scores of the top min(k, d, n-1) components, as orthonormal float64 columns."""
-    x = x.double()
-    x = x - x.mean(0)
+def _standardized(x: Float[Tensor, "n d"], standardize: bool) -> Float[Tensor, "n d"]:
+    x = x.to(torch.float64, copy=True)
+    x -= x.mean(0)
     if standardize:
         norm = x.norm(dim=0)
-        x = x / torch.where(norm > 0, norm, torch.ones_like(norm))
-    n, d = x.shape
+        x /= torch.where(norm > 0, norm, torch.ones_like(norm))
+    return x
+
+
+def _whiten(x: Float[Tensor, "n layer d"], k: int | None, standardize: bool) -> list[Tensor]:
+    """Per layer: centred PCA scores of the top min(k, d, n-1) components, as orthonormal
+    float64 columns (n, r_layer); components with negligible variance are dropped.
+    Layers go in chunks of 8: one batched eigen-solve each, 8 float64 copies at a time."""
+    n, layers, d = x.shape
     r = min(d, n - 1) if k is None else min(k, d, n - 1)
-    if d <= n:
-        w, v = _top_eigh(x.T @ x, r)
-        keep = w > _RTOL * w[0].clamp_min(1e-300)
-        return (x @ v[:, keep]) / w[keep].sqrt()
-    w, u = _top_eigh(x @ x.T, r)
-    return u[:, w > _RTOL * w[0].clamp_min(1e-300)]
+    out = []
+    for start in range(0, layers, 8):
+        xs = [_standardized(x[:, i], standardize) for i in range(start, min(layers, start + 8))]
+        if d > n:  # dual: eigenvectors of x x^T are the scores themselves
+            w, v = _top_eigh(torch.stack([xi @ xi.T for xi in xs]), r)
+            out += [vi[:, wi > _RTOL * wi[0].clamp_min(1e-300)] for wi, vi in zip(w, v)]
+            continue
+        dtype = torch.float32 if d > _EXACT_MAX else torch.float64
+        _, v = _top_eigh(torch.stack([(xi.to(dtype).T @ xi.to(dtype)).double() for xi in xs]), r)
+        for xi, vi in zip(xs, v):  # exact float64 Rayleigh-Ritz on the found subspace
+            b = xi @ vi
+            wi, ui = torch.linalg.eigh(b.T @ b)
+            keep = wi > _RTOL * wi[-1].clamp_min(1e-300)
+            out.append((b @ ui[:, keep]) / wi[keep].sqrt())
+    return out
 
 
-def _mi_whitened(zx: Float[Tensor, "... n p"], zy: Float[Tensor, "... n q"]) -> Float[Tensor, "..."]:
-    rho = torch.linalg.svdvals(zx.transpose(-1, -2) @ zy).clamp(max=_RHO_MAX)
+def _mi_from_cross(cross: Float[Tensor, "*batch p q"]) -> Float[Tensor, "*batch"]:
+    """-1/2 sum log(1 - rho^2) over the singular values (canonical correlations) of Zx^T Zy."""
+    rho = torch.linalg.svdvals(cross).clamp(max=_RHO_MAX)
     return -0.5 * torch.log1p(-(rho**2)).sum(-1)
 
 
@@ -106,7 +122,8 @@ def gaussian_mi(x: Float[Tensor, "n dx"], y: Float[Tensor, "n_y dy"], *, k: int 
     """Gaussian MI in nats between rows of ``x`` and ``y`` on k PCA components per side."""
     _check_pair(x, y, 2, "gaussian_mi")
     _widths(x.shape[0], x.shape[1], y.shape[1], k, "gaussian_mi")
-    return float(_mi_whitened(_whiten(x, k, standardize), _whiten(y, k, standardize)))
+    zx, zy = _whiten(x[:, None], k, standardize)[0], _whiten(y[:, None], k, standardize)[0]
+    return float(_mi_from_cross(zx.T @ zy))
 
 
 def _ksg(zx: Float[Tensor, "n p"], zy: Float[Tensor, "n q"], neighbors: int) -> float:
@@ -132,7 +149,8 @@ def ksg_mi(x: Float[Tensor, "n dx"], y: Float[Tensor, "n_y dy"], *, neighbors: i
     if not 1 <= neighbors < x.shape[0] - 1:
         raise ValueError(f"ksg_mi: neighbors must be in [1, n - 2], got {neighbors} for n={x.shape[0]}")
     scale = math.sqrt(x.shape[0] - 1)
-    return _ksg(_whiten(x, k, standardize) * scale, _whiten(y, k, standardize) * scale, neighbors)
+    zx, zy = _whiten(x[:, None], k, standardize)[0], _whiten(y[:, None], k, standardize)[0]
+    return _ksg(zx * scale, zy * scale, neighbors)
 
 
 def mi_matrix(expert: Float[Tensor, "n expert_layer d_e"], target: Float[Tensor, "n_t target_layer d_t"],
@@ -150,17 +168,14 @@ def mi_matrix(expert: Float[Tensor, "n expert_layer d_e"], target: Float[Tensor,
     _check_pair(expert, target, 3, "mi_matrix")
     n = expert.shape[0]
     _widths(n, expert.shape[2], target.shape[2], k, "mi_matrix")
-    zx = [_whiten(expert[:, i], k, standardize) for i in range(expert.shape[1])]
-    zy = [_whiten(target[:, j], k, standardize) for j in range(target.shape[1])]
+    zx, zy = _whiten(expert, k, standardize), _whiten(target, k, standardize)
     if estimator == "ksg":
         s = math.sqrt(n - 1)
         return torch.tensor([[_ksg(a * s, b * s, neighbors) for b in zy] for a in zx], dtype=torch.float64)
     px, py = max(z.shape[1] for z in zx), max(z.shape[1] for z in zy)
     ax = torch.cat([torch.nn.functional.pad(z, (0, px - z.shape[1])) for z in zx], 1)  # (n, Le*px)
     ay = torch.cat([torch.nn.functional.pad(z, (0, py - z.shape[1])) for z in zy], 1)  # zero columns add 0
-    cross = (ax.T @ ay).view(len(zx), px, len(zy), py).permute(0, 2, 1, 3)
-    rho = torch.linalg.svdvals(cross).clamp(max=_RHO_MAX)
-    return -0.5 * torch.log1p(-(rho**2)).sum(-1)
+    return _mi_from_cross((ax.T @ ay).view(len(zx), px, len(zy), py).permute(0, 2, 1, 3))
 
 
 @dataclass(frozen=True)
@@ -210,9 +225,7 @@ def select_pairs(matrix: Float[Tensor, "expert_layer target_layer"], k: int, rul
     sign = 1.0 if rule == "lowest" else -1.0
     cands = sorted((sign * float(m[i, j]), el[i], tl[j]) for i in range(len(el)) for j in range(len(tl))
                    if _inside(el[i], expert_window) and _inside(tl[j], target_window))
-    chosen: list[LayerPair] = []
-    used_e: set[int] = set()
-    used_t: set[int] = set()
+    chosen, used_e, used_t = [], set(), set()
     for value, e, t in cands:
         if (one_per_target and t in used_t) or (one_per_expert and e in used_e):
             continue
@@ -263,21 +276,6 @@ def plot_mi(matrix: Float[Tensor, "expert_layer target_layer"], pairs: Sequence[
     if title:
         ax.set_title(title)
     if path is not None:
-        _save_figure(fig, Path(path))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:].lower() or "png", dpi=150)
     return fig
-
-
-def _save_figure(fig: Figure, path: Path) -> None:
-    """Render to memory, then write a temporary sibling and rename it over ``path``."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=path.suffix[1:].lower() or "png", dpi=150)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -14,7 +14,6 @@ version, class, widths, hyper-parameters, fit diagnostics).
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +22,8 @@ from jaxtyping import Float
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
+
+from ..io import atomic_path
 
 FORMAT = "steer_lens.aligner"
 FORMAT_VERSION = 1
@@ -169,7 +170,9 @@ class Aligner:
                 "name": self.name, "d_expert": self.d_expert, "d_target": self.d_target,
                 "hyperparameters": self.hparams, "fit_info": self.fit_info}
         data = st_save(maps, metadata={"steer_lens": json.dumps(meta)})
-        return _atomic_write(Path(path), data)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Aligner":
@@ -225,22 +228,10 @@ def _explained_variance(true: Tensor, pred: Tensor) -> float:
     return float(1.0 - resid.var(0).sum() / true.var(0).sum().clamp_min(1e-300))
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def load_aligner(path: str | os.PathLike) -> Aligner:
     """Load any aligner written by ``Aligner.save`` (class chosen from the file)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no aligner file at {path}: write one with aligner.save(path)")
     with safe_open(str(path), framework="pt") as f:
         raw = (f.metadata() or {}).get("steer_lens")
         maps = {k: f.get_tensor(k) for k in f.keys()}

@@ -8,6 +8,15 @@ from sklearn.metrics import explained_variance_score, r2_score
 from steer_lens.align import (Aligner, AutoEncoderAligner, HybridAutoEncoderAligner, ProcrustesAligner,
                               RidgeAligner, aligner_names, load_aligner, make_aligner)
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny: one thread avoids OpenMP stalls when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 D_E, D_T = 40, 24
 FAST = {"autoencoder": dict(max_epochs=100, lr=2e-2), "hybrid": dict(max_epochs=100, lr=2e-2),
         "ridge": {}, "procrustes": {}}
@@ -139,6 +148,8 @@ def test_load_rejects_foreign_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="without steer_lens aligner metadata"):
         load_aligner(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError, match="no aligner file"):
+        load_aligner(tmp_path / "missing.safetensors")
 
 
 @pytest.mark.parametrize("name", ["autoencoder", "hybrid", "procrustes", "ridge"])

@@ -11,6 +11,15 @@ from hypothesis import strategies as st
 from steer_lens.mi import LayerPair, gaussian_mi, ksg_mi, mi_matrix, plot_mi, select_pairs
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny: one thread avoids OpenMP stalls when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def correlated(n: int, rhos: list[float], seed: int, mix: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
     """x, y with canonical correlations ``rhos`` (optionally mixed by invertible maps) and their MI."""
     g = torch.Generator().manual_seed(seed)
@@ -82,7 +91,7 @@ def test_truncated_pca_matches_numpy_reference():
 
     rho = np.linalg.svd(scores(x.numpy()).T @ scores(y.numpy()), compute_uv=False)
     reference = -0.5 * np.log1p(-(rho**2)).sum()
-    assert gaussian_mi(x, y, k=k) == pytest.approx(reference, rel=1e-6)
+    assert gaussian_mi(x, y, k=k) == pytest.approx(reference, rel=1e-5)
 
 
 def test_mi_matrix_entries_equal_pairwise():
