@@ -1,0 +1,29 @@
+"""Probes for steering vectors: what a vector reads and writes, where it lives, what it does.
+
+One module per probe family:
+
+* `logit_lens`: unembed a vector (through the final norm) and the direct effect of steering
+  on next-token logits.
+* `similarity`: cosine matrices between vectors of different methods, per layer.
+* `probing`: AUROC of the 1-D projection on a vector vs a full logistic probe, per layer.
+* `spectrum`: AGOP spectrum summaries over RFM iterations; record the pipeline's RFMs.
+* `attribution`: per-token projections, gradient × activation attribution of an answer's
+  log-prob to the steering vector's components and positions.
+* `ablation`: steer with each layer of a plan alone / with each one removed.
+"""
+
+from .ablation import accuracy_metric, layer_ablation, margin_metric, subplan
+from .attribution import Attribution, TokenProjection, steering_attribution, token_projections
+from .logit_lens import DirectEffect, LensResult, direct_effect, logit_lens, unembed_scores
+from .probing import auroc, logistic_probe_auroc, probe_along_vector, projection_auroc
+from .similarity import cosine_matrix, method_similarity
+from .spectrum import agop_history, recording_directions, spectrum_stats
+
+__all__ = [
+    "logit_lens", "unembed_scores", "LensResult", "direct_effect", "DirectEffect",
+    "cosine_matrix", "method_similarity",
+    "auroc", "projection_auroc", "logistic_probe_auroc", "probe_along_vector",
+    "spectrum_stats", "agop_history", "recording_directions",
+    "token_projections", "TokenProjection", "steering_attribution", "Attribution",
+    "layer_ablation", "subplan", "margin_metric", "accuracy_metric",
+]
