@@ -1,0 +1,162 @@
+"""results/main_results.csv, results/README.md and the strength-curve PNG from the runner's rows.
+
+Everything written here is computed from the rows (no numbers are typed in by hand)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+
+from steer_lens.evaluate import mcnemar, paired_bootstrap
+from steer_lens.io import atomic_path, write_text
+
+COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
+           "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
+           "p_mcnemar_vs_unsteered"]
+MAIN = "expertsteer_autoencoder"
+
+
+def _val_acc(row):
+    curve = row.get("val_curve") or []
+    hit = [c["accuracy"] for c in curve if c["strength"] == row.get("strength")]
+    return hit[0] if hit else ""
+
+
+def csv_rows(rows: list[dict]) -> list[dict]:
+    base = {r["dataset"]: r for r in rows if r["method"] == "unsteered"}
+    out = []
+    for r in rows:
+        b = base.get(r["dataset"])
+        same = b is not None and b["ids"] == r["ids"] and b.get("model") == r.get("model")
+        out.append({
+            "dataset": r["dataset"], "domain": r["domain"], "method": r["method"],
+            "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4),
+            "n": r["n"], "majority_rate": round(r["majority_rate"], 4),
+            "layers": " ".join(map(str, r.get("layers") or [])), "strength": r.get("strength", 0.0),
+            "model": r.get("model", ""), "accuracy_sum": round(r["accuracy_sum"], 4), "val_accuracy": _val_acc(r),
+            "behaviour_prob": "" if r.get("behaviour_prob") is None else round(r["behaviour_prob"], 4),
+            "delta_vs_unsteered": round(r["accuracy"] - b["accuracy"], 4) if same else "",
+            "p_mcnemar_vs_unsteered": round(mcnemar(r["correct"], b["correct"])["p"], 4) if same else "",
+        })
+    return out
+
+
+def _md_table(rows: list[dict], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def comparisons(rows: list[dict]) -> list[dict]:
+    """Paired test-set comparisons of ExpertSteer(autoencoder) with the controls, per dataset."""
+    by = defaultdict(dict)
+    for r in rows:
+        by[r["dataset"]][r["method"]] = r
+    out = []
+    for ds, m in by.items():
+        if MAIN not in m:
+            continue
+        for other in ("random", "self_rfm", "caa", "iti", "unsteered"):
+            if other in m and m[other]["ids"] == m[MAIN]["ids"]:
+                pb = paired_bootstrap(m[MAIN]["correct"], m[other]["correct"])
+                out.append({"dataset": ds, "vs": other, "diff": round(pb["diff"], 3),
+                            "ci": f"[{pb['ci_low']:.3f}, {pb['ci_high']:.3f}]",
+                            "p_mcnemar": round(mcnemar(m[MAIN]["correct"], m[other]["correct"])["p"], 3)})
+    return out
+
+
+def plot_curves(rows: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [r for r in rows if r.get("val_curve")]
+    datasets = sorted({r["dataset"] for r in curves})
+    if not datasets:
+        return False
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for r in (r for r in curves if r["dataset"] == ds):
+            c = r["val_curve"]
+            xs = [p["strength"] for p in c]
+            ys = [p["accuracy"] for p in c]
+            err = [[y - p["ci_low"] for y, p in zip(ys, c)], [p["ci_high"] - y for y, p in zip(ys, c)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=2, alpha=0.8, label=r["method"])
+        ax.set_xscale("log")
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel("strength (x median residual norm)")
+        ax.set_ylabel("validation accuracy")
+    axes[0][-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def reading(rows: list[dict], comps: list[dict]) -> str:
+    """Plain statements derived from the numbers (no interpretation typed in by hand)."""
+    lines = []
+    for c in comps:
+        if c["vs"] not in ("random", "self_rfm", "unsteered"):
+            continue
+        lo, hi = (float(x) for x in c["ci"].strip("[]").split(","))
+        verdict = "beats" if lo > 0 else ("is worse than" if hi < 0 else "is not distinguishable from")
+        lines.append(f"- {c['dataset']}: ExpertSteer (autoencoder) {verdict} {c['vs']} "
+                     f"(paired diff {c['diff']:+.3f}, 95% CI {c['ci']}, McNemar p={c['p_mcnemar']}).")
+    return "\n".join(lines) or "- (no ExpertSteer rows yet)"
+
+
+def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    table = csv_rows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(table)
+    write_text(out / "main_results.csv", buf.getvalue())
+    by_domain = defaultdict(list)
+    for r in table:
+        by_domain[(r["domain"], r["method"], r["model"])].append(r["accuracy"])
+    dom = [{"domain": d, "method": m, "model": mo, "mean_accuracy": round(sum(v) / len(v), 4), "datasets": len(v)}
+           for (d, m, mo), v in sorted(by_domain.items())]
+    comps = comparisons(rows)
+    has_png = plot_curves(rows, out / "strength_curves.png")
+    cfg = "\n".join(f"- {k}: {v}" for k, v in config.items())
+    text = f"""# Main results
+
+Generated by `analyses/main_results.py` (numbers below are computed, not typed).
+Protocol: steering vectors fitted on TRAIN contrast pairs only; the strength (and nothing else
+that touches evaluation) chosen by VALIDATION accuracy over the grid; TEST scored once per method.
+CAA and self-RFM pick their single layer from the middle half of the target by a train-only
+split-half separation score; ITI picks heads by train-only 2-fold probe accuracy; ExpertSteer
+picks layer pairs by MI on train activations. `random` = random unit vectors at ExpertSteer
+(autoencoder)'s hooks with its norms and its selected strength (no selection of its own).
+Accuracy = length-normalised log-likelihood choice (`accuracy_sum` = summed); CI = seeded
+percentile bootstrap (2000 resamples). `expert_unsteered` is Gemma-3-270m itself;
+`reverse_expertsteer_autoencoder` steers Gemma with SmolLM2 as the expert (compare with
+`expert_unsteered`).
+
+## Configuration
+{cfg}
+
+## Test accuracy
+{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered"])}
+
+## Per-domain averages
+{_md_table(dom, ["domain", "method", "model", "mean_accuracy", "datasets"])}
+
+## Paired comparisons of ExpertSteer (autoencoder) on the same test items
+{_md_table(comps, ["dataset", "vs", "diff", "ci", "p_mcnemar"]) if comps else "(none yet)"}
+
+## Reading (derived from the paired tests above)
+{reading(rows, comps)}
+
+{"![validation accuracy vs strength](strength_curves.png)" if has_png else ""}
+{notes}
+"""
+    write_text(out / "README.md", text)
+    return out / "README.md"

@@ -1,0 +1,118 @@
+"""Baselines on tiny models: unit vectors of the target width at the right hooks, the random
+control matches a plan's hooks/norms, ITI reads per-head outputs, and the runner never touches
+TEST while fitting or selecting."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, pooled_activations,
+                                  random_plan)
+from steer_lens.baselines.iti import head_activations
+from steer_lens.data import Item, MCDataset, contrast_prompts
+
+
+def _items(n, split="train"):
+    return [Item(id=f"{split}{i}", question=f"{i} + {i} =", choices=[str(2 * i), str(2 * i + 1)],
+                 answer=i % 2, domain="math", source="unit") for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def contrast():
+    return contrast_prompts(_items(12))
+
+
+def _check_unit(plan, model, method):
+    assert plan.vectors and plan.settings["method"] == method
+    for name, v in plan.vectors.items():
+        assert name in model.hook_dict and v.shape == (model.cfg.d_model,)
+        assert float(v.norm()) == pytest.approx(1.0, abs=1e-5)
+        assert plan.norms[name] > 0
+
+
+def test_caa_is_the_mean_difference(tiny_llama, contrast):
+    pos, neg = contrast
+    plan = fit_caa(tiny_llama, pos, neg, 2)
+    _check_unit(plan, tiny_llama, "caa")
+    p, n = pooled_activations(tiny_llama, pos, neg, [2])
+    d = p[:, 0].mean(0) - n[:, 0].mean(0)
+    assert torch.allclose(plan.vectors["blocks.2.hook_resid_post"], d / d.norm(), atol=1e-5)
+
+
+def test_self_rfm_and_layer_choice(tiny_model, contrast):
+    pos, neg = contrast
+    layers = list(range(tiny_model.cfg.n_layers))
+    acts = pooled_activations(tiny_model, pos, neg, layers)
+    layer, scores = choose_layer(*acts, layers, candidates=layers[1:])
+    assert layer in layers[1:] and set(scores) == set(layers[1:])
+    plan = fit_self_rfm(tiny_model, pos, neg, layer, acts=acts, acts_layers=layers)
+    _check_unit(plan, tiny_model, "self_rfm")
+    (v,) = plan.vectors.values()
+    i = layers.index(layer)
+    assert float((acts[0][:, i].mean(0) - acts[1][:, i].mean(0)) @ v) > 0  # oriented to positives
+
+
+def test_iti_heads_project_into_the_residual(tiny_llama, contrast):
+    pos, neg = contrast
+    z = head_activations(tiny_llama, pos[:3], [0, 1])
+    assert z.shape == (3, 2, tiny_llama.cfg.n_heads, tiny_llama.cfg.d_head)
+    plan = fit_iti(tiny_llama, pos, neg, k=3)
+    _check_unit(plan, tiny_llama, "iti")
+    assert all(name.endswith("hook_resid_mid") for name in plan.vectors)
+    assert len(plan.settings["heads"]) == 3
+
+
+def test_random_control_matches_plan(tiny_llama, contrast):
+    pos, neg = contrast
+    plan = fit_caa(tiny_llama, pos, neg, 1)
+    rnd = random_plan(plan, seed=3)
+    assert rnd.vectors.keys() == plan.vectors.keys() and rnd.norms == plan.norms
+    for name, v in rnd.vectors.items():
+        assert float(v.norm()) == pytest.approx(1.0, abs=1e-5)
+        assert abs(float(v @ plan.vectors[name])) < 0.6
+    assert torch.equal(random_plan(plan, seed=3).vectors[name], v)
+    assert not torch.equal(random_plan(plan, seed=4).vectors[name], v)
+
+
+class _GuardedDataset(MCDataset):
+    """Raises if TEST is read while ``locked``."""
+
+    locked = True
+
+    def split(self, name, limit=None, seed=0):
+        if name == "test" and self.locked:
+            raise AssertionError("test split touched during fitting/selection")
+        return super().split(name, limit, seed)
+
+
+def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import main_results as mr
+
+    ds = _GuardedDataset("guard", {"train": _items(20), "validation": _items(6, "val"), "test": _items(8, "test")})
+    monkeypatch.setattr(mr, "load_dataset", lambda name: ds)
+    import steer_lens.evaluate as ev
+
+    real = ev.MCDataset.split
+
+    def evaluate_test(model, dataset, **kw):  # TEST is only read through evaluate(split="test")
+        if kw.get("split") == "test":
+            ds.locked = False
+            try:
+                return ev.evaluate(model, dataset, **kw)
+            finally:
+                ds.locked = True
+        return ev.evaluate(model, dataset, **kw)
+
+    monkeypatch.setattr(mr, "evaluate", evaluate_test)
+    args = mr.parse(["--fast", "--datasets", "guard", "--out", str(tmp_path), "--reverse",
+                     "--methods", "unsteered", "caa", "self_rfm"])
+    runner = mr.Runner(args, tiny_llama, tiny_gemma)
+    rows = runner.run_dataset("guard", args.methods)
+    assert [r["method"] for r in rows] == ["unsteered", "caa", "self_rfm"]
+    assert all(r["n"] == 8 for r in rows) and rows[1]["val_curve"]
+    # cached rows are reused
+    assert runner.run_dataset("guard", ["caa"])[0]["seconds"] == rows[1]["seconds"]
+    assert real is ev.MCDataset.split
