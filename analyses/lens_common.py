@@ -1,0 +1,155 @@
+"""Shared plumbing of the mechanistic analyses: arguments, models, one fitted plan, outputs.
+
+Every analysis is ``python analyses/<name>.py [--fast] [--out DIR]`` and writes PNG +
+CSV/Markdown under ``results/<name>/`` (atomically). ``--fast`` swaps in tiny random models
+(target Llama-like d 64 / 4 layers, expert Gemma-3-like d 48 / 3 layers) and a handful of
+items; models and fitted plans are memoised in-process so the test suite stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from steer_lens.io import atomic_path, write_text  # noqa: E402
+
+log = logging.getLogger("analyses")
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"analyses/{name}.py", description=doc.split("\n\n")[0])
+    p.add_argument("--fast", action="store_true", help="tiny random models and a few items (seconds)")
+    p.add_argument("--out", default=None, help=f"output folder (default results/{name})")
+    p.add_argument("--dataset", default=None, help="dataset to fit the plan on (default sst2; fast: arithmetic_2way)")
+    p.add_argument("--n-train", type=int, default=None, help="train items (2 contrast prompts each)")
+    p.add_argument("--n-pairs", type=int, default=3)
+    p.add_argument("--strength", type=float, default=None, help="relative steering strength")
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def finish_args(args, name: str):
+    """Fill defaults that depend on --fast; create the output folder."""
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.dataset = args.dataset or ("arithmetic_2way" if args.fast else "sst2")
+    args.n_train = args.n_train or (10 if args.fast else 48)
+    args.strength = args.strength if args.strength is not None else (2.0 if args.fast else 0.3)
+    args.n_pairs = min(args.n_pairs, 2) if args.fast else args.n_pairs
+    args.out = Path(args.out or ROOT / "results" / name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+@functools.lru_cache(maxsize=2)
+def load_models(fast: bool):
+    """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M, or tiny random stand-ins."""
+    from steer_lens.models import load_model
+
+    if fast:
+        from steer_lens.testing import make_tiny_model
+
+        d = Path(tempfile.mkdtemp(prefix="steer_lens_analyses_"))
+        return (load_model(make_tiny_model(d / "target", "llama", d_model=64, n_layers=4)),
+                load_model(make_tiny_model(d / "expert", "gemma3", d_model=48, n_layers=3, seed=1)))
+    return load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
+
+
+def items(dataset: str, split: str, n: int, fast: bool):
+    """``n`` seeded items of a split (fast mode: short prompts only, for the byte tokenizer)."""
+    from steer_lens.data import load_dataset
+
+    pool = load_dataset(dataset).split(split)
+    if fast:
+        pool = [it for it in pool if len(it.prompt()) < 200] or pool
+    import random
+
+    keep = sorted(random.Random(0).sample(range(len(pool)), min(n, len(pool))))
+    return [pool[i] for i in keep]
+
+
+_PLANS: dict = {}
+
+
+def fit_plan(args, dataset: str | None = None):
+    """ExpertSteer plan on ``n_train`` train items of ``dataset`` plus the recorded RFM
+    directions (one per pair). Memoised per (fast, dataset, n_train, n_pairs)."""
+    from steer_lens.data import contrast_prompts
+    from steer_lens.pipeline import ExpertSteer
+    from steer_lens.probes import recording_directions
+    from steer_lens.rfm import RFMConfig
+
+    dataset = dataset or args.dataset
+    key = (args.fast, dataset, args.n_train, args.n_pairs)
+    if key not in _PLANS:
+        target, expert = load_models(args.fast)
+        pos, neg = contrast_prompts(items(dataset, "train", args.n_train, args.fast))
+        if args.fast:
+            es = ExpertSteer(n_pairs=args.n_pairs, alignment="ridge", rfm=RFMConfig(iters=3))
+        else:
+            es = ExpertSteer(n_pairs=args.n_pairs, alignment="autoencoder", target_window=(2, 27),
+                             aligner_kwargs={"max_epochs": 300})
+        with recording_directions() as directions:
+            plan = es.fit(expert, target, pos, neg)
+        _PLANS[key] = (plan, list(directions), pos, neg)
+    return _PLANS[key]
+
+
+def mean_difference(target, pos, neg, layer: int) -> torch.Tensor:
+    """CAA-style mean difference of span-mean activations (inline fallback for baselines)."""
+    from steer_lens.activations import capture
+
+    acts = capture(target, list(pos) + list(neg), layers=[layer], position="mean").tensor[:, 0]
+    return acts[: len(pos)].mean(0) - acts[len(pos):].mean(0)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def markdown(rows: list[dict], floatfmt: str = ".3f") -> str:
+    """A GitHub Markdown table of rows (dicts with the same keys)."""
+    def cell(v):
+        text = format(v, floatfmt) if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\n", "\\n")
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    """A new Agg figure and its axes (no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def layer_of(hook: str) -> int:
+    return int(hook.split(".")[1])
