@@ -73,7 +73,7 @@ class ExpertSteer:
     target_layers: Sequence[int] | None = None
     target_window: tuple[int, int] | None = None
     mi_estimator: str = "gaussian"
-    mi_dim: int = 16
+    mi_dim: int | None = None  # PCA width for MI; None: n_prompts // 10, clipped to [2, 32]
     chat_template: bool | None = None
     batch_size: int = 16
     aligner_kwargs: dict = field(default_factory=dict)
@@ -122,7 +122,8 @@ class ExpertSteer:
             aligned.append(al.transform(xe[:, i].double()).float())
             reports[f"expert_layer_{layer}"] = rep
         xa = torch.stack(aligned, dim=1)
-        mi = mi_matrix(xa, xt, estimator=self.mi_estimator, k=self.mi_dim).float()
+        k = self.mi_dim or max(2, min(32, len(prompts) // 10))  # CCA is biased when k ~ n
+        mi = mi_matrix(xa, xt, estimator=self.mi_estimator, k=k).float()
         pairs = select_pairs(mi, self.n_pairs, rule=self.rule, one_per_target=self.one_per_target,
                              expert_layers=e_layers, target_layers=t_layers,
                              target_window=self.target_window)
