@@ -116,3 +116,25 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
     # cached rows are reused
     assert runner.run_dataset("guard", ["caa"])[0]["seconds"] == rows[1]["seconds"]
     assert real is ev.MCDataset.split
+
+
+def test_report_from_rows(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    from main_report import write_report
+
+    def row(method, correct, model="t", strength=0.3):
+        return {"dataset": "d", "domain": "math", "method": method, "accuracy": sum(correct) / len(correct),
+                "ci_low": 0.0, "ci_high": 1.0, "n": len(correct), "majority_rate": 0.5, "layers": [3],
+                "strength": strength, "model": model, "accuracy_sum": 0.5, "ids": list("abcd"),
+                "correct": correct, "seconds": 1.0,
+                "val_curve": [{"strength": s, "accuracy": 0.5, "ci_low": 0.2, "ci_high": 0.8} for s in (0.1, 0.3)]}
+
+    rows = [row("unsteered", [True, False, False, False], strength=0.0),
+            row("expertsteer_autoencoder", [True, True, True, False]), row("random", [True, False, True, False])]
+    rows[0]["val_curve"] = []
+    readme = write_report(rows, tmp_path, config={"limit_test": 4})
+    text = readme.read_text()
+    assert "expertsteer_autoencoder" in text and "vs" in text and (tmp_path / "strength_curves.png").exists()
+    lines = (tmp_path / "main_results.csv").read_text().splitlines()
+    assert lines[0].startswith("dataset,domain,method,accuracy,ci_low,ci_high,n,majority_rate,layers,strength")
+    assert lines[2].split(",")[14] == "0.5"  # delta vs unsteered
