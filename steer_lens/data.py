@@ -104,7 +104,7 @@ class MCDataset:
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "id": str, "question": str, "choices": list, "answer": int,
-    "domain": str, "source": str, "format": str}
+    "domain": str, "source": str}  # "format" is optional ("mc" by default), "context" too
 
 
 def _error(where: str, problem: str, fix: str) -> ValueError:
@@ -115,6 +115,8 @@ def _parse_line(obj: Any, where: str) -> Item:
     if not isinstance(obj, dict):
         raise _error(where, f"expected a JSON object, got {type(obj).__name__}",
                   "write one object per line: {\"id\": ..., \"question\": ..., ...}")
+    if not isinstance(obj.get("format", "mc"), str):
+        raise _error(where, "field 'format' must be str", "give 'format' as \"mc\" or \"ab\"")
     for key, typ in _REQUIRED.items():
         if key not in obj:
             raise _error(where, f"missing field {key!r}", f"add {key!r} ({typ.__name__}) to the item")
@@ -122,6 +124,7 @@ def _parse_line(obj: Any, where: str) -> Item:
         if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
             raise _error(where, f"field {key!r} must be {typ.__name__}, got {type(val).__name__} {val!r:.60}",
                       f"give {key!r} as a JSON {'string' if typ is str else typ.__name__}")
+    obj = {"format": "mc", **obj}  # optional: plain multiple choice unless stated
     choices = obj["choices"]
     if len(choices) < 2:
         raise _error(where, f"'choices' has {len(choices)} entr{'y' if len(choices) == 1 else 'ies'}",

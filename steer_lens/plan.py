@@ -81,7 +81,9 @@ class SteeringPlan:
     def scaled(self, factor: float) -> "SteeringPlan":
         """A copy whose vectors are multiplied by ``factor`` (e.g. -1 to steer away)."""
         out = SteeringPlan(**{**self.__dict__})
-        out.vectors = {k: v * factor for k, v in self.vectors.items()}
+        sign = -1.0 if factor < 0 else 1.0  # vectors stay unit-norm; the size lives in norms
+        out.vectors = {k: v * sign for k, v in self.vectors.items()}
+        out.norms = {k: n * abs(factor) for k, n in self.norms.items()}
         return out
 
     # ---- persistence --------------------------------------------------------------
