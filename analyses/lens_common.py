@@ -37,6 +37,7 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=None, help="train items (2 contrast prompts each)")
     p.add_argument("--n-pairs", type=int, default=3)
     p.add_argument("--strength", type=float, default=None, help="relative steering strength")
+    p.add_argument("--alignment", default=None, help="autoencoder (paper, default) | ridge | procrustes | hybrid")
     p.add_argument("--threads", type=int, default=1)
     return p
 
@@ -49,6 +50,7 @@ def finish_args(args, name: str):
     args.n_train = args.n_train or (10 if args.fast else 48)
     args.strength = args.strength if args.strength is not None else (2.0 if args.fast else 0.3)
     args.n_pairs = min(args.n_pairs, 2) if args.fast else args.n_pairs
+    args.alignment = args.alignment or ("ridge" if args.fast else "autoencoder")
     args.out = Path(args.out or ROOT / "results" / name)
     args.out.mkdir(parents=True, exist_ok=True)
     return args
@@ -93,15 +95,16 @@ def fit_plan(args, dataset: str | None = None):
     from steer_lens.rfm import RFMConfig
 
     dataset = dataset or args.dataset
-    key = (args.fast, dataset, args.n_train, args.n_pairs)
+    key = (args.fast, dataset, args.n_train, args.n_pairs, args.alignment)
     if key not in _PLANS:
         target, expert = load_models(args.fast)
         pos, neg = contrast_prompts(items(dataset, "train", args.n_train, args.fast))
         if args.fast:
-            es = ExpertSteer(n_pairs=args.n_pairs, alignment="ridge", rfm=RFMConfig(iters=3))
+            es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, rfm=RFMConfig(iters=3))
         else:
-            es = ExpertSteer(n_pairs=args.n_pairs, alignment="autoencoder", target_window=(2, 27),
-                             aligner_kwargs={"max_epochs": 300})
+            kw = {"max_epochs": 300} if args.alignment in ("autoencoder", "hybrid") else {}
+            es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, target_window=(2, 27),
+                             aligner_kwargs=kw)
         with recording_directions() as directions:
             plan = es.fit(expert, target, pos, neg)
         _PLANS[key] = (plan, list(directions), pos, neg)

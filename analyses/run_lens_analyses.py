@@ -29,7 +29,27 @@ def main(argv=None) -> dict:
         importlib.import_module(name).main(argv)
         timings[name] = round(time.time() - start, 1)
         logging.getLogger("analyses").info("%s done in %.1fs", name, timings[name])
+    if "--fast" not in argv and "--out" not in argv:
+        write_index(timings)
     return timings
+
+
+def write_index(timings: dict) -> None:
+    """results/mechanistic.md: every mechanistic figure with the command that rebuilds it."""
+    from steer_lens.io import write_text
+
+    root = lens_common.ROOT / "results"
+    lines = ["# Mechanistic analyses (SmolLM2-135M-Instruct target, Gemma-3-270M expert)\n",
+             "Rebuild all: `python analyses/run_lens_analyses.py`; one: `python analyses/<name>.py`.\n"]
+    for name in NAMES:
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        took = f" ({timings[name]:.0f}s)" if name in timings else ""
+        lines.append(f"\n## {name}{took}\n\n`python analyses/{name}.py`\n")
+        lines += [f"\n![{png.stem}]({name}/{png.name})\n" for png in sorted(folder.glob("*.png"))]
+        lines += [f"- [{md.name}]({name}/{md.name})\n" for md in sorted(folder.glob("*.md"))]
+    write_text(root / "mechanistic.md", "".join(lines))
 
 
 if __name__ == "__main__":
