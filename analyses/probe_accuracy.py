@@ -2,12 +2,15 @@
 answer) activations on each plan vector at every target layer, against a full logistic probe.
 
     python analyses/probe_accuracy.py [--fast] [--out DIR]
-Writes probe_accuracy.png and probe_accuracy.csv / .md (test items, span-mean resid_post).
+Writes probe_accuracy.png and probe_accuracy.csv / .md (test items, span-mean resid_post; the probe's
+CV folds keep both answers of an item together).
 """
 
 from __future__ import annotations
 
 import sys
+
+import torch
 
 from lens_common import (figure, finish_args, fit_plan, items, layer_of, load_models, markdown, mean_difference,
                          parser, save_figure, write_csv)
@@ -25,11 +28,12 @@ def main(argv=None) -> dict:
     layers = list(range(target.cfg.n_layers))
     acts = capture(target, pos + neg, layers=layers, position="mean").tensor
     p, n = acts[: len(pos)], acts[len(pos):]
+    pairs = torch.cat([torch.arange(len(pos)), torch.arange(len(neg))])  # keep each item's two rows in one fold
     fig, axes = figure(7, 3.6)
     ax = axes[0, 0]
     rows = []
     for idx, (hook, vec) in enumerate(plan.vectors.items()):
-        res = probe_along_vector(p, n, vec, layers, folds=3 if args.fast else 5)
+        res = probe_along_vector(p, n, vec, layers, folds=3 if args.fast else 5, groups=pairs)
         ax.plot(layers, [r["projection_auroc"] for r in res], marker=".", label=f"ES vector of L{layer_of(hook)}")
         ax.axvline(layer_of(hook), color=f"C{idx}", lw=0.6, ls=":")
         rows += [{"vector": f"expertsteer_L{layer_of(hook)}", **r} for r in res]

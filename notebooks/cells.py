@@ -182,7 +182,8 @@ acts = capture(target, tpos + tneg, layers=all_layers, position="mean").tensor
 P, N = acts[: len(tpos)], acts[len(tpos):]
 fig, ax = plt.subplots(figsize=(6, 2.8))
 for hook, vec in plan.vectors.items():
-    rows = probe_along_vector(P, N, vec, all_layers, folds=3)
+    pairs = torch.cat([torch.arange(len(tpos)), torch.arange(len(tneg))])  # an item's two answers share a fold
+    rows = probe_along_vector(P, N, vec, all_layers, folds=3, groups=pairs)
     ax.plot(all_layers, [r["projection_auroc"] for r in rows], marker=".", label=f"vector of {hook.split('.')[1]}")
 ax.plot(all_layers, [r["probe_auroc"] for r in rows], "k", lw=2, label="logistic probe")
 ax.axhline(0.5, color="grey", lw=0.5); ax.set(xlabel="target layer", ylabel="AUROC"); ax.legend(fontsize=7)

@@ -54,18 +54,30 @@ def _fit_logistic(x: Tensor, y: Tensor, l2: float, steps: int) -> tuple[Tensor, 
     return w.detach(), b.detach()
 
 
-def logistic_probe_auroc(pos: Float[Tensor, "n_pos d"], neg: Float[Tensor, "n_neg d"], *, folds: int = 5,
-                         l2: float = 1e-2, steps: int = 100, seed: int = 0) -> float:
-    """Mean held-out AUROC of an L2 logistic probe over stratified ``folds``-fold CV."""
-    x = torch.cat([pos, neg]).double()
-    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).double()
-    folds = max(2, min(folds, len(pos), len(neg)))
-    gen = torch.Generator().manual_seed(seed)
+def _folds(y: Tensor, folds: int, groups: Tensor | None, gen: torch.Generator) -> Tensor:
+    """Fold index per row: stratified by class, or by group (a group never straddles folds)."""
+    if groups is not None:
+        ids, inverse = torch.unique(torch.as_tensor(groups), return_inverse=True)
+        return (torch.randperm(len(ids), generator=gen) % folds)[inverse]
     fold_of = torch.empty(len(y), dtype=torch.long)
-    for cls in (1.0, 0.0):  # stratified assignment
+    for cls in (1.0, 0.0):
         idx = torch.nonzero(y == cls).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         fold_of[idx] = torch.arange(len(idx)) % folds
+    return fold_of
+
+
+def logistic_probe_auroc(pos: Float[Tensor, "n_pos d"], neg: Float[Tensor, "n_neg d"], *, folds: int = 5,
+                         l2: float = 1e-2, steps: int = 100, seed: int = 0, groups: Tensor | None = None) -> float:
+    """Mean held-out AUROC of an L2 logistic probe over ``folds``-fold CV (stratified by class).
+
+    ``groups`` ("n_pos + n_neg", e.g. the item index of contrast pairs): rows of one group stay
+    in one fold. Use it for (prompt + correct, prompt + wrong) pairs: splitting a pair leaks the
+    prompt across folds and drives AUROC *below* chance."""
+    x = torch.cat([pos, neg]).double()
+    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).double()
+    folds = max(2, min(folds, len(pos), len(neg)))
+    fold_of = _folds(y, folds, groups, torch.Generator().manual_seed(seed))
     aucs = []
     for f in range(folds):
         tr, te = fold_of != f, fold_of == f
@@ -77,10 +89,11 @@ def logistic_probe_auroc(pos: Float[Tensor, "n_pos d"], neg: Float[Tensor, "n_ne
 
 def probe_along_vector(pos: Float[Tensor, "n_pos layer d"], neg: Float[Tensor, "n_neg layer d"],
                        vector: Float[Tensor, " d"] | Float[Tensor, "layer d"],
-                       layers: Sequence[int] | None = None, *, folds: int = 5, seed: int = 0) -> list[dict]:
+                       layers: Sequence[int] | None = None, *, folds: int = 5, seed: int = 0,
+                       groups: Tensor | None = None) -> list[dict]:
     """Per layer: projection AUROC on ``vector`` (one vector for all layers, or one per
-    layer) and the cross-validated logistic-probe AUROC. Rows: layer, projection_auroc,
-    probe_auroc."""
+    layer) and the cross-validated logistic-probe AUROC (``groups``: see
+    `logistic_probe_auroc`). Rows: layer, projection_auroc, probe_auroc."""
     n_layers = pos.shape[1]
     layers = list(range(n_layers)) if layers is None else list(layers)
     if len(layers) != n_layers:
@@ -90,5 +103,6 @@ def probe_along_vector(pos: Float[Tensor, "n_pos layer d"], neg: Float[Tensor, "
     for i, layer in enumerate(layers):
         v = vec if vec.dim() == 1 else vec[i]
         rows.append({"layer": layer, "projection_auroc": projection_auroc(pos[:, i], neg[:, i], v),
-                     "probe_auroc": logistic_probe_auroc(pos[:, i], neg[:, i], folds=folds, seed=seed)})
+                     "probe_auroc": logistic_probe_auroc(pos[:, i], neg[:, i], folds=folds, seed=seed,
+                                                         groups=groups)})
     return rows

@@ -174,3 +174,20 @@ def test_layer_ablation_single_pair_equals_pair_alone(tiny_llama, tiny_plan):
     assert 0.0 <= acc <= 1.0
     with pytest.raises(ValueError):
         probes.subplan(tiny_plan, ["blocks.0.hook_nope"])
+
+
+def test_grouped_folds_avoid_pair_leakage():
+    # each item = one random "prompt" vector; correct/wrong answer adds +/- the same answer feature
+    # to half the items each way, so the label is not linearly decodable (AUROC ~ 0.5). Splitting
+    # pairs across folds leaks the prompt and pushes the ungrouped estimate below chance.
+    g = torch.Generator().manual_seed(0)
+    n, d = 60, 40
+    prompt = torch.randn(n, d, generator=g) * 3
+    answer = torch.zeros(d)
+    answer[0] = 1.0
+    flip = (torch.arange(n) % 2 * 2 - 1).float()[:, None]
+    pos, neg = prompt + flip * answer, prompt - flip * answer
+    groups = torch.cat([torch.arange(n), torch.arange(n)])
+    grouped = probes.logistic_probe_auroc(pos, neg, groups=groups)
+    assert abs(grouped - 0.5) < 0.15
+    assert probes.logistic_probe_auroc(pos, neg) < grouped
