@@ -1,0 +1,148 @@
+"""``steer-lens capture`` (activations to a file) and ``steer-lens fit`` (ExpertSteer -> plan folder)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .common import (CLIError, add_command, emit, layer_spec, load_items, load_model, log, positive_int,
+                     read_prompts, table, window)
+
+ALIGNMENTS = ("autoencoder", "ridge", "procrustes", "hybrid")
+
+
+def register(sub, parent) -> None:
+    p = add_command(sub, "capture", parent, run_capture, "capture residual-stream activations of a model "
+                    "on prompts (a text/JSONL file or a dataset's contrast pairs) into a safetensors file",
+                    "steer-lens capture smollm2-135m-instruct --dataset sst2 --limit 20 --layers 0,10,-1 "
+                    "--out acts.safetensors")
+    p.add_argument("model", help="registry name, Hugging Face folder or .gguf file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", help="text file (one prompt per line) or JSONL ({\"prompt\": ...})")
+    src.add_argument("--dataset", help="bundled dataset name or folder: captures its contrast pairs")
+    p.add_argument("--split", default="train")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most this many items/prompts")
+    p.add_argument("--layers", type=layer_spec, default=None, help="'all' (default), '0,5,-1' or '3-7'")
+    p.add_argument("--position", choices=["last", "mean", "all"], default="last")
+    p.add_argument("--hook", default="resid_post", help="resid_post (default), resid_pre, resid_mid, ...")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--out", required=True, help="output .safetensors file")
+
+    p = add_command(sub, "fit", parent, run_fit, "fit ExpertSteer: expert activations -> aligned -> "
+                    "lowest-MI layer pairs -> RFM steering vectors; saves a plan folder with an MI heatmap",
+                    "steer-lens fit --expert gemma-3-270m --target smollm2-135m-instruct --dataset sst2 "
+                    "--limit 50 --out plans/sst2")
+    add_fit_args(p)
+    p.add_argument("--out", required=True, help="plan folder to write (replaced atomically)")
+
+
+def add_fit_args(p, *, expert: str | None = None, target: str | None = None, dataset: str | None = None,
+                 limit: int | None = 50, ae_epochs: int = 300) -> None:
+    p.add_argument("--expert", default=expert, required=expert is None, help="expert model")
+    p.add_argument("--target", default=target, required=target is None, help="target model")
+    p.add_argument("--dataset", default=dataset, required=dataset is None, help="dataset (train split)")
+    p.add_argument("--split", default="train", help="split to fit on (default: train)")
+    p.add_argument("--limit", type=positive_int, default=limit, help=f"training items (default: {limit})")
+    p.add_argument("--alignment", choices=ALIGNMENTS, default="autoencoder")
+    p.add_argument("--n-pairs", type=positive_int, default=3, help="expert->target layer pairs (default 3)")
+    p.add_argument("--target-window", type=window, default="auto",
+                   help="inclusive target-layer range 'lo,hi', 'none', or 'auto' (skip first/last 2)")
+    p.add_argument("--mi-dim", type=positive_int, default=None, help="PCA width for MI (default: auto)")
+    p.add_argument("--ae-epochs", type=positive_int, default=ae_epochs,
+                   help=f"autoencoder max epochs (default {ae_epochs}; early stopping may end sooner)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def resolve_window(spec, n_layers: int) -> tuple[int, int] | None:
+    if spec == "auto":
+        return (2, n_layers - 3) if n_layers >= 8 else None
+    return spec
+
+
+def fit_plan(args, expert, target, items):
+    """Fit ExpertSteer on ``items``' contrast pairs with the CLI's settings; returns the plan."""
+    from ..data import contrast_prompts
+    from ..pipeline import ExpertSteer
+
+    pos, neg = contrast_prompts(items, seed=args.seed)
+    kw = {"max_epochs": args.ae_epochs} if args.alignment in ("autoencoder", "hybrid") else {}
+    es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, seed=args.seed, mi_dim=args.mi_dim,
+                     target_window=resolve_window(args.target_window, target.cfg.n_layers), aligner_kwargs=kw)
+    t0 = time.perf_counter()
+    log(f"fitting ExpertSteer ({args.alignment}, {args.n_pairs} pairs) on {len(pos)} contrast pairs ...")
+    plan = es.fit(expert, target, pos, neg)
+    log(f"fitted in {time.perf_counter() - t0:.1f}s")
+    return plan
+
+
+def save_plan(plan, folder) -> dict:
+    """Save the plan folder plus its MI heatmap (``mi.png``); returns the paths."""
+    from ..mi import LayerPair, plot_mi
+
+    folder = Path(plan.save(folder))
+    out = {"plan": str(folder)}
+    if plan.mi is not None:
+        pairs = [LayerPair(p.expert_layer, p.target_layer, p.mi) for p in plan.pairs]
+        plot_mi(plan.mi, pairs, expert_layers=plan.expert_layers or None,
+                target_layers=plan.target_layers or None, path=folder / "mi.png",
+                title=f"MI: {plan.expert.get('name')} -> {plan.target.get('name')}")
+        out["mi_heatmap"] = str(folder / "mi.png")
+    return out
+
+
+def plan_summary(plan) -> tuple[dict, str]:
+    """JSON-able summary and a text rendering of pairs, norms and alignment reports."""
+    pairs = [{"expert_layer": p.expert_layer, "target_layer": p.target_layer, "mi": round(p.mi, 4),
+              "norm": round(plan.norms.get(f"blocks.{p.target_layer}.hook_resid_post", float("nan")), 2)}
+             for p in plan.pairs]
+    text = table([[p["expert_layer"], p["target_layer"], f"{p['mi']:.4f}", p["norm"]] for p in pairs],
+                 ["expert layer", "target layer", "MI (nats)", "resid norm"])
+    reports = {k: v for k, v in plan.reports.items() if k.startswith("pair_")} or plan.reports
+    keys = sorted({k for v in reports.values() for k, x in v.items() if isinstance(x, (int, float))})[:4]
+    if keys:
+        rows = [[name] + [f"{r.get(k, float('nan')):.3f}" for k in keys] for name, r in reports.items()]
+        text += "\n\nalignment reports (held-out):\n" + table(rows, ["aligner"] + keys)
+    return {"pairs": pairs, "alignment_reports": reports}, text
+
+
+def run_fit(args) -> int:
+    expert_model = load_model(args.expert)
+    target_model = load_model(args.target)
+    _, items = load_items(args.dataset, args.split, args.limit, args.seed)
+    if len(items) < 4:
+        raise ValueError(f"need at least 4 {args.split} items to fit, got {len(items)}; raise --limit")
+    plan = fit_plan(args, expert_model, target_model, items)
+    paths = save_plan(plan, args.out)
+    summary, text = plan_summary(plan)
+    text = f"chosen layer pairs:\n{text}\n\nplan saved to {paths['plan']}"
+    if "mi_heatmap" in paths:
+        text += f"\nMI heatmap: {paths['mi_heatmap']}"
+    return emit(args, {**summary, **paths, "n_items": len(items)}, text)
+
+
+def run_capture(args) -> int:
+    from ..activations import capture
+
+    if not args.out.endswith(".safetensors"):
+        raise CLIError(f"--out must end in .safetensors, got {args.out!r}")
+    labels = None
+    if args.dataset:
+        from ..data import contrast_prompts
+
+        _, items = load_items(args.dataset, args.split, args.limit)
+        pos, neg = contrast_prompts(items)
+        prompts, labels = pos + neg, [1] * len(pos) + [0] * len(neg)
+    else:
+        prompts = read_prompts(args.prompts)[: args.limit]
+    model = load_model(args.model)
+    layers = args.layers if args.layers is not None else list(range(model.cfg.n_layers))
+    t0 = time.perf_counter()
+    acts = capture(model, prompts, layers=layers, hook=args.hook, position=args.position,
+                   batch_size=args.batch_size, progress=True)
+    if labels is not None:
+        acts.meta["labels"] = labels
+    acts.save(args.out)
+    info = {"out": args.out, "shape": list(acts.tensor.shape), "layers": acts.layers,
+            "position": args.position, "n_prompts": len(prompts), "seconds": round(time.perf_counter() - t0, 2)}
+    return emit(args, info, f"captured {len(prompts)} prompts x {len(acts.layers)} layers "
+                f"-> {args.out} (shape {tuple(acts.tensor.shape)})")

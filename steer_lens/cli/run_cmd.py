@@ -1,0 +1,156 @@
+"""``steer-lens evaluate`` (accuracy with/without a plan) and ``steer-lens generate`` (side by side)."""
+
+from __future__ import annotations
+
+import time
+
+from .common import (add_command, emit, load_model, load_plan, log, positive_int, strength, strengths,
+                     table)
+
+DEFAULT_STRENGTHS = "0.1,0.3,0.9"
+
+
+def register(sub, parent) -> None:
+    p = add_command(sub, "evaluate", parent, run_evaluate, "multiple-choice accuracy of a model on a "
+                    "dataset unsteered vs steered by a plan (strength chosen on validation) vs a random-"
+                    "vector control at the same hooks/norms/strength, with bootstrap CIs",
+                    "steer-lens evaluate --model smollm2-135m-instruct --dataset sst2 --plan plans/sst2 "
+                    "--limit 100 --out results/sst2_eval.json")
+    p.add_argument("--model", required=True, help="the target model the plan was fitted for")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--plan", default=None, help="plan folder (omit: unsteered accuracy only)")
+    p.add_argument("--strengths", type=strengths, default=DEFAULT_STRENGTHS,
+                   help=f"candidate strengths tried on validation (default {DEFAULT_STRENGTHS})")
+    p.add_argument("--strength", type=strength, default=None, help="fixed strength (skips validation)")
+    p.add_argument("--limit", type=positive_int, default=100, help="test items (default 100)")
+    p.add_argument("--val-limit", type=positive_int, default=40, help="validation items (default 40)")
+    p.add_argument("--no-random", action="store_true", help="skip the random-vector control")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the full results JSON here")
+
+    p = add_command(sub, "generate", parent, run_generate, "greedy generation from a prompt, unsteered "
+                    "and (with --plan) steered, side by side",
+                    "steer-lens generate --model smollm2-135m-instruct --plan plans/sst2 --strength 0.3 "
+                    "--prompt \"Write a review of the movie.\"")
+    p.add_argument("--model", required=True)
+    p.add_argument("--prompt", required=True, action="append", help="prompt text (repeatable)")
+    p.add_argument("--plan", default=None, help="plan folder")
+    p.add_argument("--strength", type=strength, default=0.3, help="steering strength (default 0.3)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=48)
+    p.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt")
+
+
+def compare(model, dataset, plan, *, grid, fixed=None, limit=100, val_limit=40, random_control=True,
+            batch_size=8, seed=0) -> dict:
+    """Unsteered vs plan (strength picked on validation unless ``fixed``) vs random control, on test."""
+    from ..evaluate import evaluate, mcnemar, paired_bootstrap
+
+    def run(split, lim, p=None, s=0.0):
+        return evaluate(model, dataset, split=split, limit=lim, plan=p, strength=s, batch_size=batch_size,
+                        seed=seed)
+
+    out = {"dataset": dataset.name, "model": str(model.cfg.model_name), "n_test": None, "val_curve": []}
+    t0 = time.perf_counter()
+    base = run("test", limit)
+    out["unsteered"], out["n_test"] = base.summary(), base.n
+    if plan is None:
+        out["seconds"] = round(time.perf_counter() - t0, 1)
+        return out
+    if fixed is None:
+        val_split = "validation" if "validation" in dataset.splits else "train"
+        log(f"choosing the strength on {val_split} ({val_limit} items) among {grid} ...")
+        for s in grid:
+            r = run(val_split, val_limit, plan, s)
+            out["val_curve"].append({"strength": s, "accuracy": r.accuracy, "mean_margin":
+                                     sum(r.margins) / max(1, len(r.margins))})
+        best = max(out["val_curve"], key=lambda c: (c["accuracy"], c["mean_margin"], -abs(c["strength"])))
+        chosen = best["strength"]
+    else:
+        chosen = fixed
+    out["strength"] = chosen
+    steered = run("test", limit, plan, chosen)
+    out["steered"] = steered.summary()
+    out["steered_vs_unsteered"] = {**paired_bootstrap(steered.correct, base.correct, seed=seed),
+                                   "mcnemar_p": mcnemar(steered.correct, base.correct)["p"]}
+    if random_control:
+        from ..baselines import random_plan
+
+        rnd = run("test", limit, random_plan(plan, seed=seed), chosen)
+        out["random"] = rnd.summary()
+        out["steered_vs_random"] = {**paired_bootstrap(steered.correct, rnd.correct, seed=seed),
+                                    "mcnemar_p": mcnemar(steered.correct, rnd.correct)["p"]}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def render_comparison(res: dict) -> str:
+    rows = []
+    for key in ("unsteered", "steered", "random"):
+        if key in res:
+            r = res[key]
+            label = key if key == "unsteered" else f"{key} (strength {res['strength']:g})"
+            rows.append([label, f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"]])
+    text = (f"{res['dataset']} test accuracy ({res['model']}, majority rate "
+            f"{res['unsteered']['majority_rate']:.3f}):\n" + table(rows, ["condition", "accuracy", "95% CI", "n"]))
+    for key in ("steered_vs_unsteered", "steered_vs_random"):
+        if key in res:
+            d = res[key]
+            text += (f"\n{key.replace('_', ' ')}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}],"
+                     f" McNemar p = {d['mcnemar_p']:.3g}")
+    return text
+
+
+def run_evaluate(args) -> int:
+    from ..data import load_dataset
+    from ..io import write_json
+
+    dataset = load_dataset(args.dataset)
+    if "test" not in dataset.splits:
+        raise ValueError(f"dataset {dataset.name!r} has no test split; available: {sorted(dataset.splits)}")
+    plan = load_plan(args.plan) if args.plan else None
+    model = load_model(args.model)
+    if plan is not None:
+        plan.check_compatible(model)
+    res = compare(model, dataset, plan, grid=args.strengths, fixed=args.strength, limit=args.limit,
+                  val_limit=args.val_limit, random_control=not args.no_random, batch_size=args.batch_size,
+                  seed=args.seed)
+    if args.out:
+        write_json(args.out, res)
+    text = render_comparison(res) + (f"\nresults written to {args.out}" if args.out else "")
+    return emit(args, res, text)
+
+
+def side_by_side(model, plan, prompts, strength_value, max_new_tokens, chat_template=None) -> list[dict]:
+    """Greedy generations per prompt: unsteered and (with a plan) steered."""
+    from ..generate import generate
+
+    rows = []
+    base = generate(model, prompts, max_new_tokens=max_new_tokens, chat_template=chat_template)
+    steered = [None] * len(prompts)
+    if plan is not None:
+        with plan.apply(model, strength_value):
+            steered = generate(model, prompts, max_new_tokens=max_new_tokens, chat_template=chat_template)
+    for prompt, b, s in zip(prompts, base, steered):
+        rows.append({"prompt": prompt, "unsteered": b, "steered": s,
+                     "strength": strength_value if plan is not None else None})
+    return rows
+
+
+def render_generations(rows: list[dict]) -> str:
+    parts = []
+    for r in rows:
+        parts.append(f"prompt: {r['prompt']}\n  unsteered: {r['unsteered']!r}")
+        if r["steered"] is not None:
+            parts.append(f"  steered (strength {r['strength']:g}): {r['steered']!r}")
+    return "\n".join(parts)
+
+
+def run_generate(args) -> int:
+    plan = load_plan(args.plan) if args.plan else None
+    model = load_model(args.model)
+    if plan is not None:
+        plan.check_compatible(model)
+    rows = side_by_side(model, plan, args.prompt, args.strength, args.max_new_tokens,
+                        chat_template=False if args.no_chat_template else None)
+    return emit(args, {"generations": rows}, render_generations(rows))

@@ -1,0 +1,182 @@
+"""The steer-lens command line, run as a subprocess on tiny models: every subcommand once on
+good input and once on bad input (one `steer-lens: error:` line, non-zero exit, no traceback)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steer_lens.cli import main
+
+COMMANDS = ["models", "capture", "fit", "evaluate", "generate", "demo", "export", "report"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "steer_lens.cli", *map(str, args), "--threads", "1"],
+                          capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+
+
+def assert_user_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert res.returncode != 0, res.stdout
+    assert "Traceback" not in res.stderr, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("steer-lens: error:")]
+    assert len(errors) == 1, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == errors[0]
+    for frag in fragments:
+        assert frag in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "plan"
+    res = cli("fit", "--expert", tiny_dir["gemma3"], "--target", tiny_dir["llama"], "--dataset", "sst2",
+              "--limit", 16, "--alignment", "ridge", "--n-pairs", 2, "--mi-dim", 4, "--out", out, "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert len(info["pairs"]) == 2 and Path(info["mi_heatmap"]).is_file()
+    return out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "example:" in text and f"steer-lens {command}" in text.replace("steer-lens models cache", "steer-lens models")
+
+
+def test_top_level_help_and_unknown_command(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(c in text for c in COMMANDS)
+    assert main(["fitt"]) == 2
+    assert capsys.readouterr().err.startswith("steer-lens: error: argument COMMAND: invalid choice")
+
+
+def test_models_lists_registry_as_json():
+    res = cli("models", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)["models"]}
+    assert rows["smollm2-135m-instruct"]["d_model"] == 576 and rows["gemma-3-270m"]["n_layers"] == 18
+    assert_user_error(cli("models", "cache", "gpt-17"), "unknown model 'gpt-17'")
+
+
+def test_capture_prompts_file(tiny_dir, tmp_path):
+    from steer_lens.activations import Activations
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello there\nthe market fell\n\nsecond try\n")
+    out = tmp_path / "acts.safetensors"
+    res = cli("capture", tiny_dir["llama"], "--prompts", prompts, "--layers", "0,-1", "--position", "mean",
+              "--out", out)
+    assert res.returncode == 0, res.stderr
+    acts = Activations.load(out)
+    assert acts.tensor.shape == (3, 2, 64) and acts.layers == [0, 3] and acts.position == "mean"
+    assert_user_error(cli("capture", tiny_dir["llama"], "--prompts", prompts, "--layers", "7", "--out", out),
+                      "layer 7 is out of range")
+    assert_user_error(cli("capture", tiny_dir["llama"], "--prompts", tmp_path / "nope.txt", "--out", out),
+                      "no such prompts file")
+
+
+def test_capture_dataset_records_labels(tiny_dir, tmp_path):
+    from steer_lens.activations import Activations
+
+    out = tmp_path / "acts.safetensors"
+    res = cli("capture", tiny_dir["gemma3"], "--dataset", "sst2", "--limit", 4, "--layers", "all", "--out", out)
+    assert res.returncode == 0, res.stderr
+    acts = Activations.load(out)
+    assert acts.tensor.shape == (8, 3, 48) and acts.meta["labels"] == [1] * 4 + [0] * 4
+
+
+def test_fit_bad_dataset_and_window(tiny_dir, tmp_path):
+    assert_user_error(cli("fit", "--expert", tiny_dir["gemma3"], "--target", tiny_dir["llama"], "--dataset",
+                          "no_such_set", "--out", tmp_path / "p"), "unknown dataset 'no_such_set'")
+    assert_user_error(cli("fit", "--expert", tiny_dir["gemma3"], "--target", tiny_dir["llama"], "--dataset",
+                          "sst2", "--target-window", "5,1", "--out", tmp_path / "p"), "lo <= hi")
+    assert_user_error(cli("fit", "--expert", "no-such-model", "--target", tiny_dir["llama"], "--dataset",
+                          "sst2", "--out", tmp_path / "p"), "unknown model 'no-such-model'")
+
+
+def test_evaluate_with_plan(plan_dir, tiny_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    res = cli("evaluate", "--model", tiny_dir["llama"], "--dataset", "sst2", "--plan", plan_dir, "--limit", 6,
+              "--val-limit", 4, "--strengths", "0.1,0.5", "--out", out, "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r == json.loads(out.read_text())
+    assert r["strength"] in (0.1, 0.5) and len(r["val_curve"]) == 2
+    assert {"unsteered", "steered", "random", "steered_vs_random"} <= set(r)
+    assert r["steered"]["n"] == 6 and 0 <= r["steered"]["ci_low"] <= r["steered"]["ci_high"] <= 1
+    assert_user_error(cli("evaluate", "--model", tiny_dir["llama"], "--dataset", "sst2", "--plan", plan_dir,
+                          "--strength", "nan"), "strength must be finite")
+
+
+def test_evaluate_refuses_plan_for_another_model(plan_dir, tiny_dir):
+    assert_user_error(cli("evaluate", "--model", tiny_dir["gemma3"], "--dataset", "sst2", "--plan", plan_dir,
+                          "--limit", 2), "fit a plan for this model")
+
+
+def test_generate_side_by_side(plan_dir, tiny_dir, tmp_path):
+    res = cli("generate", "--model", tiny_dir["llama"], "--plan", plan_dir, "--prompt", "hi", "--prompt",
+              "the market", "--max-new-tokens", 4, "--strength", 2.0, "--json")
+    assert res.returncode == 0, res.stderr
+    gens = json.loads(res.stdout)["generations"]
+    assert [g["prompt"] for g in gens] == ["hi", "the market"]
+    assert all(isinstance(g["unsteered"], str) and isinstance(g["steered"], str) for g in gens)
+    broken = tmp_path / "broken"
+    shutil.copytree(plan_dir, broken)
+    (broken / "plan.json").write_text("{not json")
+    assert_user_error(cli("generate", "--model", tiny_dir["llama"], "--plan", broken, "--prompt", "hi"),
+                      "corrupted")
+
+
+def test_export_gguf_and_safetensors(plan_dir, tmp_path):
+    from steer_lens.export import import_safetensors, read_gguf
+    from steer_lens.plan import SteeringPlan
+
+    plan = SteeringPlan.load(plan_dir)
+    res = cli("export", plan_dir, "--out", tmp_path / "cv.gguf", "--strength", 0.5, "--json")
+    assert res.returncode == 0, res.stderr
+    vectors, meta = read_gguf(tmp_path / "cv.gguf")
+    assert sorted(vectors) == sorted(p.target_layer for p in plan.pairs) == json.loads(res.stdout)["layers"]
+    assert meta["controlvector.layer_count"] == len(vectors)
+    res = cli("export", plan_dir, "--out", tmp_path / "v.safetensors")
+    assert res.returncode == 0, res.stderr
+    assert set(import_safetensors(tmp_path / "v.safetensors").vectors) == set(plan.vectors)
+    assert_user_error(cli("export", plan_dir, "--out", tmp_path / "cv.bin"), "cannot tell the format")
+    assert_user_error(cli("export", tmp_path / "missing", "--out", tmp_path / "cv.gguf"), "no such plan folder")
+
+
+def test_report_for_plan_folder(plan_dir, tmp_path):
+    folder = tmp_path / "plan"
+    shutil.copytree(plan_dir, folder)
+    (folder / "mi.png").unlink()
+    res = cli("report", folder)
+    assert res.returncode == 0, res.stderr
+    text = (folder / "report.md").read_text()
+    assert "## Chosen layer pairs" in text and "](mi.png)" in text and (folder / "mi.png").is_file()
+    (tmp_path / "empty").mkdir()
+    assert_user_error(cli("report", tmp_path / "empty"), "holds no plan")
+
+
+def test_demo_fast(tmp_path):
+    out = tmp_path / "demo"
+    res = cli("demo", "--fast", "--out", out, "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["fast"] and len(summary["pairs"]) == 2
+    for name in ("plan/plan.json", "plan/mi.png", "evaluation.json", "generation.json", "report.md", "summary.json"):
+        assert (out / name).is_file(), name
+    ev = summary["evaluation"]
+    assert {"unsteered", "steered", "random"} <= set(ev) and ev["strength"] in (0.1, 0.3)
+    assert "## Evaluation" in (out / "report.md").read_text()
+    assert_user_error(cli("demo", "--fast", "--out", tmp_path / "d2", "--dataset", "nope"), "unknown dataset")
+
+
+def test_debug_shows_the_traceback():
+    res = cli("models", "cache", "gpt-17", "--debug")
+    assert res.returncode != 0 and "Traceback" in res.stderr
