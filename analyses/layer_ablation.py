@@ -11,7 +11,7 @@ import sys
 
 from lens_common import figure, finish_args, fit_plan, items, load_models, markdown, parser, save_figure, write_csv
 from steer_lens.io import write_text
-from steer_lens.probes import accuracy_metric, layer_ablation, margin_metric
+from steer_lens.probes import answer_metrics, layer_ablation
 
 
 def main(argv=None) -> dict:
@@ -19,10 +19,7 @@ def main(argv=None) -> dict:
     target, _ = load_models(args.fast)
     plan, _, _, _ = fit_plan(args)
     test = items(args.dataset, "test", 6 if args.fast else 60, args.fast)
-    rows = layer_ablation(target, plan, margin_metric(test), strength=args.strength)
-    accs = layer_ablation(target, plan, accuracy_metric(test), strength=args.strength)
-    for r, a in zip(rows, accs):
-        r["accuracy"] = a["metric"]
+    rows = layer_ablation(target, plan, answer_metrics(test), strength=args.strength)
     table = [{"condition": r["condition"].replace("blocks.", "L").replace(".hook_resid_post", ""),
               "margin": r["metric"], "vs_unsteered": r["vs_unsteered"], "accuracy": r["accuracy"]} for r in rows]
     write_csv(args.out / "layer_ablation.csv", table)

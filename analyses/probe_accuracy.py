@@ -47,7 +47,8 @@ def main(argv=None) -> dict:
     ax.scatter([], [], marker="x", color="k", label="CAA at its layer")
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set(xlabel="target layer", ylabel="held-out AUROC (correct vs wrong answer)", ylim=(0, 1.02),
-           title=f"Reading the concept along the steering vector ({args.dataset}, {len(pos)} test items)")
+           title=f"Reading the concept along the steering vector\n({args.dataset}, {len(pos)} test items, "
+                 f"{args.alignment} alignment)")
     ax.legend(fontsize=7)
     png = save_figure(fig, args.out / "probe_accuracy.png")
     write_csv(args.out / "probe_accuracy.csv", rows)

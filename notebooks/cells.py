@@ -102,12 +102,13 @@ for p in plan.pairs:
 ## Steer a generation, side by side
 `plan.apply(model, strength)` is a context manager adding `strength × |resid| × v` at each plan hook
 (relative scale: strength 1 adds a vector as long as a typical residual). Negative strengths steer away.
+With three layers steered at once, strengths above ~0.3 make SmolLM2 degenerate (repeated tokens).
 '''),
     ("code", r'''
 from steer_lens.generate import generate
 
 questions = ["Write one sentence about the movie you saw yesterday.", "How was your day?"]
-strengths = [-0.6, 0.0, 0.6] if not FAST else [-2.0, 0.0, 2.0]
+strengths = [-0.15, 0.0, 0.15] if not FAST else [-2.0, 0.0, 2.0]  # 0.6 already breaks SmolLM2
 for q in questions:
     print(f"### {q}")
     for s in strengths:

@@ -12,7 +12,7 @@ One module per probe family:
 * `ablation`: steer with each layer of a plan alone / with each one removed.
 """
 
-from .ablation import accuracy_metric, layer_ablation, margin_metric, subplan
+from .ablation import accuracy_metric, answer_metrics, layer_ablation, margin_metric, subplan
 from .attribution import Attribution, TokenProjection, steering_attribution, token_projections
 from .logit_lens import DirectEffect, LensResult, direct_effect, logit_lens, unembed_scores
 from .probing import auroc, logistic_probe_auroc, probe_along_vector, projection_auroc
@@ -25,5 +25,5 @@ __all__ = [
     "auroc", "projection_auroc", "logistic_probe_auroc", "probe_along_vector",
     "spectrum_stats", "agop_history", "recording_directions",
     "token_projections", "TokenProjection", "steering_attribution", "Attribution",
-    "layer_ablation", "subplan", "margin_metric", "accuracy_metric",
+    "layer_ablation", "subplan", "margin_metric", "accuracy_metric", "answer_metrics",
 ]

@@ -58,8 +58,18 @@ def accuracy_metric(items, chat_template: bool | None = None) -> Callable[[objec
     return lambda model: float((torch.tensor(_margins(model, items, chat_template)) > 0).float().mean())
 
 
-def layer_ablation(model, plan, metric: Callable[[object], float], strength: float = 1.0) -> list[dict]:
-    """Rows ``condition, hooks, target_layers, metric, vs_unsteered, vs_full`` for every condition."""
+def answer_metrics(items, chat_template: bool | None = None) -> Callable[[object], dict]:
+    """Both ``margin`` (first, the headline) and ``accuracy`` from one scoring pass."""
+    def metric(model) -> dict:
+        m = torch.tensor(_margins(model, items, chat_template))
+        return {"margin": float(m.mean()), "accuracy": float((m > 0).float().mean())}
+    return metric
+
+
+def layer_ablation(model, plan, metric: Callable[[object], float | dict], strength: float = 1.0) -> list[dict]:
+    """Rows ``condition, hooks, target_layers, metric, vs_unsteered, vs_full`` for every condition.
+
+    A metric returning a dict adds one column per key; its first value is ``metric``."""
     hooks = list(plan.vectors)
     conditions: list[tuple[str, list[str] | None]] = [("unsteered", None), ("full", hooks)]
     conditions += [(f"only {h}", [h]) for h in hooks]
@@ -70,8 +80,10 @@ def layer_ablation(model, plan, metric: Callable[[object], float], strength: flo
         ctx = contextlib.nullcontext() if keep is None else subplan(plan, keep).apply(model, strength)
         with ctx, torch.no_grad():
             value = metric(model)
+        extra = value if isinstance(value, dict) else {}
         rows.append({"condition": name, "hooks": keep or [],
-                     "target_layers": [int(h.split(".")[1]) for h in keep or []], "metric": value})
+                     "target_layers": [int(h.split(".")[1]) for h in keep or []],
+                     "metric": float(next(iter(extra.values()))) if extra else float(value), **extra})
     base, full = rows[0]["metric"], rows[1]["metric"]
     for r in rows:
         r["vs_unsteered"], r["vs_full"] = r["metric"] - base, r["metric"] - full

@@ -172,6 +172,9 @@ def test_layer_ablation_single_pair_equals_pair_alone(tiny_llama, tiny_plan):
     assert rows[0]["metric"] == pytest.approx(metric(tiny_llama), abs=1e-6) and rows[0]["vs_unsteered"] == 0
     acc = probes.accuracy_metric(items, chat_template=False)(tiny_llama)
     assert 0.0 <= acc <= 1.0
+    both = probes.layer_ablation(tiny_llama, tiny_plan, probes.answer_metrics(items, chat_template=False), 2.0)
+    assert [r["margin"] for r in both] == pytest.approx([r["metric"] for r in rows], abs=1e-6)
+    assert both[0]["accuracy"] == pytest.approx(acc)
     with pytest.raises(ValueError):
         probes.subplan(tiny_plan, ["blocks.0.hook_nope"])
 
