@@ -52,9 +52,9 @@ def _fast_settings(args, out: Path) -> None:
 
 def run(args) -> int:
     from ..data import load_dataset
-    from ..io import write_json
 
     t_start = time.perf_counter()
+    dataset = load_dataset(args.dataset)  # fail fast on a bad name, before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.fast:
@@ -70,7 +70,15 @@ def run(args) -> int:
         bar.set_postfix_str(name)
         bar.update(1)
 
-    dataset = load_dataset(args.dataset)  # fail fast on a bad name, before loading models
+    try:
+        return _run(args, dataset, out, step, say, t_start, timings)
+    finally:
+        bar.close()  # before any error line, so that line stands alone
+
+
+def _run(args, dataset, out: Path, step, say, t_start: float, timings: dict) -> int:
+    from ..io import write_json
+
     expert, target = load_model(args.expert), load_model(args.target)
     step("load models")
     items = dataset.split(args.split, limit=args.limit, seed=args.seed)
@@ -103,7 +111,6 @@ def run(args) -> int:
 
     report = render(out)
     step("report")
-    bar.close()
     result = {"out": str(out), **paths, "report": str(report), "expert": plan.expert, "target": plan.target,
               "dataset": dataset.name, "n_train_items": len(items), **summary, "evaluation": evaluation,
               "generations": gens, "timings": timings, "seconds": round(time.perf_counter() - t_start, 1),

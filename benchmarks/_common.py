@@ -1,0 +1,77 @@
+"""Helpers shared by the benchmarks: CLI flags, interleaved best-of-N timing, machine load, output."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    p.add_argument("--fast", action="store_true", help="tiny models / small sizes: checks the bench runs")
+    p.add_argument("--results-dir", default=None,
+                   help="where to write <name>.json (default benchmarks/results, or a 'fast' subfolder)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machine)")
+    p.add_argument("--repeats", type=int, default=None, help="best-of-N repeats")
+    return p
+
+
+def setup(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+def load() -> dict:
+    """Machine load right now (the machine is shared: read every figure beside it)."""
+    one, five, fifteen = os.getloadavg()
+    return {"loadavg_1m": round(one, 2), "loadavg_5m": round(five, 2), "loadavg_15m": round(fifteen, 2),
+            "cpu_count": os.cpu_count()}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Run each function ``repeats`` times, alternating A B A B ..., after ``warmup`` untimed rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        order = list(fns.items()) if r % 2 == 0 else list(reversed(fns.items()))  # no position bias
+        for name, fn in order:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def write(args, name: str, result: dict) -> Path:
+    """Write ``<results-dir>/<name>.json`` atomically and print the headline numbers."""
+    from steer_lens.io import write_json
+
+    folder = Path(args.results_dir) if args.results_dir else (RESULTS / "fast" if args.fast else RESULTS)
+    result = {**result, "fast": bool(args.fast), "torch_threads": args.threads}
+    path = folder / f"{name}.json"
+    write_json(path, result)
+    heads = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(heads.items())[:4]) + f" -> {path}")
+    return path
+
+
+def tiny_models(folder: Path) -> tuple[str, str]:
+    """(expert, target) tiny HF folders under ``folder`` (built once)."""
+    from steer_lens.testing import make_tiny_model
+
+    e, t = folder / "tiny_expert", folder / "tiny_target"
+    if not (e / "config.json").exists():
+        make_tiny_model(e, "gemma3", d_model=48, n_layers=3, seed=1)
+    if not (t / "config.json").exists():
+        make_tiny_model(t, "llama", d_model=64, n_layers=4)
+    return str(e), str(t)

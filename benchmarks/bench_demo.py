@@ -1,0 +1,46 @@
+"""Wall-clock time of ``steer-lens demo`` (default mode: real models, warm cache) in a subprocess.
+
+Usage: python benchmarks/bench_demo.py [--fast] [--threads T]   (--threads 0: torch's default)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import _common as C
+
+
+def main(argv=None) -> int:
+    p = C.parser(__doc__)
+    p.set_defaults(threads=0)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "steer_lens.cli", "demo", "--out", tmp, "--json"]
+        if args.fast:
+            cmd.append("--fast")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        load_before = C.load()
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, cwd=C.ROOT, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - t0
+        if res.returncode != 0:
+            raise RuntimeError(f"demo failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        summary = json.loads(res.stdout)
+    ev = summary.get("evaluation") or {}
+    C.write(args, "demo", {
+        "demo_seconds": seconds, "internal_seconds": summary["seconds"], "step_seconds": summary["timings"],
+        "pairs": summary["pairs"], "strength": ev.get("strength"),
+        "accuracy": {k: ev[k]["accuracy"] for k in ("unsteered", "steered", "random") if k in ev},
+        "n_test": ev.get("n_test"), "command": " ".join(cmd[1:]),
+        "load_before": load_before, "load_after": C.load(),
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

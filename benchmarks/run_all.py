@@ -1,0 +1,127 @@
+"""Run every benchmark (each in its own process) and write benchmarks/results.json + results.md.
+
+The RFM figures come from benchmarks/results/rfm.json (bench_rfm.py takes minutes; pass
+--rerun-rfm to refresh it). With --fast every bench runs at toy size and the summary goes to
+the results folder (benchmarks/results/fast by default), never over the committed summary.
+
+Usage: python benchmarks/run_all.py [--fast] [--only NAME ...] [--rerun-rfm] [--results-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
+
+# name -> (script, headline keys with their targets: (key, comparison, target))
+BENCHES = {
+    "rfm": ("bench_rfm.py", [("rfm_vs_xrfm_time_ratio", "<=", 1.0), ("rfm_vs_xrfm_top_eigvec_cosine", ">=", 0.99)]),
+    "capture": ("bench_capture.py", [("capture_vs_forward_throughput_ratio", ">=", 0.9)]),
+    "steer_generate": ("bench_steer_generate.py", [("steer_generate_overhead_ratio", "<=", 1.03)]),
+    "mi": ("bench_mi.py", [("mi_all_pairs_seconds", "<=", 10.0)]),
+    "load": ("bench_load.py", [("warm_vs_cold_load_speedup", ">=", 6.0)]),
+    "demo": ("bench_demo.py", [("demo_seconds", "<=", 600.0)]),
+}
+
+
+def run_one(name: str, args, results: Path) -> dict:
+    script = HERE / BENCHES[name][0]
+    out = results / f"{name}.json"
+    if name == "rfm":
+        if not args.fast and not args.rerun_rfm:
+            if not out.exists():
+                raise FileNotFoundError(f"{out} is missing: run `python benchmarks/bench_rfm.py` or pass --rerun-rfm")
+            return json.loads(out.read_text())
+        cmd = [sys.executable, str(script), "--out", str(out)] + (["--fast", "--threads", "1"] if args.fast else [])
+    else:
+        cmd = [sys.executable, str(script), "--results-dir", str(results)] + (["--fast"] if args.fast else [])
+    print(f"[run_all] {name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=C.ROOT, check=False, stdout=subprocess.DEVNULL if name == "rfm" else None)
+    if res.returncode != 0:
+        raise SystemExit(f"[run_all] {name} failed with exit code {res.returncode}")
+    data = json.loads(out.read_text())
+    data.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
+    return data
+
+
+def context(name: str, r: dict) -> str:
+    """One line of context printed beside the headline number."""
+    load = r.get("load_before") or {"loadavg_1m": r.get("load_average_1min")}
+    la = f"load {load.get('loadavg_1m')}"
+    if name == "rfm":
+        return f"ours {r['rfm_seconds_best']:.2f}s vs xrfm {r['xrfm_seconds_best']:.2f}s (n={r['n']}, d={r['d']}, {r['torch_threads']} threads); {la}"
+    if name == "capture":
+        tps = r["tokens_per_second"]
+        return (f"forward {tps['forward']:.0f} tok/s, capture all layers {tps['capture_all']:.0f} tok/s, "
+                f"layers 0-4 {tps['capture_early']:.0f} tok/s (x{r['capture_early_layers_vs_forward_throughput_ratio']:.2f}); "
+                f"{r['n_tokens']} tokens; {la}")
+    if name == "steer_generate":
+        s = r["seconds_best"]
+        return f"unsteered {s['unsteered']:.2f}s vs steered {s['steered']:.2f}s for {r['new_tokens']} tokens; {la}"
+    if name == "mi":
+        return (f"18x30 layers, n=2000, power-law spectra; flat-spectrum worst case "
+                f"{r.get('flat_spectrum_worst_case_seconds', float('nan')):.1f}s; {la}" if not r["fast"] else la)
+    if name == "load":
+        return "; ".join(f"{m}: cold {v['cold_seconds']:.1f}s, warm {v['warm_seconds_best']:.1f}s (x{v['speedup']:.1f}, load {v['load_before']['loadavg_1m']})"
+                         for m, v in r["per_model"].items())
+    if name == "demo":
+        acc = r.get("accuracy", {})
+        return f"accuracy {acc}; steps {r.get('step_seconds')}; {la}"
+    return la
+
+
+def verdict(value: float, op: str, target: float) -> str:
+    ok = value <= target if op == "<=" else value >= target
+    return "met" if ok else "MISSED"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--fast", action="store_true")
+    p.add_argument("--only", nargs="+", choices=list(BENCHES), default=None)
+    p.add_argument("--rerun-rfm", action="store_true")
+    p.add_argument("--results-dir", default=None)
+    args = p.parse_args(argv)
+    results = Path(args.results_dir) if args.results_dir else (C.RESULTS / "fast" if args.fast else C.RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    summary_dir = results if (args.fast or args.results_dir) else HERE
+    names = args.only or list(BENCHES)
+    previous = {}
+    if (summary_dir / "results.json").exists():
+        previous = json.loads((summary_dir / "results.json").read_text()).get("details", {})
+    details = {**previous, **{n: run_one(n, args, results) for n in names}}
+    flat, rows = {}, []
+    for name, (_, keys) in BENCHES.items():
+        if name not in details:
+            continue
+        for key, op, target in keys:
+            value = float(details[name][key])
+            flat[key] = value
+            flat[f"{key}__context"] = context(name, details[name])
+            rows.append(f"| `{key}` | {value:.4g} | {op} {target:g} | {verdict(value, op, target)} | "
+                        f"{context(name, details[name])} |")
+    from steer_lens.io import write_json, write_text
+
+    write_json(summary_dir / "results.json", {**flat, "fast": args.fast, "machine": C.load(),
+                                              "torch_threads": 1, "details": details})
+    md = ["# steer-lens benchmarks", "",
+          f"{'FAST (toy sizes, numbers meaningless) ' if args.fast else ''}run of `python benchmarks/run_all.py`; "
+          "2 shared CPU cores, 1 torch thread unless stated; ratios are interleaved best-of-N, side by side "
+          "in one process. Load average is recorded beside each number (the machine is shared).", "",
+          "| key | value | target | verdict | context |", "|---|---|---|---|---|", *rows, ""]
+    write_text(summary_dir / "results.md", "\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Every benchmark's --fast mode runs (through run_all.py) and writes its headline keys.
+No timing assertions: the numbers of a toy run on a shared machine mean nothing."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = ["rfm_vs_xrfm_time_ratio", "rfm_vs_xrfm_top_eigvec_cosine", "capture_vs_forward_throughput_ratio",
+        "steer_generate_overhead_ratio", "mi_all_pairs_seconds", "warm_vs_cold_load_speedup", "demo_seconds"]
+
+
+def test_run_all_fast_writes_every_key(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--fast", "--results-dir",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["fast"] is True
+    for key in KEYS:
+        assert math.isfinite(summary[key]) and summary[key] > 0, key
+        assert "load" in summary[f"{key}__context"] or key.startswith("warm"), key
+    for name in ("capture", "steer_generate", "mi", "load", "demo", "rfm"):
+        assert (tmp_path / f"{name}.json").is_file(), name
+    md = (tmp_path / "results.md").read_text()
+    assert all(f"`{key}`" in md for key in KEYS)
