@@ -108,6 +108,17 @@ def reading(rows: list[dict], comps: list[dict]) -> str:
         verdict = "beats" if lo > 0 else ("is worse than" if hi < 0 else "is not distinguishable from")
         lines.append(f"- {c['dataset']}: ExpertSteer (autoencoder) {verdict} {c['vs']} "
                      f"(paired diff {c['diff']:+.3f}, 95% CI {c['ci']}, McNemar p={c['p_mcnemar']}).")
+    for r in rows:
+        if r.get("pairs") and r["method"] != "random":
+            pairs = ", ".join(f"expert {p['expert_layer']} -> target {p['target_layer']} (MI {p['mi']:.2f})"
+                              for p in r["pairs"])
+            lines.append(f"- {r['dataset']} / {r['method']}: layer pairs {pairs}.")
+    grid = sorted({c["strength"] for r in rows for c in (r.get("val_curve") or [])})
+    chosen = [r.get("strength") for r in rows if r.get("val_curve")]
+    if grid and chosen:
+        low = sum(s == grid[0] for s in chosen)
+        lines.append(f"- {low} of {len(chosen)} strength selections chose the smallest grid value ({grid[0]}): "
+                     "larger additions mostly lowered validation accuracy (see the curves).")
     return "\n".join(lines) or "- (no ExpertSteer rows yet)"
 
 
@@ -124,6 +135,11 @@ def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> 
         by_domain[(r["domain"], r["method"], r["model"])].append(r["accuracy"])
     dom = [{"domain": d, "method": m, "model": mo, "mean_accuracy": round(sum(v) / len(v), 4), "datasets": len(v)}
            for (d, m, mo), v in sorted(by_domain.items())]
+    per_method = defaultdict(list)
+    for r in table:
+        per_method[(r["method"], r["model"])].append(r["accuracy"])
+    avg = [{"method": m, "model": mo, "mean_accuracy": round(sum(v) / len(v), 4), "datasets": len(v)}
+           for (m, mo), v in per_method.items()]
     comps = comparisons(rows)
     has_png = plot_curves(rows, out / "strength_curves.png")
     cfg = "\n".join(f"- {k}: {v}" for k, v in config.items())
@@ -153,7 +169,10 @@ percentile bootstrap (2000 resamples). `expert_unsteered` is Gemma-3-270m itself
 {cfg}
 
 ## Test accuracy
-{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered"])}
+{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered", "behaviour_prob"])}
+
+## Average over datasets (each method over the datasets it has finished)
+{_md_table(avg, ["method", "model", "mean_accuracy", "datasets"])}
 
 ## Per-domain averages
 {_md_table(dom, ["domain", "method", "model", "mean_accuracy", "datasets"])}
