@@ -114,7 +114,7 @@ for q in questions:
     for s in strengths:
         with plan.apply(target, s):
             text = generate(target, [q], max_new_tokens=30)[0]
-        print(f"  strength {s:+.1f}: {text.strip()!r}")
+        print(f"  strength {s:+.2f}: {text.strip()!r}")
 '''),
     ("md", r'''
 ## Save and reload
