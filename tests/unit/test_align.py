@@ -98,11 +98,24 @@ def test_procrustes_recovers_planted_rotation():
 
 
 def test_procrustes_across_widths_and_rank():
-    expert, target = low_rank()
+    expert, target = low_rank()  # 6 shared latents plus tiny noise
     aligner = ProcrustesAligner(D_E, D_T).fit(expert[:400], target[:400])
-    assert aligner.fit_info["rank"] == D_T  # noise keeps full rank; rank=6 below limits it
+    info = aligner.fit_info
+    assert info["cv_ranks"] == [1, 2, 4, 8, 16] and info["rank"] in (8, 16)  # 24 > what a fold supports
+    assert info["cv_mse"][info["cv_ranks"].index(info["rank"])] == min(info["cv_mse"])
     assert aligner.report(expert[400:], target[400:])["target_r2"] > 0.95
-    assert ProcrustesAligner(D_E, D_T, rank=6).fit(expert[:400], target[:400]).fit_info["rank"] == 6
+    fixed = ProcrustesAligner(D_E, D_T, rank=6).fit(expert[:400], target[:400])
+    assert fixed.fit_info["rank"] == 6 and "cv_ranks" not in fixed.fit_info
+    assert fixed.report(expert[400:], target[400:])["target_r2"] > 0.95
+
+
+def test_procrustes_cv_avoids_overfitting_at_full_rank():
+    """With about as many dimensions as rows, full-rank whitening matches training rows exactly."""
+    expert, target, _ = planted_linear(n=120, noise=1.0)
+    full = ProcrustesAligner(D_E, D_T, rank=D_T).fit(expert[:60], target[:60])
+    chosen = ProcrustesAligner(D_E, D_T).fit(expert[:60], target[:60])
+    assert full.fit_info["mean_canonical_correlation"] > chosen.fit_info["mean_canonical_correlation"]
+    assert chosen.report(expert[60:], target[60:])["target_r2"] > full.report(expert[60:], target[60:])["target_r2"]
 
 
 def test_autoencoder_reconstructs_low_rank_data_deterministically():
@@ -197,7 +210,7 @@ def test_paper_widths_smoke():
     """640-wide expert to 576-wide target: the error message from the brief."""
     g = gen(7)
     expert = torch.randn(30, 640, generator=g)
-    aligner = ProcrustesAligner(640, 576).fit(expert, torch.randn(30, 576, generator=g))
+    aligner = ProcrustesAligner(640, 576, rank=100).fit(expert, torch.randn(30, 576, generator=g))
     assert aligner.fit_info["rank"] == 29
     with pytest.raises(ValueError, match="expects 640-wide expert activations, got 576: did you pass target"):
         aligner.transform(torch.randn(2, 576))
