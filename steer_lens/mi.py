@@ -243,7 +243,7 @@ def plot_mi(matrix: Float[Tensor, "expert_layer target_layer"], pairs: Sequence[
             *, expert_layers: Sequence[int] | None = None, target_layers: Sequence[int] | None = None,
             ax: Axes | None = None, path: str | os.PathLike | None = None,
             title: str | None = None) -> Figure:
-    """Heatmap (rows expert layers, columns target layers, nats) with chosen pairs boxed.
+    """Heatmap (rows expert layers, columns target layers, nats); chosen pairs boxed, numbered.
 
     Draws on ``ax`` if given, else on a new Agg figure (no screen needed). ``path``
     saves the figure atomically, format from the suffix (default PNG).
@@ -270,9 +270,10 @@ def plot_mi(matrix: Float[Tensor, "expert_layer target_layer"], pairs: Sequence[
         if missing:
             raise ValueError(f"plot_mi: pairs {missing} name layers missing from the labels: "
                              "pass the expert_layers/target_layers used by select_pairs")
-        ax.scatter([col[p.target_layer] for p in pairs], [row[p.expert_layer] for p in pairs], marker="s",
-                   s=90, facecolors="none", edgecolors="red", linewidths=1.8, label="chosen pairs")
-        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+        xs, ys = [col[p.target_layer] for p in pairs], [row[p.expert_layer] for p in pairs]
+        ax.scatter(xs, ys, marker="s", s=90, facecolors="none", edgecolors="red", linewidths=1.8)
+        for rank, (x, y) in enumerate(zip(xs, ys), 1):  # numbered in selection order, no legend to hide cells
+            ax.text(x, y, str(rank), color="red", fontsize=6, fontweight="bold", ha="center", va="center")
     if title:
         ax.set_title(title)
     if path is not None:
