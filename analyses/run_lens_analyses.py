@@ -26,7 +26,13 @@ def main(argv=None) -> dict:
     timings = {}
     for name in only:
         start = time.time()
-        importlib.import_module(name).main(argv)
+        out = importlib.import_module(name).main(argv)
+        if "--fast" not in argv and "--out" not in argv:  # how the committed figures were made
+            from steer_lens.io import write_text
+
+            png = out["png"][0] if isinstance(out["png"], list) else out["png"]
+            write_text(png.parent / "command.txt", " ".join(["python analyses/run_lens_analyses.py", *argv,
+                                                              "--only", name]) + "\n")
         timings[name] = round(time.time() - start, 1)
         logging.getLogger("analyses").info("%s done in %.1fs", name, timings[name])
     if "--fast" not in argv and "--out" not in argv:
@@ -46,7 +52,9 @@ def write_index(timings: dict) -> None:
         if not folder.is_dir():
             continue
         took = f" ({timings[name]:.0f}s)" if name in timings else ""
-        lines.append(f"\n## {name}{took}\n\n`python analyses/{name}.py`\n")
+        cmd = folder / "command.txt"
+        command = cmd.read_text().strip() if cmd.exists() else f"python analyses/{name}.py"
+        lines.append(f"\n## {name}{took}\n\n`{command}`\n")
         lines += [f"\n![{png.stem}]({name}/{png.name})\n" for png in sorted(folder.glob("*.png"))]
         lines += [f"- [{md.name}]({name}/{md.name})\n" for md in sorted(folder.glob("*.md"))]
     write_text(root / "mechanistic.md", "".join(lines))
