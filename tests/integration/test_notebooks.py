@@ -16,8 +16,6 @@ NAMES = ["01_quickstart", "02_mechanistic_analysis", "03_feature_attribution"]
 @pytest.mark.parametrize("fast", [True, False], ids=["tiny", "real"])
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executes(name, fast):
-    pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
     import build
 
     nb = build.build(name)
