@@ -19,15 +19,14 @@ def generate(
     use_kv_cache: bool = True,
     **kwargs,
 ) -> list[str]:
-    """Generate a continuation for each prompt; returns only the new text.
+    """Generate a continuation for each prompt (a str counts as one); returns the new texts.
 
     Prompts are left-padded (the bridge's generate handles positions); any ``steer(...)``
     context active around this call applies, with "prompt"/"generated" positions exact.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    single = isinstance(prompts, str)
-    prompts = [prompts] if single else list(prompts)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     encoded = encode_all(model, prompts, chat_template=chat_template)
     batch = pad(model, encoded, padding_side="left")
     with torch.no_grad():
