@@ -69,6 +69,7 @@ class ExpertSteer:
     hook: str = "resid_post"
     rule: str = "lowest"
     one_per_target: bool = True
+    one_per_expert: bool = False  # True: distinct expert layers (else one layer may feed all pairs)
     expert_layers: Sequence[int] | None = None
     target_layers: Sequence[int] | None = None
     target_window: tuple[int, int] | None = None
@@ -125,6 +126,7 @@ class ExpertSteer:
         k = self.mi_dim or max(2, min(32, len(prompts) // 10))  # CCA is biased when k ~ n
         mi = mi_matrix(xa, xt, estimator=self.mi_estimator, k=k).float()
         pairs = select_pairs(mi, self.n_pairs, rule=self.rule, one_per_target=self.one_per_target,
+                             one_per_expert=self.one_per_expert,
                              expert_layers=e_layers, target_layers=t_layers,
                              target_window=self.target_window)
         vectors, spectra, pair_info = {}, {}, []

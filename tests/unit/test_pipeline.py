@@ -94,3 +94,9 @@ def test_highest_rule_picks_the_highest_mi(tiny_llama, tiny_gemma):
     plan = sl.ExpertSteer(n_pairs=1, alignment="procrustes", rule="highest", mi_dim=4,
                           one_per_target=False).fit(tiny_gemma, tiny_llama, POS, NEG)
     assert plan.pairs[0].mi == pytest.approx(float(plan.mi.max()))
+
+
+def test_one_per_expert_uses_distinct_expert_layers(tiny_llama, tiny_gemma):
+    plan = sl.ExpertSteer(n_pairs=3, alignment="ridge", mi_dim=4, one_per_expert=True).fit(
+        tiny_gemma, tiny_llama, POS, NEG)
+    assert len({p.expert_layer for p in plan.pairs}) == 3
