@@ -14,7 +14,7 @@ from steer_lens.io import atomic_path, write_text
 
 COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
            "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
-           "p_mcnemar_vs_unsteered"]
+           "p_mcnemar_vs_unsteered", "letter_bias", "debiased_accuracy"]
 MAIN = "expertsteer_autoencoder"
 
 
@@ -38,6 +38,8 @@ def csv_rows(rows: list[dict]) -> list[dict]:
             "layers": " ".join(map(str, r.get("layers") or [])), "strength": r.get("strength", 0.0),
             "model": r.get("model", ""), "accuracy_sum": round(r["accuracy_sum"], 4), "val_accuracy": _val_acc(r),
             "behaviour_prob": "" if r.get("behaviour_prob") is None else round(r["behaviour_prob"], 4),
+            "letter_bias": "" if r.get("letter_bias") is None else round(r["letter_bias"], 3),
+            "debiased_accuracy": "" if r.get("debiased_accuracy") is None else round(r["debiased_accuracy"], 4),
             "delta_vs_unsteered": round(r["accuracy"] - b["accuracy"], 4) if same else "",
             "p_mcnemar_vs_unsteered": round(mcnemar(r["correct"], b["correct"])["p"], 4) if same else "",
         })
@@ -169,7 +171,12 @@ percentile bootstrap (2000 resamples). `expert_unsteered` is Gemma-3-270m itself
 {cfg}
 
 ## Test accuracy
-{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered", "behaviour_prob"])}
+{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered"])}
+
+"ab" (behaviour) rows: `behaviour_prob` = mean P(matching letter) over the two letters; `letter_bias`
+= mean logit(A) - logit(B) over test items; `debiased_accuracy` = accuracy after subtracting that
+constant (diagnostic only: the constant is estimated on the test items themselves).
+{_md_table([r for r in table if r["letter_bias"] != ""], ["dataset", "method", "accuracy", "behaviour_prob", "letter_bias", "debiased_accuracy"])}
 
 ## Average over datasets (each method over the datasets it has finished)
 {_md_table(avg, ["method", "model", "mean_accuracy", "datasets"])}
