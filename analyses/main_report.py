@@ -14,8 +14,27 @@ from steer_lens.io import atomic_path, write_text
 
 COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
            "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
-           "p_mcnemar_vs_unsteered", "letter_bias", "debiased_accuracy"]
+           "p_mcnemar_vs_unsteered", "letter_bias", "debiased_accuracy", "pred_share"]
 MAIN = "expertsteer_autoencoder"
+
+
+def _answers(dataset: str) -> dict[str, int]:
+    from steer_lens.data import load_dataset
+
+    try:
+        ds = load_dataset(dataset)
+    except ValueError:
+        return {}
+    return {it.id: it.answer for items in ds.splits.values() for it in items}
+
+
+def pred_share(row, answers: dict[str, int]) -> float | str:
+    """Share of test items given the most common predicted choice (1.0 = a constant answer).
+    For 2-choice items the prediction is the answer when correct, the other choice otherwise."""
+    if not answers or any(i not in answers for i in row["ids"]):
+        return ""
+    preds = [answers[i] if ok else 1 - answers[i] for i, ok in zip(row["ids"], row["correct"])]
+    return round(max(preds.count(k) for k in set(preds)) / len(preds), 3)
 
 
 def _val_acc(row):
@@ -27,8 +46,10 @@ def _val_acc(row):
 def csv_rows(rows: list[dict]) -> list[dict]:
     # the unsteered row of the same model (Gemma's for the reverse direction)
     base = {(r["dataset"], r.get("model")): r for r in rows if r["method"] in ("unsteered", "expert_unsteered")}
-    out = []
+    out, answers = [], {}
     for r in rows:
+        if r["dataset"] not in answers:
+            answers[r["dataset"]] = _answers(r["dataset"])
         b = base.get((r["dataset"], r.get("model")))
         same = b is not None and b["ids"] == r["ids"] and b.get("model") == r.get("model")
         out.append({
@@ -38,6 +59,7 @@ def csv_rows(rows: list[dict]) -> list[dict]:
             "layers": " ".join(map(str, r.get("layers") or [])), "strength": r.get("strength", 0.0),
             "model": r.get("model", ""), "accuracy_sum": round(r["accuracy_sum"], 4), "val_accuracy": _val_acc(r),
             "behaviour_prob": "" if r.get("behaviour_prob") is None else round(r["behaviour_prob"], 4),
+            "pred_share": pred_share(r, answers[r["dataset"]]),
             "letter_bias": "" if r.get("letter_bias") is None else round(r["letter_bias"], 3),
             "debiased_accuracy": "" if r.get("debiased_accuracy") is None else round(r["debiased_accuracy"], 4),
             "delta_vs_unsteered": round(r["accuracy"] - b["accuracy"], 4) if same else "",
@@ -171,7 +193,10 @@ percentile bootstrap (2000 resamples). `expert_unsteered` is Gemma-3-270m itself
 {cfg}
 
 ## Test accuracy
-{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered"])}
+{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered", "pred_share"])}
+
+`pred_share` = share of test items given the most common predicted choice (1.0 = the model answers
+the same choice every time, so accuracy = that choice's base rate).
 
 "ab" (behaviour) rows: `behaviour_prob` = mean P(matching letter) over the two letters; `letter_bias`
 = mean logit(A) - logit(B) over test items; `debiased_accuracy` = accuracy after subtracting that

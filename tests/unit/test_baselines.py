@@ -138,3 +138,15 @@ def test_report_from_rows(tmp_path):
     lines = (tmp_path / "main_results.csv").read_text().splitlines()
     assert lines[0].startswith("dataset,domain,method,accuracy,ci_low,ci_high,n,majority_rate,layers,strength")
     assert lines[2].split(",")[14] == "0.5"  # delta vs unsteered
+
+
+def test_fast_runner_end_to_end(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import main_results as mr
+
+    readme = mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "caa"])
+    lines = (tmp_path / "main_results.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "caa"]
+    assert "caa" in readme.read_text()
+    again = mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "caa", "--report-only"])
+    assert (tmp_path / "main_results.csv").read_text().splitlines() == lines and again == readme
