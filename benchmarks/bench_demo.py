@@ -6,12 +6,19 @@ Usage: python benchmarks/bench_demo.py [--fast] [--threads T]   (--threads 0: to
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 import _common as C
+
+
+def _child_cpu() -> float:
+    """User + system CPU seconds of finished child processes (a load-independent cost figure)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
 
 
 def main(argv=None) -> int:
@@ -25,15 +32,15 @@ def main(argv=None) -> int:
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         load_before = C.load()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _child_cpu()
         res = subprocess.run(cmd, cwd=C.ROOT, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
         if res.returncode != 0:
             raise RuntimeError(f"demo failed ({res.returncode}):\n{res.stderr[-3000:]}")
         summary = json.loads(res.stdout)
     ev = summary.get("evaluation") or {}
     C.write(args, "demo", {
-        "demo_seconds": seconds, "internal_seconds": summary["seconds"], "step_seconds": summary["timings"],
+        "demo_seconds": seconds, "demo_cpu_seconds": cpu, "internal_seconds": summary["seconds"], "step_seconds": summary["timings"],
         "pairs": summary["pairs"], "strength": ev.get("strength"),
         "accuracy": {k: ev[k]["accuracy"] for k in ("unsteered", "steered", "random") if k in ev},
         "n_test": ev.get("n_test"), "command": " ".join(cmd[1:]),

@@ -4,7 +4,7 @@ The RFM figures come from benchmarks/results/rfm.json (bench_rfm.py takes minute
 --rerun-rfm to refresh it). With --fast every bench runs at toy size and the summary goes to
 the results folder (benchmarks/results/fast by default), never over the committed summary.
 
-Usage: python benchmarks/run_all.py [--fast] [--only NAME ...] [--rerun-rfm] [--results-dir DIR]
+Usage: python benchmarks/run_all.py [--fast] [--only NAME ...] [--rerun-rfm] [--results-dir DIR] [--summarize]
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def context(name: str, r: dict) -> str:
                          for m, v in r["per_model"].items())
     if name == "demo":
         acc = r.get("accuracy", {})
-        return f"accuracy {acc}; steps {r.get('step_seconds')}; {la}"
+        cpu = f"CPU {r['demo_cpu_seconds']:.0f}s; " if "demo_cpu_seconds" in r else ""
+        acc = ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+        return f"{cpu}torch default threads; test accuracy {acc}; step seconds {r.get('step_seconds')}; {la}"
     return la
 
 
@@ -90,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=list(BENCHES), default=None)
     p.add_argument("--rerun-rfm", action="store_true")
     p.add_argument("--results-dir", default=None)
+    p.add_argument("--summarize", action="store_true", help="run nothing: rebuild the summary from <name>.json")
     args = p.parse_args(argv)
     results = Path(args.results_dir) if args.results_dir else (C.RESULTS / "fast" if args.fast else C.RESULTS)
     results.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,11 @@ def main(argv=None) -> int:
     previous = {}
     if (summary_dir / "results.json").exists():
         previous = json.loads((summary_dir / "results.json").read_text()).get("details", {})
-    details = {**previous, **{n: run_one(n, args, results) for n in names}}
+    if args.summarize:
+        details = {n: json.loads((results / f"{n}.json").read_text()) for n in BENCHES
+                   if (results / f"{n}.json").exists()}
+    else:
+        details = {**previous, **{n: run_one(n, args, results) for n in names}}
     flat, rows = {}, []
     for name, (_, keys) in BENCHES.items():
         if name not in details:
@@ -118,6 +125,9 @@ def main(argv=None) -> int:
           "2 shared CPU cores, 1 torch thread unless stated; ratios are interleaved best-of-N, side by side "
           "in one process. Load average is recorded beside each number (the machine is shared).", "",
           "| key | value | target | verdict | context |", "|---|---|---|---|---|", *rows, ""]
+    notes = [f"- **{n}**: {details[n]['note']}" for n in BENCHES if n in details and details[n].get("note")]
+    if notes:
+        md += ["Notes:", "", *notes, ""]
     write_text(summary_dir / "results.md", "\n".join(md))
     print("\n".join(md))
     return 0
