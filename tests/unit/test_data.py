@@ -102,8 +102,7 @@ def test_contrast_prompts_pairs_are_well_formed_and_deterministic():
 
 def test_contrast_prompts_ab_items():
     ab = [n for n in NAMES if n.startswith("caa_")]
-    if not ab:
-        pytest.skip("no CAA datasets bundled")
+    assert ab, "the CAA behaviour datasets should be bundled"
     items = load_dataset(ab[0]).split("test", limit=5)
     pos, neg = contrast_prompts(items)
     for it, (_, pc), (_, nc) in zip(items, pos, neg):
