@@ -124,14 +124,20 @@ def plot_curves(rows: list[dict], path: Path) -> bool:
 
 def reading(rows: list[dict], comps: list[dict]) -> str:
     """Plain statements derived from the numbers (no interpretation typed in by hand)."""
-    lines = []
+    lines, n_sig = [], 0
     for c in comps:
         if c["vs"] not in ("random", "self_rfm", "unsteered"):
             continue
         lo, hi = (float(x) for x in c["ci"].strip("[]").split(","))
-        verdict = "beats" if lo > 0 else ("is worse than" if hi < 0 else "is not distinguishable from")
+        sig = c["p_mcnemar"] < 0.05 and (lo > 0 or hi < 0)  # both tests must agree
+        n_sig += sig
+        verdict = ("beats" if lo > 0 else "is worse than") if sig else "is not distinguishable from"
         lines.append(f"- {c['dataset']}: ExpertSteer (autoencoder) {verdict} {c['vs']} "
                      f"(paired diff {c['diff']:+.3f}, 95% CI {c['ci']}, McNemar p={c['p_mcnemar']}).")
+    if lines:
+        lines.append(f"- {n_sig} of {len(lines)} comparisons above are significant (bootstrap CI excludes 0 and "
+                     f"exact McNemar p < 0.05, uncorrected); about {0.05 * len(lines):.1f} would be expected "
+                     "by chance alone.")
     for r in rows:
         if r.get("pairs") and r["method"] != "random":
             pairs = ", ".join(f"expert {p['expert_layer']} -> target {p['target_layer']} (MI {p['mi']:.2f})"
@@ -141,8 +147,8 @@ def reading(rows: list[dict], comps: list[dict]) -> str:
     chosen = [r.get("strength") for r in rows if r.get("val_curve")]
     if grid and chosen:
         low = sum(s == grid[0] for s in chosen)
-        lines.append(f"- {low} of {len(chosen)} strength selections chose the smallest grid value ({grid[0]}): "
-                     "larger additions mostly lowered validation accuracy (see the curves).")
+        lines.append(f"- {low} of {len(chosen)} strength selections chose the smallest grid value ({grid[0]}), "
+                     "so the best strength may lie below the grid.")
     return "\n".join(lines) or "- (no ExpertSteer rows yet)"
 
 
