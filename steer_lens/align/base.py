@@ -85,7 +85,8 @@ class Aligner:
         if x.shape[0] < self.min_rows():
             raise ValueError(f"{who} needs at least {self.min_rows()} rows to fit, got {x.shape[0]}: "
                              "collect activations for more prompts")
-        maps = self._fit(x.double(), None if y is None else y.double())
+        with torch.enable_grad():  # gradient-trained aligners must fit inside torch.no_grad() too
+            maps = self._fit(x.double(), None if y is None else y.double())
         self._maps = {k: v.detach().double().cpu().contiguous() for k, v in zip(_MAPS, maps)}
         self._check_maps(self._maps)
         return self

@@ -214,3 +214,15 @@ def test_paper_widths_smoke():
     assert aligner.fit_info["rank"] == 29
     with pytest.raises(ValueError, match="expects 640-wide expert activations, got 576: did you pass target"):
         aligner.transform(torch.randn(2, 576))
+
+
+def test_autoencoder_fits_inside_no_grad():
+    """Callers often capture under torch.no_grad(); fitting must still train."""
+    import torch
+
+    from steer_lens.align import make_aligner
+
+    x = torch.randn(40, 8)
+    with torch.no_grad():
+        al = make_aligner("autoencoder", 8, 6, max_epochs=5).fit(x)
+    assert al.transform(x).shape == (40, 6)
