@@ -48,3 +48,14 @@ def gemma():
     from steer_lens.models import load_model
 
     return load_model("gemma-3-270m")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny problems: one torch thread avoids OpenMP stalls when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

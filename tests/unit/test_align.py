@@ -9,13 +9,7 @@ from steer_lens.align import (Aligner, AutoEncoderAligner, HybridAutoEncoderAlig
                               RidgeAligner, aligner_names, load_aligner, make_aligner)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: one thread avoids OpenMP stalls when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in tests/conftest.py
 
 D_E, D_T = 40, 24
 FAST = {"autoencoder": dict(max_epochs=100, lr=2e-2), "hybrid": dict(max_epochs=100, lr=2e-2),

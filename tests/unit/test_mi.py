@@ -11,13 +11,7 @@ from hypothesis import strategies as st
 from steer_lens.mi import LayerPair, gaussian_mi, ksg_mi, mi_matrix, plot_mi, select_pairs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: one thread avoids OpenMP stalls when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in tests/conftest.py
 
 
 def correlated(n: int, rhos: list[float], seed: int, mix: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:

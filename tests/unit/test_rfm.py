@@ -10,13 +10,7 @@ from steer_lens.rfm import RFM, RFMConfig, SteeringDirection, steering_vector
 N, D = 400, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny; a second OpenMP thread only adds contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in tests/conftest.py
 
 
 def hidden_direction_data(seed: int = 0, n: int = N, d: int = D) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
