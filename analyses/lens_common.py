@@ -102,7 +102,7 @@ def fit_plan(args, dataset: str | None = None):
         if args.fast:
             es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, rfm=RFMConfig(iters=3))
         else:
-            kw = {"max_epochs": 300} if args.alignment in ("autoencoder", "hybrid") else {}
+            kw = {"max_epochs": 300} if args.alignment == "hybrid" else {}  # autoencoder: closed form
             es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, target_window=(2, 27),
                              aligner_kwargs=kw)
         with recording_directions() as directions:

@@ -20,6 +20,14 @@ class AutoEncoderAligner(Aligner):
     out and training stops after ``patience`` epochs without a relative improvement of
     ``min_delta``, keeping the best weights. Deterministic for a given ``seed``.
 
+    ``solver="closed_form"`` skips gradient descent: a linear auto-encoder's global
+    minimiser of this loss is the projection on the top ``d_target`` principal components
+    (Baldi & Hornik 1989), so the encoder is those components (descending variance) and
+    the decoder their transpose. Same loss, exact optimum, one eigen-solve instead of
+    hundreds of epochs; an Adam-trained solution differs from it only by an invertible
+    map of the code (plus optimisation error), which nothing downstream depends on. It is the
+    default; ``solver="adam"`` trains as the paper does (the hyper-parameters above apply).
+
     The code space is an arbitrary basis of the target's width: nothing ties unit i of
     the code to unit i of the target model (ExpertSteer accepts that). Use a paired
     aligner, or ``HybridAutoEncoderAligner``, to land in the target's own coordinates.
@@ -31,7 +39,7 @@ class AutoEncoderAligner(Aligner):
     def __init__(self, d_expert: int, d_target: int, *, lr: float = 3e-3, max_epochs: int = 1000,
                  batch_size: int | None = None, val_fraction: float = 0.1, patience: int = 50,
                  min_delta: float = 1e-3, weight_decay: float = 0.0, standardize: str = "feature",
-                 seed: int = 0) -> None:
+                 solver: str | None = None, seed: int = 0) -> None:
         if lr <= 0 or max_epochs < 1 or patience < 1 or min_delta < 0 or weight_decay < 0:
             raise ValueError("need lr > 0, max_epochs >= 1, patience >= 1, min_delta >= 0, weight_decay >= 0")
         if batch_size is not None and batch_size < 1:
@@ -40,10 +48,17 @@ class AutoEncoderAligner(Aligner):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if standardize not in ("feature", "global"):
             raise ValueError(f"standardize must be 'feature' or 'global', got {standardize!r}")
+        solver = solver or self._solvers()[0]
+        if solver not in self._solvers():
+            raise ValueError(f"{type(self).__name__}: solver must be one of {self._solvers()}, got {solver!r}")
         super().__init__(d_expert, d_target, dict(
             lr=lr, max_epochs=max_epochs, batch_size=batch_size, val_fraction=val_fraction,
             patience=patience, min_delta=min_delta, weight_decay=weight_decay,
-            standardize=standardize, seed=seed))
+            standardize=standardize, solver=solver, seed=seed))
+
+    @classmethod
+    def _solvers(cls) -> tuple[str, ...]:
+        return ("closed_form", "adam")  # first = default
 
     def min_rows(self) -> int:
         return 4
@@ -56,14 +71,43 @@ class AutoEncoderAligner(Aligner):
         h = self.hparams
         gen = torch.Generator().manual_seed(h["seed"])
         mx, sx = _stats(x, h["standardize"])
-        xs = ((x - mx) / sx).float()
+        xs64 = (x - mx) / sx
+        xs = xs64.float()
         if self.paired and y is not None:
             my, sy = _stats(y, h["standardize"])
             ys = ((y - my) / sy).float()
         else:
             my, sy = torch.zeros(self.d_target, dtype=x.dtype), torch.ones(self.d_target, dtype=x.dtype)
             ys = None
-        n = x.shape[0]
+        if h["solver"] == "closed_form":
+            we, be, wd, bd = self._closed_form(xs64)
+        else:
+            we, be, wd, bd = (p.double() for p in self._adam(xs, ys, gen))
+        # fold the standardisation into the affine maps (see class docstring)
+        w = we / sx[:, None] * sy[None, :]
+        b = (be - (mx / sx) @ we) * sy + my
+        wi = wd / sy[:, None] * sx[None, :]
+        bi = (bd - (my / sy) @ wd) * sx + mx
+        return w, b, wi, bi
+
+    def _closed_form(self, xs: Float[Tensor, "n d_expert"]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Top-d_target principal axes of the (centred, standardised) rows as encoder; zero biases."""
+        evals, evecs = torch.linalg.eigh(xs.T @ xs)  # ascending
+        k = min(self.d_expert, self.d_target)
+        we = torch.zeros(self.d_expert, self.d_target, dtype=xs.dtype)
+        we[:, :k] = evecs.flip(-1)[:, :k]  # extra code units (d_target > d_expert) stay unused
+        total = float(evals.clamp_min(0).sum())
+        kept = float(evals.flip(-1)[:k].clamp_min(0).sum())
+        loss = float(((xs @ we @ we.T - xs) ** 2).mean())
+        self.fit_info = {"solver": "closed_form", "train_loss": loss,
+                         "explained_variance": kept / total if total > 0 else 1.0}
+        return we, torch.zeros(self.d_target, dtype=xs.dtype), we.T.contiguous(), torch.zeros(self.d_expert, dtype=xs.dtype)
+
+    def _adam(self, xs: Float[Tensor, "n d_expert"], ys: Float[Tensor, "n d_target"] | None,
+              gen: torch.Generator) -> list[Tensor]:
+        """Adam on the loss with early stopping on held-out rows; returns the best [we, be, wd, bd]."""
+        h = self.hparams
+        n = xs.shape[0]
         perm = torch.randperm(n, generator=gen)
         n_val = max(1, round(h["val_fraction"] * n)) if h["val_fraction"] > 0 else 0
         val, train = perm[:n_val], perm[n_val:]
@@ -87,16 +131,10 @@ class AutoEncoderAligner(Aligner):
                 best, best_epoch, best_params = loss, epoch, [p.detach().clone() for p in params]
             elif epoch - best_epoch >= h["patience"]:
                 break
-        self.fit_info = {"epochs": epoch, "best_epoch": best_epoch, "best_monitor_loss": best,
+        self.fit_info = {"solver": "adam", "epochs": epoch, "best_epoch": best_epoch, "best_monitor_loss": best,
                          "monitor": "validation" if n_val else "train",
                          "stopped_early": epoch < h["max_epochs"]}
-        we, be, wd, bd = (p.double() for p in best_params)
-        # fold the standardisation into the affine maps (see class docstring)
-        w = we / sx[:, None] * sy[None, :]
-        b = (be - (mx / sx) @ we) * sy + my
-        wi = wd / sy[:, None] * sx[None, :]
-        bi = (bd - (my / sy) @ wd) * sx + mx
-        return w, b, wi, bi
+        return best_params
 
     def _loss(self, params: list[Tensor], xs: Float[Tensor, "b d_expert"],
               ys: Float[Tensor, "b d_target"] | None) -> Float[Tensor, ""]:

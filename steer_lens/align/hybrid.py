@@ -24,5 +24,9 @@ class HybridAutoEncoderAligner(AutoEncoderAligner):
         super().__init__(d_expert, d_target, **kwargs)
         self.hparams["paired_weight"] = float(paired_weight)
 
+    @classmethod
+    def _solvers(cls) -> tuple[str, ...]:
+        return ("adam",)  # the paired term has no closed form here
+
     def _paired_weight(self) -> float:
         return self.hparams["paired_weight"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .common import add_command, emit, load_model, log, positive_int, strengths
+from .common import add_command, emit, load_model, positive_int, strengths
 from .fit_cmd import add_fit_args, fit_plan, plan_summary, save_plan
 from .run_cmd import DEFAULT_STRENGTHS, compare, render_comparison, render_generations, side_by_side
 
@@ -31,7 +31,7 @@ def register(sub, parent) -> None:
     p.add_argument("--fast", action="store_true", help="tiny random models (smoke test, seconds)")
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     add_fit_args(p, expert="gemma-3-270m", target="smollm2-135m-instruct", dataset="sst2", limit=50,
-                 ae_epochs=100)  # 18 autoencoders: keeps the demo within minutes on 2 cores
+                 ae_epochs=100)
     p.add_argument("--test-limit", type=positive_int, default=60, help="test items (default 60)")
     p.add_argument("--val-limit", type=positive_int, default=30, help="validation items (default 30)")
     p.add_argument("--strengths", type=strengths, default=DEFAULT_STRENGTHS)
@@ -91,18 +91,12 @@ def _run(args, dataset, out: Path, step, say, t_start: float, timings: dict) -> 
     step("save plan + MI heatmap")
     say("\nchosen layer pairs (lowest MI):\n" + pairs_text)
     say(f"MI heatmap: {paths.get('mi_heatmap')}\nplan: {paths['plan']}")
-    evaluation = None
-    try:
-        import steer_lens.evaluate  # noqa: F401  (written by a colleague; optional)
-    except ImportError as err:
-        log(f"skipping evaluation: steer_lens.evaluate is unavailable ({err})")
-    else:
-        evaluation = compare(target, dataset, plan, grid=args.strengths, limit=args.test_limit,
-                             val_limit=args.val_limit, seed=args.seed)
-        write_json(out / "evaluation.json", evaluation)
-        say("\n" + render_comparison(evaluation))
+    evaluation = compare(target, dataset, plan, grid=args.strengths, limit=args.test_limit,
+                         val_limit=args.val_limit, seed=args.seed)
+    write_json(out / "evaluation.json", evaluation)
+    say("\n" + render_comparison(evaluation))
     step("evaluate")
-    s = evaluation["strength"] if evaluation else args.strengths[0]
+    s = evaluation["strength"]
     gens = side_by_side(target, plan, [args.prompt], s, args.max_new_tokens)
     write_json(out / "generation.json", {"generations": gens})
     say("\n" + render_generations(gens))
@@ -117,7 +111,7 @@ def _run(args, dataset, out: Path, step, say, t_start: float, timings: dict) -> 
               "fast": bool(args.fast)}
     write_json(out / "summary.json", result)
     text = f"\ndemo finished in {result['seconds']:.0f}s; report: {report}"
-    if evaluation and "steered" in evaluation:
+    if "steered" in evaluation:
         text = (f"\nExpertSteer on {dataset.name}: accuracy {evaluation['unsteered']['accuracy']:.3f} -> "
                 f"{evaluation['steered']['accuracy']:.3f} (random control {evaluation['random']['accuracy']:.3f}, "
                 f"strength {evaluation['strength']:g})") + text

@@ -48,8 +48,12 @@ def add_fit_args(p, *, expert: str | None = None, target: str | None = None, dat
     p.add_argument("--target-window", type=window, default="auto",
                    help="inclusive target-layer range 'lo,hi', 'none', or 'auto' (skip first/last 2)")
     p.add_argument("--mi-dim", type=positive_int, default=None, help="PCA width for MI (default: auto)")
+    p.add_argument("--ae-solver", choices=("closed_form", "adam"), default="closed_form",
+                   help="autoencoder solver: closed_form (exact optimum of the reconstruction loss, PCA; "
+                        "default) or adam (gradient training as in the paper)")
     p.add_argument("--ae-epochs", type=positive_int, default=ae_epochs,
-                   help=f"autoencoder max epochs (default {ae_epochs}; early stopping may end sooner)")
+                   help=f"max epochs for --ae-solver adam and for hybrid (default {ae_epochs}; early stopping "
+                        "may end sooner)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -65,7 +69,9 @@ def fit_plan(args, expert, target, items):
     from ..pipeline import ExpertSteer
 
     pos, neg = contrast_prompts(items, seed=args.seed)
-    kw = {"max_epochs": args.ae_epochs} if args.alignment in ("autoencoder", "hybrid") else {}
+    kw = {}
+    if args.alignment == "hybrid" or (args.alignment == "autoencoder" and args.ae_solver == "adam"):
+        kw = {"solver": "adam", "max_epochs": args.ae_epochs}
     es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, seed=args.seed, mi_dim=args.mi_dim,
                      target_window=resolve_window(args.target_window, target.cfg.n_layers), aligner_kwargs=kw)
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from steer_lens.align import (Aligner, AutoEncoderAligner, HybridAutoEncoderAlig
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in tests/conftest.py
 
 D_E, D_T = 40, 24
-FAST = {"autoencoder": dict(max_epochs=100, lr=2e-2), "hybrid": dict(max_epochs=100, lr=2e-2),
+FAST = {"autoencoder": dict(solver="adam", max_epochs=100, lr=2e-2), "hybrid": dict(max_epochs=100, lr=2e-2),
         "ridge": {}, "procrustes": {}}
 
 
@@ -121,8 +121,32 @@ def test_autoencoder_reconstructs_low_rank_data_deterministically():
     assert torch.equal(first.transform(expert[400:]), again.transform(expert[400:]))
     other = AutoEncoderAligner(D_E, D_T, seed=4, **FAST["autoencoder"]).fit(expert[:400])
     assert not torch.equal(first.forward_weight, other.forward_weight)
-    mini = AutoEncoderAligner(D_E, D_T, batch_size=64, max_epochs=60, lr=3e-3, standardize="global").fit(expert[:400])
+    mini = AutoEncoderAligner(D_E, D_T, batch_size=64, max_epochs=60, lr=3e-3, standardize="global",
+                              solver="adam").fit(expert[:400])
     assert mini.report(expert[400:])["reconstruction_r2"] > 0.95
+
+
+def test_closed_form_autoencoder_is_the_exact_optimum_of_the_same_loss():
+    """PCA solution: orthonormal encoder, loss = discarded variance, never beaten by Adam."""
+    g = gen(5)
+    x = torch.randn(300, D_E, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, D_E) + 7
+    closed = AutoEncoderAligner(D_E, D_T).fit(x)  # default solver
+    assert closed.hparams["solver"] == "closed_form" and closed.fit_info["solver"] == "closed_form"
+    xs = (x - x.mean(0)) / x.std(0)
+    ev = torch.linalg.eigvalsh(xs.T @ xs)  # ascending: the D_E - D_T smallest are discarded
+    assert closed.fit_info["train_loss"] == pytest.approx(float(ev[: D_E - D_T].sum()) / xs.numel(), rel=1e-9)
+    enc = closed.forward_weight * x.std(0)[:, None]  # undo the folded standardisation
+    assert torch.allclose(enc.T @ enc, torch.eye(D_T, dtype=torch.float64), atol=1e-9)
+    recon = closed.inverse_transform(closed.transform(x))
+    assert torch.allclose(((recon - x) / x.std(0)).pow(2).mean(), torch.tensor(closed.fit_info["train_loss"],
+                                                                              dtype=torch.float64), rtol=1e-6)
+    adam = AutoEncoderAligner(D_E, D_T, solver="adam", max_epochs=300, lr=1e-2, val_fraction=0.0).fit(x)
+    adam_loss = float((((adam.inverse_transform(adam.transform(x)) - x) / x.std(0)) ** 2).mean())
+    assert closed.fit_info["train_loss"] <= adam_loss * (1 + 1e-6)
+    wide = AutoEncoderAligner(D_T, D_E).fit(x[:, :D_T])  # code wider than the input: lossless
+    assert torch.allclose(wide.inverse_transform(wide.transform(x[:, :D_T])), x[:, :D_T], atol=1e-8)
+    with pytest.raises(ValueError, match="solver must be one of.*'adam'"):
+        HybridAutoEncoderAligner(D_E, D_T, solver="closed_form")
 
 
 def test_hybrid_lands_in_target_coordinates():
@@ -218,5 +242,5 @@ def test_autoencoder_fits_inside_no_grad():
 
     x = torch.randn(40, 8)
     with torch.no_grad():
-        al = make_aligner("autoencoder", 8, 6, max_epochs=5).fit(x)
+        al = make_aligner("autoencoder", 8, 6, solver="adam", max_epochs=5).fit(x)
     assert al.transform(x).shape == (40, 6)
