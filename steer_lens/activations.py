@@ -2,7 +2,8 @@
 
 `capture(model, prompts, layers=[...])` runs the model in length-sorted batches, pools each
 requested hook's output per prompt ("last" token, "mean" over the answer span, or "all"
-positions) and stops the forward pass right after the last requested layer.
+positions) and stops the forward pass right after the last requested layer. The result does
+not depend on batch size or padding side.
 """
 
 from __future__ import annotations
@@ -114,12 +115,17 @@ class Activations:
 
 
 def _pool(act: Tensor, batch, position: str) -> Tensor:
-    """act "batch pos d" -> "batch d" (or unchanged for "all")."""
+    """act "batch pos d" -> "batch d" (or unchanged for "all").
+
+    Indices come from the batch's masks, so left and right padding pool the same tokens;
+    padded positions are excluded with ``where`` (not multiplied by 0, which keeps NaN).
+    """
     if position == "last":
         return act[torch.arange(act.shape[0]), batch.last_index]
     if position == "mean":
-        w = batch.span.to(act.dtype).unsqueeze(-1)
-        return (act * w).sum(1) / w.sum(1).clamp_min(1)
+        span = batch.span.unsqueeze(-1)
+        total = torch.where(span, act, torch.zeros((), dtype=act.dtype)).sum(1)
+        return total / span.sum(1).clamp_min(1)
     return act
 
 
@@ -132,17 +138,27 @@ def capture(
     position: str = "last",
     chat_template: bool | None = None,
     batch_size: int = 16,
+    padding_side: str = "right",
     progress: bool | None = None,
 ) -> Activations:
     """Capture hook outputs for every prompt at the given layers.
 
     ``position``: "last" (last token), "mean" (mean over the completion span of
-    ``(prompt, completion)`` pairs, or all real tokens of plain prompts) or "all" (padded,
-    with ``mask``). ``chat_template=None`` uses the tokenizer's template when it has one.
-    Length-sorted batching with right padding gives the same result as one-by-one.
+    ``(prompt, completion)`` pairs, or all real tokens of plain prompts) or "all".
+    ``chat_template=None`` uses the tokenizer's template when it has one.
+
+    Shapes: ``tensor`` is "n layer d_model" for "last"/"mean". For "all" it is
+    "n layer max_len d_model" with each prompt's tokens at ``[:len]`` and zeros after,
+    and ``mask`` "n max_len" is ``arange(max_len) < len``, whatever the padding side.
+
+    ``padding_side`` ("right" or "left") pads each length-sorted batch on that side; the
+    bridge derives rotary positions from the attention mask (``cumsum(mask) - 1``), so
+    both sides and one-prompt-at-a-time give the same activations to float tolerance.
     """
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(prompts) == 0:
@@ -155,10 +171,9 @@ def capture(
     order = torch.argsort(lengths, descending=True, stable=True).tolist()
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     show = progress if progress is not None else len(chunks) > 8
-    pooled: dict[int, list[Tensor]] = {}
-    masks: dict[int, Tensor] = {}
+    pooled: dict[int, Tensor] = {}
     for chunk in tqdm(chunks, desc=f"capture {model.cfg.model_name}", disable=not show):
-        sub = pad(model, [encoded[i] for i in chunk])
+        sub = pad(model, [encoded[i] for i in chunk], padding_side=padding_side)
         store: dict[str, Tensor] = {}
 
         def saver(name, _sub=sub):
@@ -180,16 +195,14 @@ def capture(
                 del model._last_hf_cache
         stacked = torch.stack([store[name] for name in names], dim=1)
         for row, idx in enumerate(chunk):
-            pooled[idx] = stacked[row]
-            masks[idx] = sub.attention_mask[row].bool()
+            real = sub.attention_mask[row].bool()  # drop pads on either side: "layer len d"
+            pooled[idx] = stacked[row][:, real] if position == "all" else stacked[row]
     if position == "all":
-        width = max(m.shape[0] for m in masks.values())
+        width = int(lengths.max())
         tensor = torch.zeros(len(prompts), len(layers), width, model.cfg.d_model)
-        mask = torch.zeros(len(prompts), width, dtype=torch.bool)
         for idx, act in pooled.items():
             tensor[idx, :, : act.shape[1]] = act
-            mask[idx, : masks[idx].shape[0]] = masks[idx]
-        tensor = tensor * mask[:, None, :, None]
+        mask = torch.arange(width) < lengths[:, None]
     else:
         tensor, mask = torch.stack([pooled[i] for i in range(len(prompts))]), None
     if not torch.isfinite(tensor).all():

@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 
@@ -43,6 +45,40 @@ def test_batched_equals_one_by_one(tiny_model, position):
         assert batched.tensor.transpose(1, 2)[~batched.mask].abs().max() == 0  # padding is zero
 
 
+def assert_same(a, b):
+    """Equal to float tolerance relative to the activation scale (1e-4 of the largest value)."""
+    if a.mask is not None or b.mask is not None:
+        assert torch.equal(a.mask, b.mask)
+        assert a.tensor.transpose(1, 2)[~a.mask].abs().max() == 0  # padding is zero
+    scale = b.tensor.abs().max().item()
+    torch.testing.assert_close(a.tensor, b.tensor, atol=1e-4 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("position", ["last", "mean", "all"])
+def test_left_padding_equals_right_padding_and_one_by_one(tiny_model, one_thread, position):
+    """Left-padded rows get mask-derived positions and mask-based pooling: nothing moves."""
+    prompts = PROMPTS + ["0123456789 abcdefghij 0123456789"]  # longer than gemma3's window (8)
+    run = lambda **kw: capture(tiny_model, prompts, layers=[0, -1], position=position, **kw)  # noqa: E731
+    single = run(batch_size=1)
+    for batch_size in (5, 2):  # one batch, and batches of different widths
+        assert_same(run(batch_size=batch_size, padding_side="left"), single)
+        assert_same(run(batch_size=batch_size, padding_side="right"), single)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_padding_side_invariance_on_random_prompt_sets(family, tiny_llama, tiny_gemma, one_thread):
+    model = tiny_llama if family == "llama" else tiny_gemma
+    rng = random.Random(f"padding-{family}")
+    word = lambda: "".join(rng.choice("ab xyz?") for _ in range(rng.randint(1, 20)))  # noqa: E731
+    for _ in range(3):
+        prompts = [word() if rng.random() < 0.5 else (word(), " " + word()) for _ in range(rng.randint(2, 5))]
+        for position in ("last", "mean", "all"):
+            kw = dict(layers=[rng.randrange(model.cfg.n_layers)], position=position)
+            single = capture(model, prompts, batch_size=1, **kw)
+            left = capture(model, prompts, batch_size=rng.randint(2, 5), padding_side="left", **kw)
+            assert_same(left, single)
+
+
 def test_stops_after_last_requested_layer(tiny_llama):
     fired = []
     hook = lambda x, hook: fired.append(hook.name) or x  # noqa: E731
@@ -69,6 +105,8 @@ def test_save_load_roundtrip(tiny_llama, tmp_path):
     (dict(layers=[0], hook="resid_nowhere"), "unknown hook"),
     (dict(layers=[0], hook="blocks.{layer}.hook_nope"), "no hook point"),
     (dict(layers=[0], position="first"), "position must be"),
+    (dict(layers=[0], padding_side="middle"), "padding_side must be 'right' or 'left'"),
+    (dict(layers=[0], padding_side="LEFT"), "padding_side must be"),
 ])
 def test_bad_arguments_are_clear_errors(tiny_llama, kwargs, match):
     with pytest.raises(ValueError, match=match):
