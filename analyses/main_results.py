@@ -21,39 +21,34 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import steer_lens.pipeline as pipeline  # noqa: E402
 from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, pooled_activations,  # noqa: E402
                                   random_plan)
-from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
+from steer_lens.data import contrast_prompts, list_datasets, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer  # noqa: E402
 
 log = logging.getLogger("main_results")
-DEFAULT_DATASETS = ["mmlu_medical_2way", "arithmetic_2way", "caa_myopic_reward", "sst2", "mmlu_finance_2way"]
+COMPACT = ["mmlu_medical_2way", "arithmetic_2way", "caa_myopic_reward", "sst2", "mmlu_finance_2way"]
 ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest"), "expertsteer_ridge": ("ridge", "lowest"),
-               "expertsteer_procrustes": ("procrustes", "lowest"), "expertsteer_highest_mi": ("autoencoder", "highest")}
+               "expertsteer_procrustes": ("procrustes", "lowest"), "expertsteer_highest_mi": ("autoencoder", "highest"),
+               "expertsteer_hybrid": ("hybrid", "lowest")}
 CORE = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi"]
+EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
+REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
 
 
-def memo_capture(real):
-    """Wrap activations.capture so the ExpertSteer variants share one capture per model/prompts."""
-    store: dict = {}
-
-    def capture(model, prompts, **kw):
-        key = (id(model), hashlib.sha1(json.dumps([list(map(str, prompts)), repr(sorted(kw.items()))]).encode()).hexdigest())
-        if key not in store:
-            store[key] = real(model, prompts, **kw)
-        return store[key]
-    return capture
+def default_datasets() -> list[str]:
+    """Every bundled dataset, behaviours last."""
+    return sorted(list_datasets(), key=lambda d: (d.startswith("caa_"), d))
 
 
 class Runner:
     def __init__(self, args, target, expert):
         self.args, self.target, self.expert = args, target, expert
         cfg = {k: getattr(args, k) for k in ("limit_test", "limit_val", "limit_train", "strengths", "n_pairs",
-                                             "fast", "ae_epochs", "iti_heads")}
+                                             "fast", "ae_epochs", "iti_heads", "layer_shortlist", "protocol")}
         self.config = cfg
         self.cache = Path(args.out) / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -88,25 +83,63 @@ class Runner:
                          batch_size=a.batch_size)
             return {**r.to_dict(), "domain": domain, "model": str(model.cfg.model_name)}
 
-        def select(model, plan) -> tuple[float, list]:
-            """Strength with the best VALIDATION accuracy (ties: smaller strength)."""
-            curve = []
-            for s in a.strengths:
-                r = evaluate(model, val, plan=plan, strength=s, batch_size=a.batch_size)
-                curve.append({"strength": s, "accuracy": r.accuracy, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                              "mean_margin": float(sum(r.margins) / len(r.margins))})
-            best = max(curve, key=lambda c: (c["accuracy"], c["mean_margin"], -abs(c["strength"])))
-            return best["strength"], curve
+        def point(s, r) -> dict:
+            return {"strength": s, "accuracy": r.accuracy, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                    "mean_margin": float(sum(r.margins) / len(r.margins))}
 
-        def steered(model, plan_fn, strength=None):
+        def curve_of(model, plan) -> list[dict]:
+            """VALIDATION accuracy over the grid; strength 0 (no steering) is shared per model."""
+            key = ("val0", id(model))
+            if key not in fits:
+                fits[key] = point(0.0, evaluate(model, val, batch_size=a.batch_size))
+            return [fits[key]] + [point(s, evaluate(model, val, plan=plan, strength=s, batch_size=a.batch_size))
+                                  for s in a.strengths]
+
+        def best(curve: list[dict]) -> dict:
+            """Best validation accuracy; ties: larger mean margin, then the smaller strength."""
+            return max(curve, key=lambda c: (c["accuracy"], c["mean_margin"], -abs(c["strength"])))
+
+        def test_or_reuse(model, plan, s, base_method):
+            """Strength 0 = no steering: reuse the unsteered test row instead of re-scoring it."""
+            if s == 0:
+                base = self.cached(name, base_method, todo[base_method])
+                return {k: v for k, v in base.items() if k not in ("method", "seconds", "strength", "layers")}
+            return test(model, plan, s)
+
+        def finish(model, plan, s, curve, base_method, **extra) -> dict:
+            layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
+            row = test_or_reuse(model, plan, s, base_method)
+            row.update(strength=s, layers=layers, val_curve=curve, pairs=[p.__dict__ for p in plan.pairs],
+                       plan_settings=_jsonable(plan.settings), **extra)
+            return row
+
+        def steered(model, plan_fn, strength=None, base_method="unsteered"):
             def compute():
                 plan = plan_fn()
-                s, curve = (strength, []) if strength is not None else select(model, plan)
-                layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
-                row = test(model, plan, s)
-                row.update(strength=s, layers=layers, val_curve=curve,
-                           pairs=[p.__dict__ for p in plan.pairs], plan_settings=_jsonable(plan.settings))
-                return row
+                if strength is not None:
+                    return finish(model, plan, strength, [], base_method)
+                curve = curve_of(model, plan)
+                return finish(model, plan, best(curve)["strength"], curve, base_method)
+            return compute
+
+        def shortlisted(kind):
+            """CAA / self-RFM: the train-only split-half score shortlists layers (middle half of the
+            target); the layer AND strength are then chosen together on VALIDATION."""
+            def compute():
+                acts, layers = target_acts()
+                L = T.cfg.n_layers
+                _, scores = choose_layer(*acts, layers, candidates=range(L // 4, 3 * L // 4 + 1))
+                short = sorted(scores, key=lambda k: (-scores[k], k))[: a.layer_shortlist]
+                f = fit_caa if kind == "caa" else fit_self_rfm
+                options = []
+                for layer in short:
+                    plan = f(T, pos, neg, layer, acts=acts, acts_layers=layers)
+                    curve = curve_of(T, plan)
+                    options.append((best(curve), layer, plan, curve))
+                top, layer, plan, curve = max(options, key=lambda o: (o[0]["accuracy"], o[0]["mean_margin"],
+                                                                      -abs(o[0]["strength"]), -short.index(o[1])))
+                return finish(T, plan, top["strength"], curve, "unsteered", layer_scores=scores,
+                              layer_val={str(o[1]): o[3] for o in options})
             return compute
 
         def target_acts():
@@ -115,39 +148,41 @@ class Runner:
                 fits["acts"] = (pooled_activations(T, pos, neg, layers), layers)
             return fits["acts"]
 
-        def single_layer(kind):
-            def fit():
-                acts, layers = target_acts()
-                L = T.cfg.n_layers
-                layer, scores = choose_layer(*acts, layers, candidates=range(L // 4, 3 * L // 4 + 1))
-                f = fit_caa if kind == "caa" else fit_self_rfm
-                plan = f(T, pos, neg, layer, acts=acts, acts_layers=layers)
-                plan.settings["layer_scores"] = scores
-                return plan
-            return fit
-
         def es(variant, expert=E, target=T):
             key = ("es", variant, id(target))
             if key not in fits:
                 alignment, rule = ES_VARIANTS[variant]
-                kw = {"max_epochs": a.ae_epochs} if alignment == "autoencoder" else {}
-                fits[key] = ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule,
-                                        aligner_kwargs=kw).fit(expert, target, pos, neg)
+                kw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
+                cfg = ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=kw)
+                acts_key = ("es_acts", id(expert), id(target))  # one capture feeds every variant
+                if acts_key not in fits:
+                    fits[acts_key] = cfg.capture(expert, target, list(pos) + list(neg))
+                fits[key] = cfg.fit(expert, target, pos, neg, activations=fits[acts_key])
             return fits[key]
+
+        def control(method, plan_of, model=T, base_method="unsteered"):
+            """Random unit vectors at ``method``'s hooks, norms and selected strength (no selection)."""
+            def compute():
+                s = self.cached(name, method, todo[method])["strength"]
+                return steered(model, lambda: random_plan(plan_of(), seed=0), strength=s,
+                               base_method=base_method)()
+            return compute
 
         todo = {
             "unsteered": lambda: {**test(T), "strength": 0.0, "layers": []},
             "expert_unsteered": lambda: {**test(E), "strength": 0.0, "layers": []},
-            "caa": steered(T, single_layer("caa")),
-            "self_rfm": steered(T, single_layer("self_rfm")),
+            "caa": shortlisted("caa"),
+            "self_rfm": shortlisted("self_rfm"),
             "iti": steered(T, lambda: fit_iti(T, pos, neg, k=a.iti_heads)),
             **{v: steered(T, lambda v=v: es(v)) for v in ES_VARIANTS},
             # the control: random unit vectors at ExpertSteer(autoencoder)'s hooks, norms and strength
-            "random": lambda: steered(T, lambda: random_plan(es("expertsteer_autoencoder"), seed=0),
-                                      strength=self.cached(name, "expertsteer_autoencoder",
-                                                           todo["expertsteer_autoencoder"])["strength"])(),
-            # SmolLM2 as the expert steering Gemma (compare with expert_unsteered)
-            "reverse_expertsteer_autoencoder": steered(E, lambda: es("expertsteer_autoencoder", expert=T, target=E)),
+            "random": control("expertsteer_autoencoder", lambda: es("expertsteer_autoencoder")),
+            # SmolLM2 as the expert steering Gemma (compare with expert_unsteered), with its own control
+            "reverse_expertsteer_autoencoder": steered(E, lambda: es("expertsteer_autoencoder", expert=T, target=E),
+                                                       base_method="expert_unsteered"),
+            "reverse_random": control("reverse_expertsteer_autoencoder",
+                                      lambda: es("expertsteer_autoencoder", expert=T, target=E), model=E,
+                                      base_method="expert_unsteered"),
         }
         return [self.cached(name, m, todo[m]) for m in methods]
 
@@ -173,7 +208,7 @@ def report_from_cache(a) -> Path:
     from main_report import write_report
 
     runner = Runner(a, None, None)
-    order = CORE + ["reverse_expertsteer_autoencoder"] + ABLATIONS
+    order = CORE + REVERSE + ABLATIONS + EXTRA
     rows = [json.loads((runner.cache / f"{d}__{m}.json").read_text()) for d in a.datasets for m in order
             if (runner.cache / f"{d}__{m}.json").exists()]
     config = {**runner.config, "datasets": a.datasets, "reverse": a.reverse, "methods": a.methods}
@@ -182,16 +217,20 @@ def report_from_cache(a) -> Path:
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=None)
-    p.add_argument("--limit-test", type=int, default=50)
-    p.add_argument("--limit-val", type=int, default=12)
-    p.add_argument("--limit-train", type=int, default=48, help="train items -> 2x contrast prompts")
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.1, 0.3, 0.9])
+    p.add_argument("--datasets", nargs="+", default=None, help="default: every bundled dataset")
+    p.add_argument("--compact", action="store_true", help=f"one dataset per domain: {' '.join(COMPACT)}")
+    p.add_argument("--limit-test", type=int, default=100)
+    p.add_argument("--limit-val", type=int, default=24)
+    p.add_argument("--limit-train", type=int, default=64, help="train items -> 2x contrast prompts")
+    p.add_argument("--strengths", type=float, nargs="+", default=[0.025, 0.05, 0.1, 0.2],
+                   help="nonzero strengths (x median residual norm); 0 = no steering is always a candidate")
+    p.add_argument("--layer-shortlist", type=int, default=2,
+                   help="CAA/self-RFM: layers shortlisted on train, then chosen on validation")
     p.add_argument("--n-pairs", type=int, default=2)
     p.add_argument("--iti-heads", type=int, default=8)
     p.add_argument("--reverse", nargs="*", default=None, help="datasets for SmolLM2 -> Gemma (default: first)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--ae-epochs", type=int, default=300, help="autoencoder aligner max epochs")
+    p.add_argument("--ae-epochs", type=int, default=300, help="hybrid aligner max epochs (autoencoder: closed form)")
     p.add_argument("--methods", nargs="+", default=CORE + ABLATIONS)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "results"))
     p.add_argument("--fast", action="store_true", help="tiny random models, very few items")
@@ -199,10 +238,11 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is ~4x faster than 2 when other jobs share the 2 cores)")
     a = p.parse_args(argv)
+    a.protocol = 2  # 2: strength 0 in the grid, validation-chosen baseline layers, closed-form autoencoder
     if a.fast:
         a.datasets = a.datasets or ["arithmetic_2way"]
         a.limit_test, a.limit_val, a.limit_train, a.strengths, a.ae_epochs = 8, 6, 20, [0.5, 1.0], 50
-    a.datasets = a.datasets or DEFAULT_DATASETS
+    a.datasets = a.datasets or (COMPACT if a.compact else default_datasets())
     a.reverse = a.datasets[:1] if a.reverse is None else a.reverse
     return a
 
@@ -214,7 +254,6 @@ def main(argv=None) -> Path:
     if a.report_only:
         return report_from_cache(a)
     target, expert = load_models(a.fast)
-    pipeline.capture = memo_capture(pipeline.capture)  # share captures across ExpertSteer variants
     runner = Runner(a, target, expert)
     from main_report import write_report
 
@@ -222,10 +261,10 @@ def main(argv=None) -> Path:
               "ae_epochs": a.ae_epochs, "iti_heads": a.iti_heads,
               "target": target.cfg.model_name, "expert": expert.cfg.model_name}
     done: dict = {}
-    # pass 1: the core comparison on every dataset; then the reverse direction; then ablations
-    plan = [(name, [m for m in CORE if m in a.methods]) for name in a.datasets]
-    plan += [(name, ["reverse_expertsteer_autoencoder"]) for name in a.reverse]
-    plan += [(name, [m for m in ABLATIONS if m in a.methods]) for name in a.datasets]
+    # every method on one dataset at a time (they share captures); then the reverse direction
+    plan = [(name, [m for m in CORE + ABLATIONS if m in a.methods]) for name in a.datasets]
+    plan += [(name, REVERSE) for name in a.reverse]
+    plan += [(name, [m for m in EXTRA if m in a.methods]) for name in a.datasets]
     path = Path(a.out) / "README.md"
     for name, methods in plan:
         for row in runner.run_dataset(name, methods):

@@ -91,8 +91,24 @@ class ExpertSteer:
         n_held = max(2, int(self.heldout_fraction * n)) if n >= 10 else 0
         return perm[n_held:], perm[:n_held]
 
-    def fit(self, expert, target, positives: Sequence[Prompt], negatives: Sequence[Prompt]) -> SteeringPlan:
-        """Capture, align, choose pairs by MI and train one RFM per pair; return the plan."""
+    def capture(self, expert, target, prompts: Sequence[Prompt]) -> tuple[Tensor, Tensor]:
+        """Pooled activations of both models on ``prompts`` with this config's layers, hook and
+        position: (n, expert_layer, d_expert) and (n, target_layer, d_target). Pass them to
+        ``fit(..., activations=...)`` to fit several configs on one capture."""
+        e_layers = resolve_layers(expert, self.expert_layers or range(expert.cfg.n_layers))
+        t_layers = resolve_layers(target, self.target_layers or range(target.cfg.n_layers))
+        kw = dict(position=self.position, hook=self.hook, batch_size=self.batch_size)
+        log.info("capturing %d prompts on expert and target", len(prompts))
+        xe = capture(expert, prompts, layers=e_layers, chat_template=None, **kw).tensor
+        xt = capture(target, prompts, layers=t_layers, chat_template=self.chat_template, **kw).tensor
+        return xe, xt
+
+    def fit(self, expert, target, positives: Sequence[Prompt], negatives: Sequence[Prompt], *,
+            activations: tuple[Tensor, Tensor] | None = None) -> SteeringPlan:
+        """Capture, align, choose pairs by MI and train one RFM per pair; return the plan.
+
+        ``activations``: the output of ``self.capture(expert, target, positives + negatives)``
+        (or of a config with the same layers, hook and position) to skip capturing."""
         if self.alignment not in ALIGNERS:
             raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {sorted(ALIGNERS)}")
         if len(positives) == 0 or len(negatives) == 0:
@@ -102,10 +118,16 @@ class ExpertSteer:
         labels = torch.tensor([1] * len(positives) + [0] * len(negatives), dtype=torch.bool)
         e_layers = resolve_layers(expert, self.expert_layers or range(expert.cfg.n_layers))
         t_layers = resolve_layers(target, self.target_layers or range(target.cfg.n_layers))
-        kw = dict(position=self.position, hook=self.hook, batch_size=self.batch_size)
-        log.info("capturing %d prompts on expert and target", len(prompts))
-        xe = capture(expert, prompts, layers=e_layers, chat_template=None, **kw).tensor
-        xt = capture(target, prompts, layers=t_layers, chat_template=self.chat_template, **kw).tensor
+        if activations is None:
+            xe, xt = self.capture(expert, target, prompts)
+        else:
+            xe, xt = activations
+            want_e = (len(prompts), len(e_layers), expert.cfg.d_model)
+            want_t = (len(prompts), len(t_layers), target.cfg.d_model)
+            if tuple(xe.shape) != want_e or tuple(xt.shape) != want_t:
+                raise ValueError(f"activations of shapes {tuple(xe.shape)} and {tuple(xt.shape)} do not match "
+                                 f"{want_e} and {want_t} (prompts, layers, width): pass "
+                                 "self.capture(expert, target, positives + negatives)")
         train, held = self._split(len(prompts))
 
         def fit_aligner(i: int, j: int):

@@ -113,6 +113,12 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
     rows = runner.run_dataset("guard", args.methods)
     assert [r["method"] for r in rows] == ["unsteered", "caa", "self_rfm"]
     assert all(r["n"] == 8 for r in rows) and rows[1]["val_curve"]
+    for r in rows[1:]:  # layer AND strength chosen on validation among the train-shortlisted layers
+        assert len(r["layer_val"]) == min(args.layer_shortlist, len(r["layer_scores"]))
+        assert r["val_curve"][0]["strength"] == 0.0 and [c["strength"] for c in r["val_curve"][1:]] == args.strengths
+        assert str(r["layers"][0]) in r["layer_val"]
+        if r["strength"] == 0:  # "don't steer" won on validation: the unsteered test row is reused
+            assert r["correct"] == rows[0]["correct"]
     # cached rows are reused
     assert runner.run_dataset("guard", ["caa"])[0]["seconds"] == rows[1]["seconds"]
     assert real is ev.MCDataset.split
@@ -144,9 +150,16 @@ def test_fast_runner_end_to_end(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
     import main_results as mr
 
-    readme = mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "caa"])
+    readme = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
+                      "expertsteer_autoencoder", "random"])
     lines = (tmp_path / "main_results.csv").read_text().splitlines()
-    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "caa"]
+    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "caa",
+                                                         "expertsteer_autoencoder", "random",
+                                                         "reverse_expertsteer_autoencoder", "reverse_random"]
+    rows = {line.split(",")[2]: line.split(",") for line in lines[1:]}
+    assert rows["random"][9] == rows["expertsteer_autoencoder"][9]  # the control copies the strength
+    assert rows["reverse_random"][9] == rows["reverse_expertsteer_autoencoder"][9]
     assert "caa" in readme.read_text()
-    again = mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "caa", "--report-only"])
+    again = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
+                     "expertsteer_autoencoder", "random", "--report-only"])
     assert (tmp_path / "main_results.csv").read_text().splitlines() == lines and again == readme

@@ -100,3 +100,15 @@ def test_one_per_expert_uses_distinct_expert_layers(tiny_llama, tiny_gemma):
     plan = sl.ExpertSteer(n_pairs=3, alignment="ridge", mi_dim=4, one_per_expert=True).fit(
         tiny_gemma, tiny_llama, POS, NEG)
     assert len({p.expert_layer for p in plan.pairs}) == 3
+
+
+def test_fit_on_precomputed_activations_equals_fit(plan, tiny_llama, tiny_gemma):
+    """One capture can feed several configs; the result is the same as capturing inside fit."""
+    es = sl.ExpertSteer(n_pairs=2, alignment="ridge", mi_dim=4)
+    acts = es.capture(tiny_gemma, tiny_llama, list(POS) + list(NEG))
+    again = es.fit(tiny_gemma, tiny_llama, POS, NEG, activations=acts)
+    assert again.vectors.keys() == plan.vectors.keys()
+    for name, v in plan.vectors.items():
+        assert torch.allclose(again.vectors[name], v, atol=1e-6)
+    with pytest.raises(ValueError, match="do not match.*pass self.capture"):
+        es.fit(tiny_gemma, tiny_llama, POS, NEG, activations=(acts[1], acts[0]))
