@@ -94,11 +94,16 @@ def _registry_gguf(name: str) -> tuple[Path | None, str]:
     return None, chunks.EXPECTED_SHA256
 
 
-def _cached_file_hash(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so large files hash once."""
+def _hash_memo(path: Path) -> Path:
+    """Where the sha256 of ``path`` in its current state (path, size, mtime) is remembered."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    memo = cache_dir() / "hashes" / key
+    return cache_dir() / "hashes" / key
+
+
+def _cached_file_hash(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so large files hash once."""
+    memo = _hash_memo(path)
     if memo.exists():
         return memo.read_text().strip()
     value = sha256_file(path)
@@ -145,16 +150,18 @@ def _write_cache_entry(entry: Path, hf, tokenizer, source: str, source_sha: str)
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(tmp, entry)
+        _atomic_write_text(_hash_memo(entry / "model.safetensors"), manifest["weights_sha256"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _valid_cache_entry(entry: Path) -> bool:
-    """True when the entry is complete and its weights hash matches its manifest."""
+    """True when the entry is complete and its weights hash matches its manifest. The hash is
+    remembered per (path, size, mtime), so a warm load re-hashes only a file that changed."""
     try:
         manifest = json.loads((entry / "manifest.json").read_text())
         ok = manifest["format"] == CACHE_FORMAT
-        return ok and sha256_file(entry / "model.safetensors") == manifest["weights_sha256"]
+        return ok and _cached_file_hash(entry / "model.safetensors") == manifest["weights_sha256"]
     except (OSError, ValueError, KeyError):
         return False
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,8 +60,12 @@ def test_gguf_cache_builds_once_and_repairs_corruption(tmp_path, monkeypatch, ti
 
     monkeypatch.setattr(models, "_load_gguf_hf", fake_gguf_load)
     first = load_model(gguf)
+    hashed = []
+    real_sha = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda p: hashed.append(Path(p).name) or real_sha(p))
     second = load_model(gguf)
     assert len(calls) == 1  # the second load came from the cache
+    assert "model.safetensors" not in hashed  # unchanged weights are not re-hashed on a warm load
     tokens = torch.tensor([[5, 6, 7]])
     with torch.no_grad():
         reference = first(tokens).clone()  # weights are memory-mapped from the cache file
