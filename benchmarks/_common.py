@@ -75,3 +75,18 @@ def tiny_models(folder: Path) -> tuple[str, str]:
     if not (t / "config.json").exists():
         make_tiny_model(t, "llama", d_model=64, n_layers=4)
     return str(e), str(t)
+
+
+_TMP: list = []  # temporary folders that must outlive the loaded tiny models
+
+
+def target_model(args):
+    """SmolLM2-135M-Instruct, or with ``--fast`` the tiny random target (a smoke test)."""
+    import tempfile
+
+    from steer_lens.models import load_model
+
+    if not args.fast:
+        return load_model("smollm2-135m-instruct")
+    _TMP.append(tempfile.TemporaryDirectory())
+    return load_model(tiny_models(Path(_TMP[-1].name))[1])

@@ -9,9 +9,6 @@ Usage: python benchmarks/bench_capture.py [--fast] [--repeats N] [--threads T]
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import _common as C
 
 
@@ -21,12 +18,9 @@ def main(argv=None) -> int:
     import torch
 
     from steer_lens.activations import capture
-    from steer_lens.models import load_model
     from steer_lens.tokens import encode_all, pad
 
-    tmp = tempfile.TemporaryDirectory()
-    name = C.tiny_models(Path(tmp.name))[1] if args.fast else "smollm2-135m-instruct"
-    model = load_model(name)
+    model = C.target_model(args)
     n, words, repeats = (8, 10, args.repeats or 2) if args.fast else (16, 48, args.repeats or 5)
     base = "The quarterly report shows revenue growth while costs stayed flat across regions"
     prompts = [" ".join((base + f" item {i}").split()[: words - i % 5]) for i in range(n)]
@@ -57,7 +51,7 @@ def main(argv=None) -> int:
         "capture_vs_forward_throughput_ratio": tps["capture_all"] / tps["forward"],
         "capture_early_layers_vs_forward_throughput_ratio": tps["capture_early"] / tps["forward"],
         "tokens_per_second": tps, "seconds_best": best, "seconds_all": times,
-        "model": name, "n_prompts": n, "n_tokens": n_tokens, "batch_size": n, "repeats": repeats,
+        "model": str(model.cfg.model_name), "n_prompts": n, "n_tokens": n_tokens, "batch_size": n, "repeats": repeats,
         "early_layers": early, "position": "mean",
         "note": "capture includes tokenisation, padding, pooling and hooks; it stops the forward after "
                 "the last requested block (so it skips the final norm and the unembedding).",

@@ -9,9 +9,6 @@ Usage: python benchmarks/bench_steer_generate.py [--fast] [--repeats N] [--threa
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import _common as C
 
 
@@ -20,14 +17,11 @@ def main(argv=None) -> int:
     C.setup(args)
     import torch
 
-    from steer_lens.models import load_model
     from steer_lens.pipeline import target_norms
     from steer_lens.plan import SteeringPlan, model_card
     from steer_lens.tokens import encode_all, pad
 
-    tmp = tempfile.TemporaryDirectory()
-    name = C.tiny_models(Path(tmp.name))[1] if args.fast else "smollm2-135m-instruct"
-    model = load_model(name)
+    model = C.target_model(args)
     new_tokens, repeats = (8, args.repeats or 2) if args.fast else (64, args.repeats or 5)
     n = model.cfg.n_layers
     layers = sorted({min(n - 1, round(f * n)) for f in (0.27, 0.47, 0.67)})
@@ -56,7 +50,7 @@ def main(argv=None) -> int:
     C.write(args, "steer_generate", {
         "steer_generate_overhead_ratio": best["steered"] / best["unsteered"],
         "seconds_best": best, "seconds_all": times, "tokens_per_second_unsteered": new_tokens / best["unsteered"],
-        "model": name, "new_tokens": new_tokens, "prompt_tokens": int(batch.tokens.shape[1]),
+        "model": str(model.cfg.model_name), "new_tokens": new_tokens, "prompt_tokens": int(batch.tokens.shape[1]),
         "steered_layers": layers, "strength": 0.1, "kv_cache": True, "repeats": repeats,
         "load_before": load_before, "load_after": C.load(),
     })

@@ -74,7 +74,7 @@ def strength(text: str) -> float:
 def strengths(text: str) -> list[float]:
     out = [strength(t) for t in text.replace(" ", "").split(",") if t]
     if not out:
-        raise argparse.ArgumentTypeError("give at least one strength, e.g. 0.1,0.3,0.9")
+        raise argparse.ArgumentTypeError("give at least one strength, e.g. 0.05,0.1,0.2")
     return out
 
 

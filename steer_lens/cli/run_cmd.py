@@ -7,7 +7,7 @@ import time
 from .common import (add_command, emit, load_model, load_plan, log, positive_int, strength, strengths,
                      table)
 
-DEFAULT_STRENGTHS = "0.1,0.3,0.9"
+DEFAULT_STRENGTHS = "0.025,0.05,0.1,0.2"  # x median residual norm; as in analyses/main_results.py
 
 
 def register(sub, parent) -> None:
