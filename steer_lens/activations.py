@@ -151,6 +151,9 @@ def capture(
     "n layer max_len d_model" with each prompt's tokens at ``[:len]`` and zeros after,
     and ``mask`` "n max_len" is ``arange(max_len) < len``, whatever the padding side.
 
+    Per-head hooks ("batch pos head d_head", e.g. ``attn.hook_z``) are flattened to
+    ``head * d_head`` features (head-major), so ``d_model`` above reads as that width.
+
     ``padding_side`` ("right" or "left") pads each length-sorted batch on that side; the
     bridge derives rotary positions from the attention mask (``cumsum(mask) - 1``), so
     both sides and one-prompt-at-a-time give the same activations to float tolerance.
@@ -178,7 +181,7 @@ def capture(
 
         def saver(name, _sub=sub):
             def save(tensor, hook):
-                store[name] = _pool(tensor.detach(), _sub, position).float()
+                store[name] = _pool(tensor.detach().flatten(2), _sub, position).float()  # heads: h*d_head
                 if name == last_name:
                     raise _StopForward
                 return tensor
@@ -199,7 +202,7 @@ def capture(
             pooled[idx] = stacked[row][:, real] if position == "all" else stacked[row]
     if position == "all":
         width = int(lengths.max())
-        tensor = torch.zeros(len(prompts), len(layers), width, model.cfg.d_model)
+        tensor = torch.zeros(len(prompts), len(layers), width, next(iter(pooled.values())).shape[-1])
         for idx, act in pooled.items():
             tensor[idx, :, : act.shape[1]] = act
         mask = torch.arange(width) < lengths[:, None]

@@ -118,3 +118,16 @@ def test_empty_and_too_long_prompts(tiny_llama):
         capture(tiny_llama, [], layers=[0])
     with pytest.raises(ValueError, match="context"):
         capture(tiny_llama, ["x" * 600], layers=[0])
+
+
+@pytest.mark.parametrize("position", ["last", "mean", "all"])
+def test_per_head_hooks_are_flattened_head_major(tiny_llama, position):
+    """attn.hook_z is (batch, pos, head, d_head): captured as head * d_head features."""
+    prompt = ("question?", " the answer")
+    batch = batch_encode(tiny_llama, [prompt])
+    _, cache = tiny_llama.run_with_cache(batch.tokens)
+    z = cache["blocks.1.attn.hook_z"][0]  # pos head d_head
+    got = capture(tiny_llama, [prompt, "other"], layers=[1], hook="blocks.{layer}.attn.hook_z", position=position).tensor[0, 0]
+    want = {"last": z[-1], "mean": z[batch.span[0]].mean(0), "all": z}[position]
+    torch.testing.assert_close(got[: want.shape[0]] if position == "all" else got,
+                               want.flatten(-2), atol=1e-5, rtol=0)
