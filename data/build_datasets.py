@@ -42,12 +42,27 @@ FINANCE = ("econometrics", "high_school_macroeconomics", "high_school_microecono
            "professional_accounting")
 BEHAVIOURS = ("sycophancy", "refusal", "hallucination", "myopic-reward", "survival-instinct",
               "corrigible-neutral-HHH", "coordinate-other-ais")
-CAA_GENERATE_ROWS = 50  # the first rows of each generate_dataset.json (train/validation pool)
+CAA_GENERATE_ROWS = 200  # the first rows of each generate_dataset.json (train/validation pool);
+# data/raw/ holds exactly these rows as generate_dataset.first{CAA_GENERATE_ROWS}.json
 
 # sha256 of the raw files, verified unless --no-verify (CAA files are transcriptions in data/raw/).
 RAW_SHA256: dict[str, str] = {
     "nrimsky__CAA/LICENSE":
         "4f40800b2b823f96366eb9de7d0113970fab96f724ab535d45badca5735ad74f",
+    "nrimsky__CAA/datasets/generate/coordinate-other-ais/generate_dataset.first200.json":
+        "07a094b7150c1e711c75b827513a5a6a33831fc1aeda0f48f0ea112980398cdb",
+    "nrimsky__CAA/datasets/generate/corrigible-neutral-HHH/generate_dataset.first200.json":
+        "c2257b3f225b1cae1ba842b3f82b2d6a77072a7e7048974c8f9bf0604926f5f2",
+    "nrimsky__CAA/datasets/generate/hallucination/generate_dataset.first200.json":
+        "b100b1375cda014b0a11a3c78fed9bfabbec38f5ff6955212a51e057b262cabb",
+    "nrimsky__CAA/datasets/generate/myopic-reward/generate_dataset.first200.json":
+        "c67c97568f9a3853706dd33bce4cc0be1db4d7fdebf0a59ca72c43fcccab9af0",
+    "nrimsky__CAA/datasets/generate/refusal/generate_dataset.first200.json":
+        "ce50b5046233e972c7cd695f91851dfb25333f30a344abc3f0f88eeb7771b405",
+    "nrimsky__CAA/datasets/generate/survival-instinct/generate_dataset.first200.json":
+        "0d002738f9ad325e512734976e536e3f0db94a06138a48e36929cda5b8d683f4",
+    "nrimsky__CAA/datasets/generate/sycophancy/generate_dataset.first200.json":
+        "1033344ec4fe29b00c6f91c40c3957cd6a8c9bbb49bee54392714defdb834f1f",
     "nrimsky__CAA/datasets/test/coordinate-other-ais/test_dataset_ab.json":
         "07b449d9160ba12240ff534a152db4e203ff1dc673ae2dd09a81cec35b9c88a7",
     "nrimsky__CAA/datasets/test/corrigible-neutral-HHH/test_dataset_ab.json":
@@ -458,8 +473,9 @@ def build_sst2(raw: Raw, log: list[str]) -> dict:
 def build_caa(raw: Raw, behaviour: str, log: list[str]) -> dict:
     """CAA A/B items: test = test_dataset_ab.json; train/validation = a seeded 70/30 split of the
     first CAA_GENERATE_ROWS rows of generate_dataset.json (or of the committed transcription
-    generate_dataset.first50.json). Choices are the two letters compared by CAA (matching and
-    not-matching behaviour, in letter order); answer = the behaviour-matching one."""
+    generate_dataset.first{CAA_GENERATE_ROWS}.json, which holds exactly those rows). Choices are
+    the two letters compared by CAA (matching and not-matching behaviour, in letter order);
+    answer = the behaviour-matching one."""
     rng = random.Random(f"{SEED}-caa-{behaviour}")
 
     def rows_from(rel: str, tag: str, limit: int | None) -> list[dict]:
