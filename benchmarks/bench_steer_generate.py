@@ -53,6 +53,8 @@ def main(argv=None) -> int:
         "model": str(model.cfg.model_name), "new_tokens": new_tokens, "prompt_tokens": int(batch.tokens.shape[1]),
         "steered_layers": layers, "strength": 0.1, "kv_cache": True, "repeats": repeats,
         "load_before": load_before, "load_after": C.load(),
+        "note": "best-of-N wall times, interleaved; steering adds one vector add per steered layer per "
+                "decode step, so the ratio is noise around 1 (below 1 = faster by chance on a shared machine)",
     })
     return 0
 

@@ -25,3 +25,19 @@ def test_run_all_fast_writes_every_key(tmp_path):
         assert (tmp_path / f"{name}.json").is_file(), name
     md = (tmp_path / "results.md").read_text()
     assert all(f"`{key}`" in md for key in KEYS)
+
+
+def test_readme_benchmark_table_matches_results_json():
+    """Every headline number in the README's benchmark table is the one in results.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    results = json.loads((root / "benchmarks" / "results.json").read_text())
+    readme = (root / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    keys = [k for k, v in results.items() if isinstance(v, float) and not k.startswith("__")]
+    assert len(keys) == 7
+    for key in keys:
+        cells = [c.strip() for c in rows[key].split("|")]
+        assert cells[4] == f"{results[key]:.4g}", (key, cells[4], results[key])
