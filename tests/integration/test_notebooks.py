@@ -14,7 +14,7 @@ NAMES = ["01_quickstart", "02_mechanistic_analysis", "03_feature_attribution"]
 
 
 # Every notebook runs in CI on tiny models (seconds) and on the real models (2-4 min each on the
-# shared 2-core machine under load; see results/logs/notebooks.log of the last build).
+# shared 2-core machine at load ~7 when last built by `python notebooks/build.py --execute`).
 CASES = [(name, fast) for name in NAMES for fast in (True, False)]
 
 
