@@ -71,3 +71,23 @@ def test_expert_steer_end_to_end(gemma, smollm2, tmp_path):
                                               names_filter=[hook])
         proj[strength] = float((cache[hook][batch.attention_mask.bool()] @ vec).mean())
     assert proj[1.0] > proj[0.0] + 0.5 * plan.norms[hook]
+
+
+def test_readme_example_runs_as_written(smollm2, gemma, tmp_path, monkeypatch):
+    """The README's "method, as code" block, executed verbatim on the real models (load_model
+    is served from the session fixtures so the models are not loaded twice)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## The method, as code\n\n```python\n(.*?)```", readme, re.S).group(1)
+    models = {"gemma-3-270m": gemma, "smollm2-135m-instruct": smollm2}
+    monkeypatch.setattr(sl, "load_model", lambda name: models[name])
+    monkeypatch.chdir(tmp_path)
+    printed = []
+    scope = {"print": lambda *a: printed.append(a)}
+    exec(compile(block, "README.md", "exec"), scope)
+    plan = scope["plan"]
+    assert len(plan.pairs) == 3 and all(2 <= p.target_layer <= 27 for p in plan.pairs)
+    assert (tmp_path / "plans" / "sst2" / "plan.json").is_file()
+    assert printed and isinstance(printed[0][0], list) and printed[0][0][0].strip()
