@@ -261,8 +261,10 @@ def main(argv=None) -> Path:
               "ae_epochs": a.ae_epochs, "iti_heads": a.iti_heads,
               "target": target.cfg.model_name, "expert": expert.cfg.model_name}
     done: dict = {}
-    # every method on one dataset at a time (they share captures); then the reverse direction
-    plan = [(name, [m for m in CORE + ABLATIONS if m in a.methods]) for name in a.datasets]
+    # the core comparison on every dataset first (so a run cut short still covers every dataset),
+    # then the ablations, the reverse direction and the opt-in extras
+    plan = [(name, [m for m in CORE if m in a.methods]) for name in a.datasets]
+    plan += [(name, [m for m in ABLATIONS if m in a.methods]) for name in a.datasets]
     plan += [(name, REVERSE) for name in a.reverse]
     plan += [(name, [m for m in EXTRA if m in a.methods]) for name in a.datasets]
     path = Path(a.out) / "README.md"
