@@ -48,7 +48,7 @@ def finish_args(args, name: str):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.dataset = args.dataset or ("arithmetic_2way" if args.fast else "sst2")
     args.n_train = args.n_train or (10 if args.fast else 48)
-    args.strength = args.strength if args.strength is not None else (2.0 if args.fast else 0.3)
+    args.strength = args.strength if args.strength is not None else (2.0 if args.fast else 0.1)
     args.n_pairs = min(args.n_pairs, 2) if args.fast else args.n_pairs
     args.alignment = args.alignment or ("ridge" if args.fast else "autoencoder")
     args.out = Path(args.out or ROOT / "results" / name)
