@@ -184,10 +184,12 @@ def reading(rows: list[dict], comps: list[dict]) -> str:
             lines.append(f"- {r['dataset']} / {r['method']}: layer pairs {pairs}.")
     grid = sorted({c["strength"] for r in rows for c in (r.get("val_curve") or [])})
     chosen = [r.get("strength") for r in rows if r.get("val_curve")]
-    if grid and chosen:
-        low = sum(s == grid[0] for s in chosen)
-        lines.append(f"- {low} of {len(chosen)} strength selections chose the smallest grid value ({grid[0]}), "
-                     "so the best strength may lie below the grid.")
+    nonzero = [g for g in grid if g != 0]
+    if nonzero and chosen:
+        lo, hi = nonzero[0], nonzero[-1]
+        lines.append(f"- Strength selections: {sum(s == 0 for s in chosen)} of {len(chosen)} chose 0 (no steering), "
+                     f"{sum(s == lo for s in chosen)} the smallest nonzero value ({lo}), "
+                     f"{sum(s == hi for s in chosen)} the largest ({hi}; the best may lie above the grid).")
     return "\n".join(lines) or "- (no ExpertSteer rows yet)"
 
 
