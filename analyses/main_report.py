@@ -25,12 +25,13 @@ def _answers(dataset: str) -> dict[str, int]:
         ds = load_dataset(dataset)
     except ValueError:
         return {}
-    return {it.id: it.answer for items in ds.splits.values() for it in items}
+    return {it.id: it.answer for items in ds.splits.values() for it in items if len(it.choices) == 2}
 
 
 def pred_share(row, answers: dict[str, int]) -> float | str:
     """Share of test items given the most common predicted choice (1.0 = a constant answer).
-    For 2-choice items the prediction is the answer when correct, the other choice otherwise."""
+    Only for 2-choice items (the prediction is the answer when correct, the other choice
+    otherwise); blank for datasets with more choices, where a wrong answer does not name one."""
     if not answers or any(i not in answers for i in row["ids"]):
         return ""
     preds = [answers[i] if ok else 1 - answers[i] for i, ok in zip(row["ids"], row["correct"])]
