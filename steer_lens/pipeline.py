@@ -91,12 +91,16 @@ class ExpertSteer:
         n_held = max(2, int(self.heldout_fraction * n)) if n >= 10 else 0
         return perm[n_held:], perm[:n_held]
 
+    def _layers(self, expert, target) -> tuple[list[int], list[int]]:
+        """This config's expert and target layers (all layers when unset)."""
+        return (resolve_layers(expert, self.expert_layers or range(expert.cfg.n_layers)),
+                resolve_layers(target, self.target_layers or range(target.cfg.n_layers)))
+
     def capture(self, expert, target, prompts: Sequence[Prompt]) -> tuple[Tensor, Tensor]:
         """Pooled activations of both models on ``prompts`` with this config's layers, hook and
         position: (n, expert_layer, d_expert) and (n, target_layer, d_target). Pass them to
         ``fit(..., activations=...)`` to fit several configs on one capture."""
-        e_layers = resolve_layers(expert, self.expert_layers or range(expert.cfg.n_layers))
-        t_layers = resolve_layers(target, self.target_layers or range(target.cfg.n_layers))
+        e_layers, t_layers = self._layers(expert, target)
         kw = dict(position=self.position, hook=self.hook, batch_size=self.batch_size)
         log.info("capturing %d prompts on expert and target", len(prompts))
         xe = capture(expert, prompts, layers=e_layers, chat_template=None, **kw).tensor
@@ -116,8 +120,7 @@ class ExpertSteer:
                              "(e.g. from contrast_prompts(items))")
         prompts = list(positives) + list(negatives)
         labels = torch.tensor([1] * len(positives) + [0] * len(negatives), dtype=torch.bool)
-        e_layers = resolve_layers(expert, self.expert_layers or range(expert.cfg.n_layers))
-        t_layers = resolve_layers(target, self.target_layers or range(target.cfg.n_layers))
+        e_layers, t_layers = self._layers(expert, target)
         if activations is None:
             xe, xt = self.capture(expert, target, prompts)
         else:
