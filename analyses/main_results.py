@@ -95,9 +95,12 @@ class Runner:
             return [fits[key]] + [point(s, evaluate(model, val, plan=plan, strength=s, batch_size=a.batch_size))
                                   for s in a.strengths]
 
+        def rank(c: dict) -> tuple:
+            """Validation order: accuracy, then larger mean margin, then the smaller strength."""
+            return c["accuracy"], c["mean_margin"], -abs(c["strength"])
+
         def best(curve: list[dict]) -> dict:
-            """Best validation accuracy; ties: larger mean margin, then the smaller strength."""
-            return max(curve, key=lambda c: (c["accuracy"], c["mean_margin"], -abs(c["strength"])))
+            return max(curve, key=rank)
 
         def test_or_reuse(model, plan, s, base_method):
             """Strength 0 = no steering: reuse the unsteered test row instead of re-scoring it."""
@@ -136,8 +139,7 @@ class Runner:
                     plan = f(T, pos, neg, layer, acts=acts, acts_layers=layers)
                     curve = curve_of(T, plan)
                     options.append((best(curve), layer, plan, curve))
-                top, layer, plan, curve = max(options, key=lambda o: (o[0]["accuracy"], o[0]["mean_margin"],
-                                                                      -abs(o[0]["strength"]), -short.index(o[1])))
+                top, layer, plan, curve = max(options, key=lambda o: (*rank(o[0]), -short.index(o[1])))
                 return finish(T, plan, top["strength"], curve, "unsteered", layer_scores=scores,
                               layer_val={str(o[1]): o[3] for o in options})
             return compute
