@@ -75,40 +75,47 @@ def _md_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def comparisons(rows: list[dict]) -> list[dict]:
-    """Paired test-set comparisons of ExpertSteer(autoencoder) with the controls, per dataset."""
-    by = defaultdict(dict)
+def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """dataset -> method -> row."""
+    by: dict = defaultdict(dict)
     for r in rows:
         by[r["dataset"]][r["method"]] = r
+    return by
+
+
+def comparisons(rows: list[dict]) -> list[dict]:
+    """Paired test-set comparisons of ExpertSteer(autoencoder) with the controls, per dataset."""
     out = []
-    for ds, m in by.items():
+    for ds, m in _by_dataset(rows).items():
         if MAIN not in m:
             continue
         for other in ("random", "self_rfm", "caa", "iti", "unsteered"):
             if other in m and m[other]["ids"] == m[MAIN]["ids"]:
                 pb = paired_bootstrap(m[MAIN]["correct"], m[other]["correct"])
+                p = mcnemar(m[MAIN]["correct"], m[other]["correct"])["p"]
                 out.append({"dataset": ds, "vs": other, "diff": round(pb["diff"], 3),
                             "ci": f"[{pb['ci_low']:.3f}, {pb['ci_high']:.3f}]",
-                            "p_mcnemar": round(mcnemar(m[MAIN]["correct"], m[other]["correct"])["p"], 3)})
+                            "p_mcnemar": round(p, 3), "verdict": _significance(pb, p)})
     return out
 
 
-def _verdict(a: list[bool], b: list[bool]) -> int:
-    """+1 / -1 when a is significantly better / worse than b (bootstrap CI and McNemar agree), else 0."""
-    pb = paired_bootstrap(a, b)
-    if mcnemar(a, b)["p"] >= 0.05:
+def _significance(pb: dict, p: float) -> int:
+    """+1 / -1 when significantly better / worse (bootstrap CI and McNemar must agree), else 0."""
+    if p >= 0.05:
         return 0
     return 1 if pb["ci_low"] > 0 else -1 if pb["ci_high"] < 0 else 0
+
+
+def _verdict(a: list[bool], b: list[bool]) -> int:
+    """``_significance`` of a vs b on the same items."""
+    return _significance(paired_bootstrap(a, b), mcnemar(a, b)["p"])
 
 
 def significance_summary(rows: list[dict]) -> list[dict]:
     """Per method: on how many datasets it is significantly better / worse than its model's
     unsteered row and than the random control (paired on the same test items)."""
-    by = defaultdict(dict)
-    for r in rows:
-        by[r["dataset"]][r["method"]] = r
     tally: dict = defaultdict(lambda: defaultdict(int))
-    for m in by.values():
+    for m in _by_dataset(rows).values():
         for method, r in m.items():
             if method in ("unsteered", "expert_unsteered", "random", "reverse_random"):
                 continue
@@ -168,10 +175,8 @@ def reading(rows: list[dict], comps: list[dict]) -> str:
     for c in comps:
         if c["vs"] not in ("random", "self_rfm", "unsteered"):
             continue
-        lo, hi = (float(x) for x in c["ci"].strip("[]").split(","))
-        sig = c["p_mcnemar"] < 0.05 and (lo > 0 or hi < 0)  # both tests must agree
-        n_sig += sig
-        verdict = ("beats" if lo > 0 else "is worse than") if sig else "is not distinguishable from"
+        n_sig += c["verdict"] != 0
+        verdict = {1: "beats", -1: "is worse than", 0: "is not distinguishable from"}[c["verdict"]]
         lines.append(f"- {c['dataset']}: ExpertSteer (autoencoder) {verdict} {c['vs']} "
                      f"(paired diff {c['diff']:+.3f}, 95% CI {c['ci']}, McNemar p={c['p_mcnemar']}).")
     if lines:
