@@ -52,6 +52,7 @@ class Runner:
         self.config = cfg
         self.cache = Path(args.out) / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
         self.cache.mkdir(parents=True, exist_ok=True)
+        self.fits: dict[str, dict] = {}  # per dataset: captures, plans, the shared strength-0 validation
         write_json(self.cache / "config.json", cfg)
 
     def cached(self, dataset: str, method: str, compute):
@@ -76,7 +77,7 @@ class Runner:
         pos, neg = contrast_prompts(train)
         domain = train[0].domain
         T, E = self.target, self.expert
-        fits: dict = {}
+        fits = self.fits.setdefault(name, {})  # kept across passes (core, then ablations)
 
         def test(model, plan=None, strength=0.0):
             r = evaluate(model, ds, split="test", limit=a.limit_test, plan=plan, strength=strength,
