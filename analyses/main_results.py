@@ -23,13 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, pooled_activations,  # noqa: E402
                                   random_plan)
-from steer_lens.data import contrast_prompts, list_datasets, load_dataset  # noqa: E402
+from steer_lens.data import COMPACT_DATASETS, contrast_prompts, list_datasets, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer  # noqa: E402
 
 log = logging.getLogger("main_results")
-COMPACT = ["mmlu_medical_2way", "arithmetic_2way", "caa_myopic_reward", "sst2", "mmlu_finance_2way"]
+COMPACT = list(COMPACT_DATASETS)
 ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest"), "expertsteer_ridge": ("ridge", "lowest"),
                "expertsteer_procrustes": ("procrustes", "lowest"), "expertsteer_highest_mi": ("autoencoder", "highest"),
                "expertsteer_hybrid": ("hybrid", "lowest")}

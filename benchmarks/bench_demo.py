@@ -1,4 +1,5 @@
-"""Wall-clock time of ``steer-lens demo`` (default mode: real models, warm cache) in a subprocess.
+"""Wall-clock time of ``steer-lens demo`` (default: real models, warm cache, one dataset per domain)
+in a subprocess; also records the demo's printed table.
 
 Usage: python benchmarks/bench_demo.py [--fast] [--threads T]   (--threads 0: torch's default)
 """
@@ -38,12 +39,10 @@ def main(argv=None) -> int:
         if res.returncode != 0:
             raise RuntimeError(f"demo failed ({res.returncode}):\n{res.stderr[-3000:]}")
         summary = json.loads(res.stdout)
-    ev = summary.get("evaluation") or {}
     C.write(args, "demo", {
         "demo_seconds": seconds, "demo_cpu_seconds": cpu, "internal_seconds": summary["seconds"], "step_seconds": summary["timings"],
-        "pairs": summary["pairs"], "strength": ev.get("strength"),
-        "accuracy": {k: ev[k]["accuracy"] for k in ("unsteered", "steered", "random") if k in ev},
-        "n_test": ev.get("n_test"), "command": " ".join(cmd[1:]),
+        "datasets": [r["dataset"] for r in summary["datasets"]], "columns": summary["columns"], "table": summary["table"],
+        "n_test": {r["dataset"]: r["evaluation"]["n_test"] for r in summary["datasets"]}, "command": " ".join(cmd[1:]),
         "load_before": load_before, "load_after": C.load(),
     })
     return 0

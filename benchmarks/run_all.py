@@ -74,10 +74,9 @@ def context(name: str, r: dict) -> str:
         return "; ".join(f"{m}: cold {v['cold_seconds']:.1f}s, warm {v['warm_seconds_best']:.1f}s (x{v['speedup']:.1f}, load {v['load_before']['loadavg_1m']})"
                          for m, v in r["per_model"].items())
     if name == "demo":
-        acc = r.get("accuracy", {})
         cpu = f"CPU {r['demo_cpu_seconds']:.0f}s; " if "demo_cpu_seconds" in r else ""
-        acc = ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
-        return f"{cpu}torch default threads; test accuracy {acc}; step seconds {r.get('step_seconds')}; {la}"
+        return (f"{cpu}torch default threads; {len(r.get('datasets', []))} datasets "
+                f"({', '.join(r.get('datasets', []))}); step seconds {r.get('step_seconds')}; {la}")
     return la
 
 

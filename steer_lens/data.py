@@ -27,6 +27,8 @@ DOMAINS = ("medical", "finance", "math", "general", "behaviour")
 FORMATS = ("mc", "ab")
 SPLITS = ("train", "validation", "test")
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
+# one bundled dataset per domain: the compact benchmark (``steer-lens demo``, ``main_results.py --compact``)
+COMPACT_DATASETS = ("mmlu_medical_2way", "mmlu_finance_2way", "arithmetic_2way", "sst2", "caa_myopic_reward")
 
 
 @dataclass(frozen=True)

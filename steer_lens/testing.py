@@ -45,8 +45,9 @@ def tiny_tokenizer(folder: Path, *, bos: bool, chat: bool):
 
 
 def make_tiny_model(folder: str | Path, kind: str = "llama", *, d_model: int = 64,
-                    n_layers: int = 4, seed: int = 0) -> Path:
-    """Write a random-weight ``kind`` ("llama" or "gemma3") model + tokenizer to ``folder``."""
+                    n_layers: int = 4, seed: int = 0, n_ctx: int = 512) -> Path:
+    """Write a random-weight ``kind`` ("llama" or "gemma3") model + tokenizer to ``folder``
+    (``n_ctx``: context length in tokens; the tiny tokenizer spends about one token per character)."""
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
     folder = Path(folder)
@@ -55,7 +56,7 @@ def make_tiny_model(folder: str | Path, kind: str = "llama", *, d_model: int = 6
     common = dict(
         vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model,
         num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=d_model // 4, max_position_embeddings=512, tie_word_embeddings=True,
+        head_dim=d_model // 4, max_position_embeddings=n_ctx, tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )

@@ -37,10 +37,11 @@ def register(sub, parent) -> None:
 
 
 def add_fit_args(p, *, expert: str | None = None, target: str | None = None, dataset: str | None = None,
-                 limit: int | None = 50, ae_epochs: int = 300) -> None:
+                 limit: int | None = 50, ae_epochs: int = 300, with_dataset: bool = True) -> None:
     p.add_argument("--expert", default=expert, required=expert is None, help="expert model")
     p.add_argument("--target", default=target, required=target is None, help="target model")
-    p.add_argument("--dataset", default=dataset, required=dataset is None, help="dataset (train split)")
+    if with_dataset:
+        p.add_argument("--dataset", default=dataset, required=dataset is None, help="dataset (train split)")
     p.add_argument("--split", default="train", help="split to fit on (default: train)")
     p.add_argument("--limit", type=positive_int, default=limit, help=f"training items (default: {limit})")
     p.add_argument("--alignment", choices=ALIGNMENTS, default="autoencoder")

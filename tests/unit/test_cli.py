@@ -164,17 +164,38 @@ def test_report_for_plan_folder(plan_dir, tmp_path):
 
 
 def test_demo_fast(tmp_path):
+    from steer_lens.data import COMPACT_DATASETS
+
     out = tmp_path / "demo"
     res = cli("demo", "--fast", "--out", out, "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["fast"] and len(summary["pairs"]) == 2
-    for name in ("plan/plan.json", "plan/mi.png", "evaluation.json", "generation.json", "report.md", "summary.json"):
-        assert (out / name).is_file(), name
-    ev = summary["evaluation"]
-    assert {"unsteered", "steered", "random"} <= set(ev) and ev["strength"] in (0.025, 0.05)  # first two of the grid
-    assert "## Evaluation" in (out / "report.md").read_text()
+    assert summary["fast"] and [r["dataset"] for r in summary["datasets"]] == list(COMPACT_DATASETS)
+    assert {r["domain"] for r in summary["datasets"]} == {"medical", "finance", "math", "general", "behaviour"}
+    assert (out / "report.md").is_file() and (out / "summary.json").is_file()
+    for r in summary["datasets"]:
+        folder = out / r["dataset"]
+        for name in ("plan/plan.json", "plan/mi.png", "evaluation.json", "report.md"):
+            assert (folder / name).is_file(), (r["dataset"], name)
+        assert len(r["pairs"]) == 2
+        ev = r["evaluation"]
+        assert {"unsteered", "steered", "random", "expert"} <= set(ev)
+        assert ev["strength"] in (0.025, 0.05)  # the first two of the grid
+        assert ev["expert"]["n"] == ev["unsteered"]["n"] == ev["n_test"]  # the same test items
+        assert "## Evaluation" in (folder / "report.md").read_text()
+    # the printed table has one row per dataset, the numbers of its evaluation
+    assert summary["columns"][0] == "dataset" and len(summary["table"]) == len(COMPACT_DATASETS)
+    for row, r in zip(summary["table"], summary["datasets"]):
+        ev = r["evaluation"]
+        assert row[0] == r["dataset"] and row[4] == f"{ev['expert']['accuracy']:.2f}"
+        assert row[6] == f"{ev['steered']['accuracy']:.2f}" and row[7] == f"{ev['random']['accuracy']:.2f}"
+    report = (out / "report.md").read_text()
+    assert all(f"]({d}/report.md)" in report for d in COMPACT_DATASETS)
+    assert summary["generations"][0]["plan"] == "sst2"  # the movie prompt is steered by the SST-2 plan
     assert_user_error(cli("demo", "--fast", "--out", tmp_path / "d2", "--dataset", "nope"), "unknown dataset")
+    one = cli("demo", "--fast", "--out", tmp_path / "d3", "--datasets", "arithmetic_2way", "--json")
+    assert one.returncode == 0, one.stderr
+    assert [r["dataset"] for r in json.loads(one.stdout)["datasets"]] == ["arithmetic_2way"]
 
 
 def test_debug_shows_the_traceback():
