@@ -3,7 +3,8 @@ TEST scored once per method. Resumable: each (dataset, method) row is cached as 
 ``results/cache/<config>/`` and skipped on re-runs. Writes results/main_results.csv and
 results/README.md (via analyses/main_report.py).
 
-    python analyses/main_results.py                       # compact real run
+    python analyses/main_results.py                       # every bundled dataset (hours on 2 cores)
+    python analyses/main_results.py --compact             # one dataset per domain
     python analyses/main_results.py --fast                # tiny random models, seconds
 """
 
