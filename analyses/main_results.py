@@ -207,15 +207,25 @@ def load_models(fast: bool):
     return load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
 
 
-def report_from_cache(a) -> Path:
-    """Rewrite the CSV/README from the cached rows of this configuration (no model runs)."""
+def cached_rows(runner: Runner, datasets: list[str]) -> list[dict]:
+    """Every row cached for this configuration (by any run), ``datasets`` first in their order."""
+    order = CORE + REVERSE + ABLATIONS + EXTRA
+    rows = [json.loads(f.read_text()) for f in runner.cache.glob("*__*.json")]
+    rank = {d: i for i, d in enumerate(datasets + sorted({r["dataset"] for r in rows} - set(datasets)))}
+    return sorted(rows, key=lambda r: (rank[r["dataset"]], order.index(r["method"]) if r["method"] in order
+                                       else len(order)))
+
+
+def write_cached_report(a, runner: Runner, extra: dict | None = None) -> Path:
+    """Rewrite the CSV/README from every cached row of this configuration, so a run over some
+    datasets or methods never drops the rows other runs wrote."""
     from main_report import write_report
 
-    runner = Runner(a, None, None)
-    order = CORE + REVERSE + ABLATIONS + EXTRA
-    rows = [json.loads((runner.cache / f"{d}__{m}.json").read_text()) for d in a.datasets for m in order
-            if (runner.cache / f"{d}__{m}.json").exists()]
-    config = {**runner.config, "datasets": a.datasets, "reverse": a.reverse, "methods": a.methods}
+    rows = cached_rows(runner, a.datasets)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("reverse_")))
+    reverse = list(dict.fromkeys(r["dataset"] for r in rows if r["method"].startswith("reverse_")))
+    config = {**runner.config, "datasets": datasets, "reverse": reverse, "methods": methods, **(extra or {})}
     return write_report(rows, Path(a.out), config=config)
 
 
@@ -256,15 +266,10 @@ def main(argv=None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     if a.report_only:
-        return report_from_cache(a)
+        return write_cached_report(a, Runner(a, None, None))
     target, expert = load_models(a.fast)
     runner = Runner(a, target, expert)
-    from main_report import write_report
-
-    config = {**runner.config, "datasets": a.datasets, "reverse": a.reverse, "methods": a.methods,
-              "ae_epochs": a.ae_epochs, "iti_heads": a.iti_heads,
-              "target": target.cfg.model_name, "expert": expert.cfg.model_name}
-    done: dict = {}
+    models = {"target": target.cfg.model_name, "expert": expert.cfg.model_name}
     # the core comparison on every dataset first (so a run cut short still covers every dataset),
     # then the ablations, the reverse direction and the opt-in extras
     plan = [(name, [m for m in CORE if m in a.methods]) for name in a.datasets]
@@ -273,9 +278,8 @@ def main(argv=None) -> Path:
     plan += [(name, [m for m in EXTRA if m in a.methods]) for name in a.datasets]
     path = Path(a.out) / "README.md"
     for name, methods in plan:
-        for row in runner.run_dataset(name, methods):
-            done[(row["dataset"], row["method"])] = row
-        path = write_report(list(done.values()), Path(a.out), config=config)
+        runner.run_dataset(name, methods)
+        path = write_cached_report(a, runner, models)
     return path
 
 

@@ -163,3 +163,7 @@ def test_fast_runner_end_to_end(tmp_path):
     again = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
                      "expertsteer_autoencoder", "random", "--report-only"])
     assert (tmp_path / "main_results.csv").read_text().splitlines() == lines and again == readme
+    # a later run over fewer methods (all cached here) rewrites the report from the whole cache,
+    # so it never drops the rows other runs wrote
+    mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "--reverse"])
+    assert (tmp_path / "main_results.csv").read_text().splitlines() == lines
