@@ -199,11 +199,10 @@ def load_models(fast: bool):
     from steer_lens.models import load_model
 
     if fast:
-        from steer_lens.testing import make_tiny_model
+        from steer_lens.testing import make_tiny_pair
 
-        d = Path(tempfile.mkdtemp(prefix="steer_lens_fast_"))
-        return (load_model(make_tiny_model(d / "target", "llama", d_model=64, n_layers=4)),
-                load_model(make_tiny_model(d / "expert", "gemma3", d_model=48, n_layers=3, seed=1)))
+        target, expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_fast_"))
+        return load_model(target), load_model(expert)
     return load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
 
 

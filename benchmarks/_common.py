@@ -67,13 +67,9 @@ def write(args, name: str, result: dict) -> Path:
 
 def tiny_models(folder: Path) -> tuple[str, str]:
     """(expert, target) tiny HF folders under ``folder`` (built once)."""
-    from steer_lens.testing import make_tiny_model
+    from steer_lens.testing import make_tiny_pair
 
-    e, t = folder / "tiny_expert", folder / "tiny_target"
-    if not (e / "config.json").exists():
-        make_tiny_model(e, "gemma3", d_model=48, n_layers=3, seed=1)
-    if not (t / "config.json").exists():
-        make_tiny_model(t, "llama", d_model=64, n_layers=4)
+    t, e = make_tiny_pair(folder / "tiny")
     return str(e), str(t)
 
 

@@ -72,3 +72,17 @@ def make_tiny_model(folder: str | Path, kind: str = "llama", *, d_model: int = 6
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     return folder
+
+
+def make_tiny_pair(folder: str | Path, n_ctx: int = 512) -> tuple[Path, Path]:
+    """(target, expert) folders of the stand-in pair used by every ``--fast`` mode: a Llama target
+    (d_model 64, 4 layers, chat template) and a Gemma-3 expert (d_model 48, 3 layers, BOS); two
+    families and two widths, like the real pair. Built once per folder."""
+    folder = Path(folder)
+    target, expert = folder / "target", folder / "expert"
+    if not (target / "config.json").exists():
+        make_tiny_model(target, "llama", d_model=64, n_layers=4, n_ctx=n_ctx)
+    if not (expert / "config.json").exists():
+        make_tiny_model(expert, "gemma3", d_model=48, n_layers=3, seed=1, n_ctx=n_ctx)
+    return target, expert
+

@@ -48,11 +48,10 @@ def register(sub, parent) -> None:
 
 
 def _fast_settings(args, out: Path) -> None:
-    from ..testing import make_tiny_model
+    from ..testing import make_tiny_pair
 
-    tiny = out / "tiny_models"  # a long context: the tiny tokenizer spends a token per character
-    args.expert = str(make_tiny_model(tiny / "expert", "gemma3", d_model=48, n_layers=3, seed=1, n_ctx=4096))
-    args.target = str(make_tiny_model(tiny / "target", "llama", d_model=64, n_layers=4, n_ctx=4096))
+    # a long context: the tiny tokenizer spends a token per character
+    args.target, args.expert = map(str, make_tiny_pair(out / "tiny_models", n_ctx=4096))
     args.limit, args.test_limit, args.val_limit = min(args.limit, 16), min(args.test_limit, 8), min(args.val_limit, 6)
     args.n_pairs, args.ae_epochs, args.max_new_tokens = min(args.n_pairs, 2), min(args.ae_epochs, 30), 8
     args.strengths = args.strengths[:2]
