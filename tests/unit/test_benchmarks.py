@@ -41,3 +41,12 @@ def test_readme_benchmark_table_matches_results_json():
     for key in keys:
         cells = [c.strip() for c in rows[key].split("|")]
         assert cells[4] == f"{results[key]:.4g}", (key, cells[4], results[key])
+
+
+def test_readme_demo_table_is_the_recorded_one():
+    """The table the README shows for `make demo` is the one the recorded demo run printed."""
+    from steer_lens.cli.common import table
+
+    demo = json.loads((ROOT / "benchmarks" / "results" / "demo.json").read_text())
+    assert len(demo["table"]) == 5  # one dataset per domain
+    assert table(demo["table"], demo["columns"]) in (ROOT / "README.md").read_text()
