@@ -140,11 +140,12 @@ class ExpertSteer:
             return al, report
 
         # Aligned expert layers for the MI matrix (depth-matched partner for paired aligners).
-        aligned, reports = [], {}
+        aligned, reports, layer_aligners = [], {}, []
         for i, layer in enumerate(e_layers):
             j = t_layers.index(min(t_layers, key=lambda t: abs(t - depth_match(layer, expert.cfg.n_layers,
                                                                                 target.cfg.n_layers))))
             al, rep = fit_aligner(i, j)
+            layer_aligners.append(al)
             aligned.append(al.transform(xe[:, i].double()).float())
             reports[f"expert_layer_{layer}"] = rep
         xa = torch.stack(aligned, dim=1)
@@ -154,7 +155,7 @@ class ExpertSteer:
                              one_per_expert=self.one_per_expert,
                              expert_layers=e_layers, target_layers=t_layers,
                              target_window=self.target_window)
-        vectors, spectra, pair_info = {}, {}, []
+        vectors, spectra, pair_info, pair_aligners = {}, {}, [], {}
         for pair in pairs:
             i, j = e_layers.index(pair.expert_layer), t_layers.index(pair.target_layer)
             if ALIGNERS[self.alignment].paired:  # refit for this exact pair
@@ -162,7 +163,8 @@ class ExpertSteer:
                 reports[f"pair_{pair.expert_layer}_{pair.target_layer}"] = rep
                 z = al.transform(xe[:, i].double()).float()
             else:
-                z = xa[:, i]
+                al, z = layer_aligners[i], xa[:, i]
+            pair_aligners[(pair.expert_layer, pair.target_layer)] = al
             direction = steering_vector(z[labels], z[~labels], config=self.rfm, seed=self.seed)
             name = hook_name(target, self.hook, pair.target_layer)
             if name in vectors:  # two experts layers on one target layer: add their directions
@@ -178,5 +180,5 @@ class ExpertSteer:
             vectors=vectors, pairs=pair_info, mi=mi, expert=model_card(expert),
             target=model_card(target), norms=norms, settings=self.settings(), reports=reports,
             spectra=spectra, expert_layers=e_layers, target_layers=t_layers,
-            data_hash=data_hash(positives, negatives),
+            data_hash=data_hash(positives, negatives), aligners=pair_aligners,
         )

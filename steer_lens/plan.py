@@ -48,6 +48,8 @@ class SteeringPlan:
 
     ``vectors[hook]`` is unit-norm; ``norms[hook]`` is the target's median residual
     norm there, so ``apply(strength=s)`` adds ``s × norm × vector`` (relative scale).
+    ``aligners[(expert_layer, target_layer)]`` (in memory only, not saved) is the fitted map
+    from that expert layer into the space the pair's RFM direction was found in.
     """
 
     vectors: dict[str, Float[Tensor, " d_target"]]
@@ -62,6 +64,7 @@ class SteeringPlan:
     expert_layers: list[int] = field(default_factory=list)
     target_layers: list[int] = field(default_factory=list)
     data_hash: str = ""
+    aligners: dict = field(default_factory=dict, repr=False, compare=False)
 
     def check_compatible(self, model) -> None:
         card = model_card(model)

@@ -112,3 +112,19 @@ def test_fit_on_precomputed_activations_equals_fit(plan, tiny_llama, tiny_gemma)
         assert torch.allclose(again.vectors[name], v, atol=1e-6)
     with pytest.raises(ValueError, match="do not match.*pass self.capture"):
         es.fit(tiny_gemma, tiny_llama, POS, NEG, activations=(acts[1], acts[0]))
+
+
+@pytest.mark.parametrize("alignment", ["ridge", "autoencoder"])
+def test_plan_keeps_each_pairs_aligner_in_memory(alignment, tiny_llama, tiny_gemma, tmp_path):
+    """plan.aligners maps each pair's expert layer into the space its direction was found in:
+    the aligned training activations project higher for positives than for negatives."""
+    es = sl.ExpertSteer(n_pairs=2, alignment=alignment, mi_dim=4)
+    xe, _ = acts = es.capture(tiny_gemma, tiny_llama, list(POS) + list(NEG))
+    plan = es.fit(tiny_gemma, tiny_llama, POS, NEG, activations=acts)
+    assert set(plan.aligners) == {(p.expert_layer, p.target_layer) for p in plan.pairs}
+    for (e_layer, t_layer), al in plan.aligners.items():
+        z = al.transform(xe[:, e_layer].double()).float()
+        assert z.shape == (len(POS) + len(NEG), 64)
+        proj = z @ plan.vectors[f"blocks.{t_layer}.hook_resid_post"]
+        assert proj[: len(POS)].mean() > proj[len(POS):].mean()
+    assert SteeringPlan.load(plan.save(tmp_path / "p")).aligners == {}  # in memory only
