@@ -98,7 +98,7 @@ def report(rows: list[dict], out, acc: dict) -> dict:
         t["ES_delta_acc"] = acc.get((d, "expertsteer_autoencoder"), float("nan")) - t["target_acc"]
         table.append(t)
     write_csv(out / "transfer_audit.csv", rows)
-    fig, axes = figure(7.5, 0.32 * len(table) + 1.2)
+    fig, axes = figure(9.5, 0.32 * len(table) + 1.2)
     ax = axes[0, 0]
     keys = [("expert_probe", "expert: best-layer probe", "C0", "o"), ("target_probe", "target: best-layer probe", "C1", "o"),
             ("autoencoder_in_expert", "AE vector, aligned expert", "C2", "^"),
@@ -110,7 +110,7 @@ def report(rows: list[dict], out, acc: dict) -> dict:
     ax.set_yticks(range(len(table)), [t["dataset"] for t in table], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("held-out AUROC, correct vs wrong completion (0.5 = chance)")
-    ax.legend(fontsize=6, loc="lower left", ncols=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, out / "transfer_audit.png")
     write_text(out / "transfer_audit.md", "# Transfer audit\n\n" + (__doc__ or "").split("\n\n    python")[0]
                + "\n\n" + markdown(table) + "\n![AUROCs per dataset](transfer_audit.png)\n")
