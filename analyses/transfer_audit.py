@@ -32,7 +32,13 @@ from steer_lens.pipeline import ExpertSteer
 from steer_lens.probes import logistic_probe_auroc, projection_auroc
 
 ALIGNMENTS = ("autoencoder", "ridge")
-MAIN_CACHE = ROOT / "results" / "cache" / "304f4cae5f"  # the main-results configuration (protocol 2)
+
+
+def main_cache():
+    """The cache folder of ``analyses/main_results.py``'s default configuration."""
+    import main_results
+
+    return main_results.Runner(main_results.parse([]), None, None).cache
 
 
 def _pos_neg(x: torch.Tensor, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,8 +76,8 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
         row[f"{alignment}_in_expert"] = sum(in_expert) / len(in_expert)
         row[f"{alignment}_in_target"] = sum(in_target) / len(in_target)
         row[f"{alignment}_target_probe_steered"] = sum(steered_probe) / len(steered_probe)
-        cached = MAIN_CACHE / f"{name}__expertsteer_{alignment}.json"
-        if cached.exists() and not fast:  # the same vectors the main results evaluated?
+        cached = main_cache() / f"{name}__expertsteer_{alignment}.json"
+        if not fast and cached.exists():  # the same vectors the main results evaluated?
             row[f"{alignment}_same_layers_as_main"] = (sorted(json.loads(cached.read_text())["layers"])
                                                        == sorted({t for _, t in plan.aligners}))
     return row
