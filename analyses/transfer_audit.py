@@ -8,6 +8,11 @@ of prompt + correct vs prompt + wrong completion):
   pair's expert layer on its ExpertSteer vector: the direction read where it was found
 - ``<alignment>_in_target``: AUROC of projecting the target's held-out activations at the steered
   layer on the same vector: the direction read where it is added
+- ``<alignment>_meandiff_in_expert`` / ``_in_target``: the same two read-outs for the train
+  mean difference of the aligned expert activations (CAA in the aligned space) instead of the RFM
+  vector, and ``<alignment>_expert_probe_at_layer``: the probe at the pairs' expert layers. Together
+  they separate three causes: no signal at the chosen layers, an RFM direction that misses it, an
+  alignment that does not carry it
 
 Plans are refitted exactly as ``analyses/main_results.py`` fits them (same train items, 2 pairs,
 lowest MI); the audit checks that it steers the same layers as the cached main-results row.
@@ -62,20 +67,24 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
     e_probe = [probe(xe, i) for i in range(xe.shape[1])]
     t_probe = [probe(xt, j) for j in range(xt.shape[1])]
     row = {"dataset": name, "n_test_items": n, "expert_probe": max(e_probe), "expert_probe_layer": e_probe.index(max(e_probe)),
-           "target_probe": max(t_probe), "target_probe_layer": t_probe.index(max(t_probe))}
+           "target_probe": max(t_probe), "target_probe_layer": t_probe.index(max(t_probe)),
+           "expert_probe_by_layer": e_probe, "target_probe_by_layer": t_probe}
+    m = len(pos)
     for alignment in ALIGNMENTS:
         plan = ExpertSteer(n_pairs=2, alignment=alignment).fit(expert, target, pos, neg, activations=train_acts)
-        in_expert, in_target, steered_probe = [], [], []
+        cols: dict[str, list[float]] = {}
         for (e, t), aligner in plan.aligners.items():
-            v = plan.vectors[f"blocks.{t}.hook_resid_post"]
-            z = aligner.transform(xe[:, e].double()).float()
-            in_expert.append(projection_auroc(z[:n], z[n:], v))
-            in_target.append(projection_auroc(*_pos_neg(xt, t, n), v))
-            steered_probe.append(t_probe[t])
+            z = aligner.transform(xe[:, e].double()).float()  # held-out expert, aligned
+            z_train = aligner.transform(train_acts[0][:, e].double()).float()
+            for kind, v in (("rfm", plan.vectors[f"blocks.{t}.hook_resid_post"]),  # what ExpertSteer adds
+                            ("meandiff", z_train[:m].mean(0) - z_train[m:].mean(0))):  # CAA in aligned space
+                cols.setdefault(f"{kind}_in_expert", []).append(projection_auroc(z[:n], z[n:], v))
+                cols.setdefault(f"{kind}_in_target", []).append(projection_auroc(*_pos_neg(xt, t, n), v))
+            cols.setdefault("expert_probe_at_layer", []).append(e_probe[e])
+            cols.setdefault("target_probe_steered", []).append(t_probe[t])
         row[f"{alignment}_pairs"] = " ".join(f"{e}->{t}" for e, t in plan.aligners)
-        row[f"{alignment}_in_expert"] = sum(in_expert) / len(in_expert)
-        row[f"{alignment}_in_target"] = sum(in_target) / len(in_target)
-        row[f"{alignment}_target_probe_steered"] = sum(steered_probe) / len(steered_probe)
+        for key, values in cols.items():  # mean over the plan's pairs
+            row[f"{alignment}_{key.removeprefix('rfm_')}"] = sum(values) / len(values)
         cached = main_cache() / f"{name}__expertsteer_{alignment}.json"
         if not fast and cached.exists():  # the same vectors the main results evaluated?
             row[f"{alignment}_same_layers_as_main"] = (sorted(json.loads(cached.read_text())["layers"])
@@ -91,19 +100,28 @@ def accuracies(path) -> dict:
         return {(r["dataset"], r["method"]): float(r["accuracy"]) for r in csv.DictReader(f)}
 
 
+DECOMPOSITION = ("expert_probe_at_layer", "in_expert", "meandiff_in_expert", "in_target", "meandiff_in_target",
+                 "target_probe_steered")
+
+
+def _with_mean(table: list[dict]) -> list[dict]:
+    """``table`` plus a row of column means (numeric columns; NaN-free ones only)."""
+    keys = [k for k, v in table[0].items() if isinstance(v, float)]
+    mean = {k: "" for k in table[0]} | {"dataset": "**mean**"}
+    mean |= {k: sum(t[k] for t in table) / len(table) for k in keys if all(t[k] == t[k] for t in table)}
+    return table + [mean]
+
+
 def report(rows: list[dict], out, acc: dict) -> dict:
-    table = []
-    for r in rows:
-        d = r["dataset"]
-        t = {"dataset": d, "expert_acc": acc.get((d, "expert_unsteered"), float("nan")),
-             "target_acc": acc.get((d, "unsteered"), float("nan")),
-             "expert_probe": r["expert_probe"], "target_probe": r["target_probe"]}
-        for al in ALIGNMENTS:
-            t[f"{al}_in_expert"], t[f"{al}_in_target"] = r[f"{al}_in_expert"], r[f"{al}_in_target"]
-            t[f"{al}_probe_at_layer"] = r[f"{al}_target_probe_steered"]
-        t["ES_delta_acc"] = acc.get((d, "expertsteer_autoencoder"), float("nan")) - t["target_acc"]
-        table.append(t)
-    write_csv(out / "transfer_audit.csv", rows)
+    """transfer_audit.csv (every cached number), .md (headline + one decomposition table per
+    alignment) and .png (the headline AUROCs per dataset)."""
+    table = [{"dataset": r["dataset"], "expert_acc": acc.get((r["dataset"], "expert_unsteered"), float("nan")),
+              "target_acc": acc.get((r["dataset"], "unsteered"), float("nan")),
+              "ES_acc": acc.get((r["dataset"], "expertsteer_autoencoder"), float("nan")),
+              "expert_probe": r["expert_probe"], "target_probe": r["target_probe"],
+              **{f"{al}_{k}": r[f"{al}_{k}"] for al in ALIGNMENTS for k in ("in_expert", "in_target")}}
+             for r in rows]
+    write_csv(out / "transfer_audit.csv", [{k: v for k, v in r.items() if not k.endswith("_by_layer")} for r in rows])
     fig, axes = figure(9.5, 0.32 * len(table) + 1.2)
     ax = axes[0, 0]
     keys = [("expert_probe", "expert: best-layer probe", "C0", "o"), ("target_probe", "target: best-layer probe", "C1", "o"),
@@ -118,8 +136,14 @@ def report(rows: list[dict], out, acc: dict) -> dict:
     ax.set_xlabel("held-out AUROC, correct vs wrong completion (0.5 = chance)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, out / "transfer_audit.png")
-    write_text(out / "transfer_audit.md", "# Transfer audit\n\n" + (__doc__ or "").split("\n\n    python")[0]
-               + "\n\n" + markdown(table) + "\n![AUROCs per dataset](transfer_audit.png)\n")
+    md = ["# Transfer audit", "", (__doc__ or "").split("\n\n    python")[0], "", "## Headline", "",
+          markdown(_with_mean(table)), "![AUROCs per dataset](transfer_audit.png)", ""]
+    for al in ALIGNMENTS:
+        if all(f"{al}_{DECOMPOSITION[-1]}" in r for r in rows):
+            md += [f"## Decomposition: {al} alignment (means over the plan's 2 pairs)", "",
+                   markdown(_with_mean([{"dataset": r["dataset"], "pairs": r[f"{al}_pairs"],
+                                         **{k: r[f"{al}_{k}"] for k in DECOMPOSITION}} for r in rows]))]
+    write_text(out / "transfer_audit.md", "\n".join(md))
     return {"png": str(out / "transfer_audit.png"), "table": table, "rows": rows}
 
 
