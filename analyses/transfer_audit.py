@@ -112,6 +112,24 @@ def _with_mean(table: list[dict]) -> list[dict]:
     return table + [mean]
 
 
+def plot_depth(rows: list[dict], out):
+    """probe_by_depth.png: per-layer probe AUROC against layer / (n_layers - 1), both models."""
+    fig, axes = figure(5.5, 3.2)
+    ax = axes[0, 0]
+    for key, label, color in (("expert_probe_by_layer", "expert (Gemma-3)", "C0"),
+                              ("target_probe_by_layer", "target (SmolLM2)", "C1")):
+        curves = torch.tensor([r[key] for r in rows])
+        depth = torch.linspace(0, 1, curves.shape[1])
+        for c in curves:
+            ax.plot(depth, c, color=color, lw=0.4, alpha=0.35)
+        ax.plot(depth, curves.mean(0), color=color, lw=2, label=label)
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("relative depth (layer / last layer)")
+    ax.set_ylabel("held-out probe AUROC")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out / "probe_by_depth.png")
+
+
 def report(rows: list[dict], out, acc: dict) -> dict:
     """transfer_audit.csv (every cached number), .md (headline + one decomposition table per
     alignment) and .png (the headline AUROCs per dataset)."""
@@ -138,6 +156,9 @@ def report(rows: list[dict], out, acc: dict) -> dict:
     save_figure(fig, out / "transfer_audit.png")
     md = ["# Transfer audit", "", (__doc__ or "").split("\n\n    python")[0], "", "## Headline", "",
           markdown(_with_mean(table)), "![AUROCs per dataset](transfer_audit.png)", ""]
+    if all("expert_probe_by_layer" in r for r in rows):
+        md += ["Where the signal lives: probe AUROC by relative depth, mean over the datasets (thin lines: "
+               "each dataset).", "", f"![probe AUROC by depth]({plot_depth(rows, out).name})", ""]
     for al in ALIGNMENTS:
         if all(f"{al}_{DECOMPOSITION[-1]}" in r for r in rows):
             md += [f"## Decomposition: {al} alignment (means over the plan's 2 pairs)", "",
