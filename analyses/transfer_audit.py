@@ -19,7 +19,8 @@ lowest MI); the audit checks that it steers the same layers as the cached main-r
 Probe folds keep an item's two rows together. Accuracies come from results/main_results.csv.
 
     python analyses/transfer_audit.py [--fast] [--datasets ...] [--report-only]
-Writes transfer_audit.csv / .md / .png under results/transfer_audit/ (per-dataset JSON in cache/).
+Writes transfer_audit.csv / .md / .png and probe_by_depth.png under results/transfer_audit/
+(per-dataset JSON in cache/, so runs over disjoint --datasets lists can share the work).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
     t_pos, t_neg = contrast_prompts(items(name, "test", n_test, fast))
     n = len(t_pos)
     groups = torch.cat([torch.arange(n), torch.arange(n)])  # an item's two rows share a fold
-    base = ExpertSteer(n_pairs=2)
+    base = ExpertSteer(n_pairs=2)  # captures every layer, so a tensor's layer index is the layer number
     xe, xt = base.capture(expert, target, list(t_pos) + list(t_neg))  # held-out: (2n, layer, d)
     train_acts = base.capture(expert, target, list(pos) + list(neg))
 
