@@ -83,8 +83,8 @@ def run(args) -> int:
         bar.close()  # before any error line, so that line stands alone
 
 
-def _one_dataset(args, expert, target, dataset, folder: Path, step, say) -> dict:
-    """Fit, save, and evaluate one dataset; returns its summary (written under ``folder``)."""
+def _one_dataset(args, expert, target, dataset, folder: Path, step, say):
+    """Fit, save, and evaluate one dataset; returns (its summary, written under ``folder``; the plan)."""
     from ..evaluate import evaluate
     from ..io import write_json
     from .report_cmd import render
@@ -104,7 +104,7 @@ def _one_dataset(args, expert, target, dataset, folder: Path, step, say) -> dict
     report = render(folder)
     step(f"evaluate {dataset.name}")
     return {"dataset": dataset.name, "domain": items[0].domain, "n_train_items": len(items), **paths,
-            "report": str(report), **summary, "evaluation": evaluation, "plan_object": plan}
+            "report": str(report), **summary, "evaluation": evaluation}, plan
 
 
 def table_rows(results: list[dict]) -> list[list]:
@@ -120,7 +120,8 @@ def table_rows(results: list[dict]) -> list[list]:
     return rows
 
 
-def render_report(out: Path, results: list[dict], gens: list[dict], expert: str, target: str) -> Path:
+def render_report(out: Path, results: list[dict], rows: list[list], gens: list[dict], expert: str,
+                  target: str) -> Path:
     """``out/report.md``: the compact table, links to each dataset's report, the generations."""
     import os
 
@@ -133,7 +134,7 @@ def render_report(out: Path, results: list[dict], gens: list[dict], expert: str,
           "and strength; the last columns are the paired bootstrap 95% CI of ExpertSteer minus random and "
           "the chosen strength (× median residual norm). On behaviour sets (`caa_*`) accuracy is the rate of "
           "the behaviour-matching answer.", "",
-          _md_table(table_rows(results), COLUMNS), "", "Per-dataset reports (MI heatmap, pairs, alignment, "
+          _md_table(rows, COLUMNS), "", "Per-dataset reports (MI heatmap, pairs, alignment, "
           "validation curve):", ""]
     md += [f"- [{r['dataset']}]({os.path.relpath(r['report'], out)})" for r in results]
     md += ["", "## Generations (greedy)", "", render_generations(gens).replace("\n", "  \n"), ""]
@@ -146,22 +147,21 @@ def _run(args, datasets, out: Path, step, say, t_start: float, timings: dict) ->
 
     expert, target = load_model(args.expert), load_model(args.target)
     step("load models")
-    results = [_one_dataset(args, expert, target, ds, out / ds.name, step, say) for ds in datasets]
+    results, plans = zip(*(_one_dataset(args, expert, target, ds, out / ds.name, step, say) for ds in datasets))
     del expert  # the expert is not needed to steer
-    chosen = next((r for r in results if r["dataset"] == "sst2"), results[0])  # the prompt is about a movie
-    gens = side_by_side(target, chosen["plan_object"], [args.prompt], chosen["evaluation"]["strength"],
-                        args.max_new_tokens)
+    names = [r["dataset"] for r in results]
+    k = names.index("sst2") if "sst2" in names else 0  # the default prompt is about a movie
+    plan = plans[k]
+    gens = side_by_side(target, plan, [args.prompt], results[k]["evaluation"]["strength"], args.max_new_tokens)
     for g in gens:
-        g["plan"] = chosen["dataset"]
+        g["plan"] = names[k]
     say("\n" + render_generations(gens))
     step("generate")
-    plan = chosen["plan_object"]
-    report = render_report(out, results, gens, plan.expert.get("name"), plan.target.get("name"))
+    rows = table_rows(results)
+    report = render_report(out, results, rows, gens, plan.expert.get("name"), plan.target.get("name"))
     step("report")
-    for r in results:
-        del r["plan_object"]
     result = {"out": str(out), "report": str(report), "expert": plan.expert, "target": plan.target,
-              "datasets": results, "columns": COLUMNS, "table": table_rows(results), "generations": gens,
+              "datasets": list(results), "columns": COLUMNS, "table": rows, "generations": gens,
               "timings": timings, "seconds": round(time.perf_counter() - t_start, 1), "fast": bool(args.fast)}
     write_json(out / "summary.json", result)
     text = (f"\nExpertSteer demo ({plan.expert.get('name')} -> {plan.target.get('name')}), test accuracy:\n"
