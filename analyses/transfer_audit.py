@@ -51,9 +51,11 @@ def _pos_neg(x: torch.Tensor, layer: int, n: int) -> tuple[torch.Tensor, torch.T
     return x[:n, layer], x[n:, layer]
 
 
-def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds: int, fast: bool) -> dict:
+def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds: int, fast: bool,
+                  main_rows=None) -> dict:
     """Probe and projection AUROCs of one dataset (see the module docstring). The items are
-    those of ``split(limit=n)``, as in the main results (fast: short prompts only)."""
+    those of ``split(limit=n)``, as in the main results (fast: short prompts only); ``main_rows``:
+    the main-results cache folder, to check that the same layers are steered."""
     pos, neg = contrast_prompts(items(name, "train", n_train, fast))
     t_pos, t_neg = contrast_prompts(items(name, "test", n_test, fast))
     n = len(t_pos)
@@ -86,8 +88,8 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
         row[f"{alignment}_pairs"] = " ".join(f"{e}->{t}" for e, t in plan.aligners)
         for key, values in cols.items():  # mean over the plan's pairs
             row[f"{alignment}_{key.removeprefix('rfm_')}"] = sum(values) / len(values)
-        cached = main_cache() / f"{name}__expertsteer_{alignment}.json"
-        if not fast and cached.exists():  # the same vectors the main results evaluated?
+        cached = main_rows / f"{name}__expertsteer_{alignment}.json" if main_rows else None
+        if cached is not None and cached.exists():  # the same vectors the main results evaluated?
             row[f"{alignment}_same_layers_as_main"] = (sorted(json.loads(cached.read_text())["layers"])
                                                        == sorted({t for _, t in plan.aligners}))
     return row
@@ -179,13 +181,14 @@ def main(argv=None) -> dict:
     cache.mkdir(exist_ok=True)
     if not args.report_only:
         target, expert = load_models(args.fast)
+        main_rows = None if args.fast else main_cache()
         for name in names:
             path = cache / f"{name}.json"
             if path.exists():
                 continue
             n_train, n_test = (8, 6) if args.fast else (64, 100)  # main_results' defaults
             write_json(path, audit_dataset(name, target, expert, n_train=n_train, n_test=n_test,
-                                           folds=2 if args.fast else 5, fast=args.fast))
+                                           folds=2 if args.fast else 5, fast=args.fast, main_rows=main_rows))
             print(f"{name}: done", file=sys.stderr)
     rows = [json.loads((cache / f"{n}.json").read_text()) for n in sorted(list_datasets()) if (cache / f"{n}.json").exists()]
     return report(rows, args.out, {} if args.fast else accuracies(ROOT / "results" / "main_results.csv"))
