@@ -150,6 +150,11 @@ RAW_SHA256: dict[str, str] = {
 }
 
 TRAIN, VAL, TEST = 200, 100, 500
+# "train_extra": more training rows (disjoint from train/validation/test) for fine-tuning task experts
+# (steer_lens.finetune); the default "train" split stays the 200 rows other experiments use.
+SST2_EXTRA_PER_CLASS = 2000
+ARITHMETIC_EXTRA = 2000
+SPLIT_ORDER = ("train", "validation", "test", "train_extra")
 MEDICAL_TEST = 400  # MMLU medical has only ~670 unique items: 400 test leaves ~200 for train
 
 
@@ -223,11 +228,13 @@ def sample(rng: random.Random, rows: list, k: int) -> list:
 
 
 def dedupe(splits: dict[str, list[dict]], log: list[str]) -> dict[str, list[dict]]:
-    """Drop exact duplicate items within a split, and train/validation items whose question
-    text (with context) already appears in a later split (test > validation > train)."""
+    """Drop exact duplicate items within a split, and items whose question text (with context)
+    already appears in a split of higher priority (test > validation > train > train_extra)."""
     out: dict[str, list[dict]] = {}
     earlier: set[str] = set()
-    for name in ("test", "validation", "train"):
+    for name in ("test", "validation", "train", "train_extra"):
+        if name not in splits:
+            continue
         kept, here, dropped = [], set(), 0
         for it in splits.get(name, []):
             full = full_key(it)
@@ -240,7 +247,7 @@ def dedupe(splits: dict[str, list[dict]], log: list[str]) -> dict[str, list[dict
             log.append(f"{name}: dropped {dropped} duplicate-text item(s)")
         earlier |= {text_key(it) for it in kept}
         out[name] = kept
-    return {k: out[k] for k in ("train", "validation", "test")}
+    return {k: out[k] for k in SPLIT_ORDER if k in out}
 
 
 def two_way(items: list[dict], rng: random.Random) -> list[dict]:
@@ -333,7 +340,11 @@ def build_fpb(raw: Raw, log: list[str]) -> dict:
     test = balanced(rows, 150, rng)
     val = balanced(without(rows, test), 50, rng)
     rest = without(without(rows, test), val)
-    return {"train": balanced(rest, 100, rng), "validation": val, "test": test}
+    train = balanced(rest, 100, rng)
+    extra = without(rest, train)  # every remaining row (mostly positive: negatives run out)
+    log.append(f"train_extra: all {len(extra)} rows not in train/validation/test "
+               f"({sum(r['answer'] for r in extra)} positive)")
+    return {"train": train, "validation": val, "test": test, "train_extra": extra}
 
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -426,7 +437,35 @@ def build_arithmetic(log: list[str]) -> dict:
     log.append(f"generated {len(rows)} unique problems (seed {SEED}); wrong = right + one of "
                "{-10,-2,-1,+1,+2,+10}")
     splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL], "train": rows[TEST + VAL:]}
-    return {k: two_way(v, rng) for k, v in splits.items()}
+    splits = {k: two_way(v, rng) for k, v in splits.items()}
+    splits["train_extra"] = two_way(_more_arithmetic(seen, ARITHMETIC_EXTRA, log), rng)
+    return splits
+
+
+def _more_arithmetic(seen: set[str], n: int, log: list[str]) -> list[dict]:
+    """``n`` further problems from the same generator on a separate seed stream, skipping every
+    question already generated (so none repeats a train/validation/test question)."""
+    rng = random.Random(f"{SEED}-arithmetic-extra")
+    rows: list[dict] = []
+    while len(rows) < n:
+        op = rng.choice("+-*")
+        if op == "*":
+            a, b = rng.randint(12, 99), rng.randint(3, 19)
+        else:
+            a, b = rng.randint(100, 999), rng.randint(10, 999)
+            if op == "-" and b > a:
+                a, b = b, a
+        q = f"What is {a} {'x' if op == '*' else op} {b}?"
+        if q in seen:
+            continue
+        seen.add(q)
+        right = {"+": a + b, "-": a - b, "*": a * b}[op]
+        wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))
+        rows.append(item(f"arith-extra-{len(rows)}", q, [str(right), str(abs(wrong))], 0, "math",
+                         "synthetic/arithmetic"))
+    log.append(f"train_extra: {n} more unique problems (seed stream '{SEED}-arithmetic-extra'), "
+               "none repeating a train/validation/test question")
+    return rows
 
 
 def build_arc(raw: Raw, log: list[str]) -> dict:
@@ -467,7 +506,11 @@ def build_sst2(raw: Raw, log: list[str]) -> dict:
     dev, train = read("dev", 1), read("train", 8)
     test = balanced(dev, 250, rng)
     val = balanced(without(dev, test), 50, rng)
-    return {"train": balanced(train, 100, rng), "validation": val, "test": test}
+    train_pick = balanced(train, 100, rng)
+    extra = balanced(without(train, train_pick), SST2_EXTRA_PER_CLASS, rng)
+    log.append(f"train_extra: {2 * SST2_EXTRA_PER_CLASS} more train.tsv phrases of >= 8 words "
+               "(class-balanced, seeded; texts in validation/test/train dropped by the dedupe pass)")
+    return {"train": train_pick, "validation": val, "test": test, "train_extra": extra}
 
 
 def build_caa(raw: Raw, behaviour: str, log: list[str]) -> dict:
@@ -534,7 +577,8 @@ DATASETS = {
                 "debt or bad debt: Detecting semantic orientations in economic texts.' Journal of the "
                 "Association for Information Science and Technology, 65(4).\n"
                 f"Obtained from github.com/{FPB[0]} at commit {FPB[1]}.\n"
-                "Changes: neutral sentences dropped, duplicates removed, class-balanced subsample, "
+                "Changes: neutral sentences dropped, duplicates removed, class-balanced subsample "
+                "(train_extra: the remaining rows, mostly positive), "
                 "rephrased as a two-choice question; this adaptation is shared under the same "
                 "licence (CC BY-NC-SA 3.0): https://creativecommons.org/licenses/by-nc-sa/3.0/\n"
                 "NON-COMMERCIAL USE ONLY. Upstream licence notice follows.\n\n")),
@@ -563,8 +607,9 @@ DATASETS = {
                          "distributed with GLUE (Wang et al., 2018). Use under the GLUE/SST terms; "
                          "cite both papers.\n"
                          f"Obtained from github.com/{SST[0]} at commit {SST[1]} (data/SST-2).\n"
-                         "Changes: class-balanced seeded subsample; train from train.tsv phrases with "
-                         ">= 8 words; validation/test from dev.tsv (GLUE test labels are hidden).\n")),
+                         "Changes: class-balanced seeded subsample; train and train_extra from train.tsv "
+                         "phrases with >= 8 words; validation/test from dev.tsv (GLUE test labels are "
+                         "hidden).\n")),
 }
 for _b in BEHAVIOURS:
     DATASETS[f"caa_{_b.replace('-', '_').lower()}"] = dict(
@@ -611,8 +656,8 @@ def write_dataset(name: str, spec: dict, splits: dict, log: list[str], raw: Raw)
 
 def update_sources_md(metas: list[dict]) -> None:
     start, end = "<!-- sizes:start -->", "<!-- sizes:end -->"
-    rows = ["| dataset | domain | format | train | validation | test | majority (test) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | domain | format | train | validation | test | majority (test) | train_extra |",
+            "|---|---|---|---|---|---|---|---|"]
     all_meta = {m["name"]: m for m in metas}
     for f in sorted(OUT.glob("*/meta.json")):
         m = json.loads(f.read_text())
@@ -621,7 +666,7 @@ def update_sources_md(metas: list[dict]) -> None:
         m = all_meta[name]
         s = m["sizes"]
         rows.append(f"| {name} | {m['domain']} | {m['format']} | {s['train']} | {s['validation']} "
-                    f"| {s['test']} | {m['majority_rate']['test']:.3f} |")
+                    f"| {s['test']} | {m['majority_rate']['test']:.3f} | {s.get('train_extra', 0)} |")
     table = start + "\n" + "\n".join(rows) + "\n" + end
     text = SOURCES_MD.read_text(encoding="utf-8") if SOURCES_MD.exists() else f"{start}\n{end}\n"
     text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: table, text, flags=re.S)

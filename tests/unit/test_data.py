@@ -22,6 +22,8 @@ def _sources_table() -> dict[str, dict[str, int]]:
     for line in block.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         out[cells[0]] = {"train": int(cells[3]), "validation": int(cells[4]), "test": int(cells[5])}
+        if int(cells[7]):  # train_extra: more training rows for fine-tuning, where the source has them
+            out[cells[0]]["train_extra"] = int(cells[7])
     return out
 
 
@@ -39,7 +41,7 @@ def test_expected_datasets_are_bundled():
 @pytest.mark.parametrize("name", NAMES)
 def test_bundled_dataset_is_consistent(name):
     ds = load_dataset(name)
-    assert set(ds.splits) == {"train", "validation", "test"}
+    assert set(ds.splits) - {"train_extra"} == {"train", "validation", "test"}
     sizes = {k: len(v) for k, v in ds.splits.items()}
     assert sizes == _sources_table()[name] == ds.metadata["sizes"]
     assert 0 < sizes["test"] <= 500 and sizes["train"] >= 30
@@ -50,10 +52,14 @@ def test_bundled_dataset_is_consistent(name):
     train, test = {_norm(i) for i in ds.split("train")}, {_norm(i) for i in ds.split("test")}
     val = {_norm(i) for i in ds.split("validation")}
     assert not train & test and not val & test and not train & val
+    if "train_extra" in ds.splits:
+        extra = {_norm(i) for i in ds.split("train_extra")}
+        assert len(extra) == len(ds.split("train_extra")) and not extra & (train | val | test)
     for split in ds.splits:
         rate = ds.majority_rate(split)
         assert rate == pytest.approx(ds.metadata["majority_rate"][split], abs=1e-4)
-        if "2way" in name or name in ("financial_phrasebank", "sst2"):
+        balanced = split != "train_extra" or name != "financial_phrasebank"  # its negatives run out
+        if ("2way" in name or name in ("financial_phrasebank", "sst2")) and balanced:
             assert 0.4 <= rate <= 0.6, (split, rate)
     assert (BUNDLED_DIR / name / "LICENSE").is_file()
 
