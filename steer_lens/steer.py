@@ -103,6 +103,11 @@ def steer(
     ``scale="absolute"``: the raw vector is added. ``positions``: "all" real tokens,
     "prompt" tokens only, or "generated" tokens only. Works with ``model(...)``,
     ``run_with_cache`` and ``generate`` (with or without KV cache).
+
+    A value of ``vectors`` may also be a callable mapping the hook's input x ("batch pos d")
+    to per-token directions ("batch pos d", unit or zero, float32), evaluated at every forward
+    call (context-dependent steering, see ``steer_lens.field``); it adds ``strength × size ×
+    direction[b, t]`` at the steered positions, with the same position and scale rules.
     """
     strength = check_strength(strength)
     if positions not in POSITIONS:
@@ -115,6 +120,9 @@ def steer(
         if name not in model.hook_dict:
             raise ValueError(f"the model has no hook point {name!r}; use names like "
                              "'blocks.3.hook_resid_post'")
+        if callable(vec):  # a direction field (steer_lens.field): x "batch pos d" -> "batch pos d"
+            prepared[name] = vec
+            continue
         vec = torch.as_tensor(vec, dtype=torch.float32).flatten()
         if vec.shape[0] != d:
             raise ValueError(f"steering vector for {name} has width {vec.shape[0]} but the model's "
@@ -141,7 +149,8 @@ def steer(
                 if name not in state.norms:
                     state.norms[name] = resid_scale(x.detach(), state.real)
                 size = state.norms[name]
-            delta = (strength * size) * prepared[name].to(x.dtype)
+            direction = prepared[name](x.detach()) if callable(prepared[name]) else prepared[name]
+            delta = (strength * size) * direction.to(x.dtype)
             return x + mask.unsqueeze(-1).to(x.dtype) * delta
 
         return hook
