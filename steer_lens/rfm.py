@@ -100,7 +100,9 @@ class RFM:
     After fitting: `.M` ("d d") normalised AGOP of the selected predictor; `.kernel_M`
     its kernel metric; `.history` AGOPs of predictors 0..iters (empty unless
     keep_history); `.val_scores` validation accuracy (or -MSE for non-binary y) per
-    predictor; `.best_iter`; `.shift` ("d"), `.scale` (float) the input scaling.
+    predictor; `.best_iter`; `.shift` ("d"), `.scale` (float) the input scaling;
+    `.centers` ("n d") the training points in scaled coordinates, `.targets` ("n") their
+    targets, `.alpha` ("n") the selected predictor's KRR coefficients.
     """
 
     def __init__(self, config: RFMConfig | None = None) -> None:
@@ -189,7 +191,7 @@ class RFM:
                 best, self.best_iter, self.M, self.alpha = score, t, agop, alpha
                 self.kernel_M = M if M is not None else torch.eye(d, dtype=dt, device=X.device)
             M = agop
-        self.centers = Xs
+        self.centers, self.targets = Xs, ys  # training points (scaled) and their targets
         return self
 
     def _predict_scaled(
