@@ -1,9 +1,10 @@
 """Multiple-choice datasets: one JSONL item format, loaders with line-level validation, and the
 shared prompt/completion formatting used both for evaluation and for fitting steering vectors.
 
-Item format (one JSON object per line): ``id`` str (unique), ``question`` str, ``choices``
-list[str] (>= 2), ``answer`` int (index of the correct / behaviour-matching choice), optional
-``context`` str, ``domain`` (one of DOMAINS), ``source`` str, ``format`` "mc" | "ab".
+Item format (one JSON object per line): required ``id`` str (unique), ``question`` str,
+``choices`` list[str] (>= 2), ``answer`` int (0-based index of the correct / behaviour-matching
+choice); optional ``context`` str, ``domain`` str (any label; the bundled datasets use DOMAINS),
+``source`` str, ``format`` "mc" (default) | "ab", ``split`` str (single-file datasets only).
 
 * "mc": choice-text scoring. prompt = [context + blank line] + question + "\\nAnswer:", and
   completion k = " " + choices[k].
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DOMAINS = ("medical", "finance", "math", "general", "behaviour")
+DOMAINS = ("medical", "finance", "math", "general", "behaviour")  # of the bundled datasets; user data may use any
 FORMATS = ("mc", "ab")
 SPLITS = ("train", "validation", "test")
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
@@ -39,8 +40,8 @@ class Item:
     question: str
     choices: Sequence[str]
     answer: int
-    domain: str
-    source: str
+    domain: str | None = None
+    source: str | None = None
     format: str = "mc"
     context: str | None = None
 
@@ -67,7 +68,8 @@ class Item:
                              "choices": list(self.choices), "answer": self.answer}
         if self.context is not None:
             d["context"] = self.context
-        d.update(domain=self.domain, source=self.source, format=self.format)
+        d.update({k: v for k, v in (("domain", self.domain), ("source", self.source)) if v is not None})
+        d["format"] = self.format
         return d
 
 
@@ -104,9 +106,8 @@ class MCDataset:
         return f"MCDataset({self.name!r}, {sizes})"
 
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "id": str, "question": str, "choices": list, "answer": int,
-    "domain": str, "source": str}  # "format" is optional ("mc" by default), "context" too
+_REQUIRED: dict[str, type] = {"id": str, "question": str, "choices": list, "answer": int}
+_OPTIONAL: dict[str, type] = {"format": str, "context": str, "domain": str, "source": str}
 
 
 def _error(where: str, problem: str, fix: str) -> ValueError:
@@ -117,16 +118,17 @@ def _parse_line(obj: Any, where: str) -> Item:
     if not isinstance(obj, dict):
         raise _error(where, f"expected a JSON object, got {type(obj).__name__}",
                   "write one object per line: {\"id\": ..., \"question\": ..., ...}")
-    if not isinstance(obj.get("format", "mc"), str):
-        raise _error(where, "field 'format' must be str", "give 'format' as \"mc\" or \"ab\"")
     for key, typ in _REQUIRED.items():
         if key not in obj:
             raise _error(where, f"missing field {key!r}", f"add {key!r} ({typ.__name__}) to the item")
-        val = obj[key]
-        if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+    obj = {k: v for k, v in obj.items() if not (k in _OPTIONAL and v is None)}  # null = left out
+    for key, typ in (_REQUIRED | _OPTIONAL).items():
+        val = obj.get(key)
+        if key in obj and (not isinstance(val, typ) or (typ is int and isinstance(val, bool))):
+            hint = "or leave it out" if key in _OPTIONAL else "(it is required)"
             raise _error(where, f"field {key!r} must be {typ.__name__}, got {type(val).__name__} {val!r:.60}",
-                      f"give {key!r} as a JSON {'string' if typ is str else typ.__name__}")
-    obj = {"format": "mc", **obj}  # optional: plain multiple choice unless stated
+                      f"give {key!r} as a JSON {'string' if typ is str else typ.__name__} {hint}")
+    obj = {"format": "mc", **obj}  # plain multiple choice unless stated
     choices = obj["choices"]
     if len(choices) < 2:
         raise _error(where, f"'choices' has {len(choices)} entr{'y' if len(choices) == 1 else 'ies'}",
@@ -136,19 +138,14 @@ def _parse_line(obj: Any, where: str) -> Item:
     if not 0 <= obj["answer"] < len(choices):
         raise _error(where, f"answer index {obj['answer']} out of range for {len(choices)} choices",
                   f"use a 0-based index in 0..{len(choices) - 1}")
-    if obj["domain"] not in DOMAINS:
-        raise _error(where, f"unknown domain {obj['domain']!r}", f"use one of {', '.join(DOMAINS)}")
     if obj["format"] not in FORMATS:
         raise _error(where, f"unknown format {obj['format']!r}", "use 'mc' (choice text) or 'ab' (letters)")
     if obj["format"] == "ab" and not all(len(c) == 1 and c.isupper() for c in choices):
         raise _error(where, f"'ab' choices must be single capital letters, got {choices!r:.60}",
                   "use choices like [\"A\", \"B\"] with the options written into the question")
-    context = obj.get("context")
-    if context is not None and not isinstance(context, str):
-        raise _error(where, f"field 'context' must be str, got {type(context).__name__}",
-                  "give 'context' as a string or leave it out")
     return Item(id=obj["id"], question=obj["question"], choices=choices, answer=obj["answer"],
-                domain=obj["domain"], source=obj["source"], format=obj["format"], context=context)
+                domain=obj.get("domain"), source=obj.get("source"), format=obj["format"],
+                context=obj.get("context"))
 
 
 def _read_jsonl(path: Path, seen: dict[str, str]) -> list[tuple[Item, Any]]:

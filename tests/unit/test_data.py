@@ -130,7 +130,16 @@ def _write(path: Path, rows: list) -> Path:
     (GOOD | {"id": "b", "answer": 2}, "answer index 2 out of range"),
     (GOOD | {"id": "b", "answer": "1"}, "field 'answer' must be int"),
     (GOOD | {"id": "b", "choices": ["only"], "answer": 0}, "'choices' has 1 entry"),
-    (GOOD | {"id": "b", "domain": "legal"}, "unknown domain"),
+    (GOOD | {"id": "b", "domain": 3}, "field 'domain' must be str"),
+    (GOOD | {"id": "b", "source": ["x"]}, "field 'source' must be str"),
+    (GOOD | {"id": "b", "context": 1.5}, "field 'context' must be str"),
+    (GOOD | {"id": "b", "format": 1}, "field 'format' must be str"),
+    (GOOD | {"id": "b", "format": "open"}, "unknown format 'open'"),
+    (GOOD | {"id": 7}, "field 'id' must be str"),
+    (GOOD | {"id": "b", "answer": True}, "field 'answer' must be int"),
+    (GOOD | {"id": "b", "answer": -1}, "answer index -1 out of range"),
+    (GOOD | {"id": "b", "choices": ["x", 2]}, "every choice must be a string"),
+    ({k: v for k, v in GOOD.items() if k != "question"} | {"id": "b"}, "missing field 'question'"),
     (GOOD | {"id": "b", "format": "ab"}, "single capital letters"),
     (GOOD, "duplicate id 'a'"),
 ])
@@ -140,6 +149,22 @@ def test_malformed_lines_name_file_line_and_fix(tmp_path, bad_line, message):
         load_dataset(path)
     text = str(exc.value)
     assert str(path) in text and "line 2" in text and "Fix:" in text
+
+
+def test_user_jsonl_needs_only_id_question_choices_answer(tmp_path):
+    """Own data: the four required fields suffice; domain/source are optional and free-form."""
+    rows = [{"id": "q1", "question": "2 + 2 =", "choices": ["3", "4"], "answer": 1},
+            {"id": "q2", "question": "Capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0,
+             "domain": "geography", "source": None, "split": "train"}]
+    ds = load_dataset(_write(tmp_path / "mine.jsonl", rows))
+    (q1,), (q2,) = ds.split("test"), ds.split("train")
+    assert (q1.id, q1.choices, q1.answer, q1.domain, q1.source, q1.format) == ("q1", ("3", "4"), 1, None, None, "mc")
+    assert (q2.domain, q2.source, q2.choices[q2.answer]) == ("geography", None, "Paris")
+    assert q1.prompt() == "2 + 2 =\nAnswer:" and q1.completions() == [" 3", " 4"]
+    assert q1.to_dict() == rows[0] | {"format": "mc"}  # no invented domain/source on the way back
+    assert load_dataset(_write(tmp_path / "again.jsonl", [q1.to_dict(), q2.to_dict()])).split("test") == [q1, q2]
+    pos, neg = contrast_prompts([q1, q2])
+    assert pos[1] == (q2.prompt(), " Paris") and neg[1][1] in (" Rome", " Oslo")
 
 
 def test_duplicate_ids_across_split_files(tmp_path):
