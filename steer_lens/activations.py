@@ -4,13 +4,19 @@
 requested hook's output per prompt ("last" token, "mean" over the answer span, or "all"
 positions) and stops the forward pass right after the last requested layer. The result does
 not depend on batch size or padding side.
+
+Activations are float32 (pooled in float32, whatever the model's dtype). They stay on the
+device where they were computed unless ``offload="cpu"`` moves each batch to the CPU as it
+goes; ``out=folder`` streams batches to sharded safetensors files (``steer_lens.shards``),
+so memory is bounded by ``shard_size`` prompts, not by the dataset.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -99,8 +105,16 @@ class Activations:
 
     @classmethod
     def load(cls, path) -> "Activations":
+        """Read a file written by ``save``, or a whole shard folder written by ``capture(out=...)``
+        (``steer_lens.shards.ActivationShards(folder)`` reads one shard at a time)."""
+        from pathlib import Path
+
         from safetensors import safe_open
 
+        if Path(path).is_dir():
+            from .shards import ActivationShards
+
+            return ActivationShards(path).load()
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             if "steer_lens" not in header:
@@ -114,19 +128,21 @@ class Activations:
                    meta["position"], mask, meta.get("meta", {}))
 
 
-def _pool(act: Tensor, batch, position: str) -> Tensor:
-    """act "batch pos d" -> "batch d" (or unchanged for "all").
+def _pool(act: Tensor, batch, position: str) -> Float[Tensor, "batch ..."]:
+    """act "batch pos d" -> float32 "batch d" (or "batch pos d" for "all").
 
     Indices come from the batch's masks, so left and right padding pool the same tokens;
     padded positions are excluded with ``where`` (not multiplied by 0, which keeps NaN).
+    Means are summed in float32 (a bf16 sum over a long span loses ~3 significant digits).
     """
     if position == "last":
-        return act[torch.arange(act.shape[0]), batch.last_index]
+        rows = torch.arange(act.shape[0], device=act.device)
+        return act[rows, batch.last_index.to(act.device)].float()
     if position == "mean":
-        span = batch.span.unsqueeze(-1)
-        total = torch.where(span, act, torch.zeros((), dtype=act.dtype)).sum(1)
+        span = batch.span.to(act.device).unsqueeze(-1)
+        total = torch.where(span, act.float(), 0.0).sum(1)
         return total / span.sum(1).clamp_min(1)
-    return act
+    return act.float()
 
 
 def capture(
@@ -140,7 +156,10 @@ def capture(
     batch_size: int = 16,
     padding_side: str = "right",
     progress: bool | None = None,
-) -> Activations:
+    offload: str | None = None,
+    out: str | os.PathLike | None = None,
+    shard_size: int = 1024,
+):
     """Capture hook outputs for every prompt at the given layers.
 
     ``position``: "last" (last token), "mean" (mean over the completion span of
@@ -150,6 +169,7 @@ def capture(
     Shapes: ``tensor`` is "n layer d_model" for "last"/"mean". For "all" it is
     "n layer max_len d_model" with each prompt's tokens at ``[:len]`` and zeros after,
     and ``mask`` "n max_len" is ``arange(max_len) < len``, whatever the padding side.
+    Values are float32.
 
     Per-head hooks ("batch pos head d_head", e.g. ``attn.hook_z``) are flattened to
     ``head * d_head`` features (head-major), so ``d_model`` above reads as that width.
@@ -157,6 +177,16 @@ def capture(
     ``padding_side`` ("right" or "left") pads each length-sorted batch on that side; the
     bridge derives rotary positions from the attention mask (``cumsum(mask) - 1``), so
     both sides and one-prompt-at-a-time give the same activations to float tolerance.
+
+    Where the result lives: by default (``offload=None``) on the device where it was
+    computed (the model's, so the statistics that follow run there too); ``offload="cpu"``
+    moves each batch to the CPU as soon as it is pooled (big models on a GPU, big sets).
+    ``out=folder`` streams instead of returning everything at once: batches go to the CPU
+    and, every ``shard_size`` prompts, into ``folder/shard-00000.safetensors``, ... plus
+    ``folder/index.json`` (written in a temporary folder, renamed into place at the end);
+    memory then grows with ``shard_size`` + ``batch_size`` prompts, not with the dataset.
+    It returns a lazy ``steer_lens.shards.ActivationShards`` (``.load()`` reads it whole,
+    equal to the in-memory capture; ``Activations.load(folder)`` too).
     """
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
@@ -164,24 +194,57 @@ def capture(
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if offload not in (None, "cpu"):
+        raise ValueError(f"offload must be None (keep activations where computed) or 'cpu', got {offload!r}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 (prompts per shard file), got {shard_size}")
     if len(prompts) == 0:
         raise ValueError("no prompts given; pass at least one prompt")
     layers = resolve_layers(model, layers)
     names = [hook_name(model, hook, layer) for layer in layers]
-    last_name = names[layers.index(max(layers))]
     encoded = encode_all(model, prompts, chat_template=chat_template)  # validates all first
-    lengths = torch.tensor([len(ids) for ids, _ in encoded])
-    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    lengths = [len(ids) for ids, _ in encoded]
+    meta = {"hook": hook, "n_prompts": len(prompts)}
+    rows = _captured_rows(model, encoded, names, layers, position, batch_size, padding_side, progress,
+                          offload="cpu" if out is not None else offload)
+    if out is not None:
+        from .shards import write_shards
+
+        header = dict(layers=layers, hook_names=names, model_name=model.cfg.model_name,
+                      position=position, meta=meta)
+        return write_shards(out, rows, lengths, header, shard_size=shard_size)
+    tensor = None  # allocated at the first row: memory is the result plus one batch
+    for idx, act in rows:
+        if tensor is None:
+            shape = (len(prompts), len(layers), max(lengths), act.shape[-1]) if position == "all" else (
+                len(prompts), *act.shape)
+            tensor = torch.zeros(shape, device=act.device)
+        if position == "all":
+            tensor[idx, :, : act.shape[1]] = act
+        else:
+            tensor[idx] = act
+    mask = None
+    if position == "all":
+        mask = torch.arange(tensor.shape[2], device=tensor.device) < torch.tensor(lengths, device=tensor.device)[:, None]
+    return Activations(tensor, layers, names, model.cfg.model_name, position, mask, meta)
+
+
+def _captured_rows(model, encoded, names: list[str], layers: list[int], position: str, batch_size: int,
+                   padding_side: str, progress: bool | None, offload: str | None
+                   ) -> Iterator[tuple[int, Tensor]]:
+    """Run length-sorted batches; yield (prompt index, float32 "layer d" or "layer len d") per
+    prompt, in batch order. Checks every batch for NaN/inf."""
+    last_name = names[layers.index(max(layers))]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))  # stable: ties keep order
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     show = progress if progress is not None else len(chunks) > 8
-    pooled: dict[int, Tensor] = {}
     for chunk in tqdm(chunks, desc=f"capture {model.cfg.model_name}", disable=not show):
         sub = pad(model, [encoded[i] for i in chunk], padding_side=padding_side)
         store: dict[str, Tensor] = {}
 
         def saver(name, _sub=sub):
             def save(tensor, hook):
-                store[name] = _pool(tensor.detach().flatten(2), _sub, position).float()  # heads: h*d_head
+                store[name] = _pool(tensor.detach().flatten(2), _sub, position)  # heads: h*d_head
                 if name == last_name:
                     raise _StopForward
                 return tensor
@@ -197,18 +260,11 @@ def capture(
             if hasattr(model, "_last_hf_cache"):
                 del model._last_hf_cache
         stacked = torch.stack([store[name] for name in names], dim=1)
-        for row, idx in enumerate(chunk):
-            real = sub.attention_mask[row].bool()  # drop pads on either side: "layer len d"
-            pooled[idx] = stacked[row][:, real] if position == "all" else stacked[row]
-    if position == "all":
-        width = int(lengths.max())
-        tensor = torch.zeros(len(prompts), len(layers), width, next(iter(pooled.values())).shape[-1])
-        for idx, act in pooled.items():
-            tensor[idx, :, : act.shape[1]] = act
-        mask = torch.arange(width) < lengths[:, None]
-    else:
-        tensor, mask = torch.stack([pooled[i] for i in range(len(prompts))]), None
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{model.cfg.model_name} produced NaN/inf activations; check dtype and inputs")
-    return Activations(tensor, layers, names, model.cfg.model_name, position, mask,
-                       {"hook": hook, "n_prompts": len(prompts)})
+        store.clear()
+        if not torch.isfinite(stacked).all():
+            raise ValueError(f"{model.cfg.model_name} produced NaN/inf activations; check dtype and inputs")
+        if offload == "cpu":
+            stacked = stacked.cpu()
+        real = sub.attention_mask.to(stacked.device).bool()
+        for row, idx in enumerate(chunk):  # "all": drop pads on either side -> "layer len d"
+            yield idx, stacked[row][:, real[row]] if position == "all" else stacked[row]

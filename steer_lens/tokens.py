@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from .devices import model_device
+
 Prompt = Union[str, tuple[str, str]]
 
 
@@ -110,22 +112,29 @@ def encode_all(model, prompts: Sequence[Prompt], *, chat_template: bool | None =
 
 
 def pad(model, encoded: Sequence[tuple[list[int], int]], *, padding_side: str = "right") -> TokenBatch:
-    """Pad encoded prompts into one batch (right padding keeps positions exact)."""
+    """Pad encoded prompts into one batch (right padding keeps positions exact).
+
+    The batch is filled on the CPU from Python lists, then moved once to the device of the
+    model's input embeddings (``devices.model_device``).
+    """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     longest = max(len(ids) for ids, _ in encoded)
     pad_id = model.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else pad_id
-    tokens = torch.full((len(encoded), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), longest), dtype=torch.long)
-    span = torch.zeros((len(encoded), longest), dtype=torch.bool)
+    cpu = torch.device("cpu")
+    tokens = torch.full((len(encoded), longest), pad_id, dtype=torch.long, device=cpu)
+    mask = torch.zeros((len(encoded), longest), dtype=torch.long, device=cpu)
+    span = torch.zeros((len(encoded), longest), dtype=torch.bool, device=cpu)
     for row, (ids, start) in enumerate(encoded):
         offset = 0 if padding_side == "right" else longest - len(ids)
-        tokens[row, offset : offset + len(ids)] = torch.tensor(ids)
+        tokens[row, offset : offset + len(ids)] = torch.tensor(ids, device=cpu)
         mask[row, offset : offset + len(ids)] = 1
         span[row, offset + start : offset + len(ids)] = True
-    lengths = torch.tensor([len(ids) for ids, _ in encoded])
-    return TokenBatch(tokens=tokens, attention_mask=mask, span=span, lengths=lengths)
+    lengths = torch.tensor([len(ids) for ids, _ in encoded], device=cpu)
+    device = model_device(model)
+    return TokenBatch(tokens=tokens.to(device), attention_mask=mask.to(device), span=span.to(device),
+                      lengths=lengths.to(device))
 
 
 def batch_encode(model, prompts: Sequence[Prompt], *, chat_template: bool | None = None,

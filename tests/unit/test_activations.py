@@ -131,3 +131,79 @@ def test_per_head_hooks_are_flattened_head_major(tiny_llama, position):
     want = {"last": z[-1], "mean": z[batch.span[0]].mean(0), "all": z}[position]
     torch.testing.assert_close(got[: want.shape[0]] if position == "all" else got,
                                want.flatten(-2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("position", ["last", "mean", "all"])
+def test_streamed_shards_load_back_equal_to_the_in_memory_capture(tiny_llama, tmp_path, position):
+    """out= streams batches to shards; loading them back gives exactly the in-memory result,
+    whether read whole or shard by shard (each row knows its prompt's position)."""
+    from steer_lens.shards import ActivationShards
+
+    prompts = PROMPTS + ["x" * k for k in range(1, 8)]  # 11 prompts of many lengths
+    kw = dict(layers=[0, 2], position=position, batch_size=3)
+    memory = capture(tiny_llama, prompts, **kw)
+    shards = capture(tiny_llama, prompts, out=tmp_path / "acts", shard_size=4, **kw)
+    assert isinstance(shards, ActivationShards) and len(shards) == 11 and shards.num_shards == 3
+    for loaded in (shards.load(), Activations.load(tmp_path / "acts")):
+        assert torch.equal(loaded.tensor, memory.tensor)
+        assert (loaded.mask is None) == (memory.mask is None)
+        if position == "all":
+            assert torch.equal(loaded.mask, memory.mask)
+        assert (loaded.layers, loaded.hook_names, loaded.position) == (memory.layers, memory.hook_names, position)
+    seen = []
+    for rows, part in shards:  # lazy: one file at a time, rows in capture (length-sorted) order
+        assert len(part) == len(rows) <= 4
+        for k, i in enumerate(rows.tolist()):
+            got = part.tensor[k]
+            want = memory.tensor[i]
+            if position == "all":
+                want = want[:, : got.shape[1]]
+                assert torch.equal(part.mask[k], memory.mask[i, : got.shape[1]])
+            assert torch.equal(got, want)
+        seen += rows.tolist()
+    assert sorted(seen) == list(range(11))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts"]  # no temporary folders left
+    assert sorted(p.name for p in (tmp_path / "acts").iterdir()) == [
+        "index.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"]
+
+
+def test_streaming_replaces_an_old_shard_folder_atomically_and_refuses_other_folders(tiny_llama, tmp_path):
+    out = tmp_path / "acts"
+    capture(tiny_llama, PROMPTS, layers=[0], out=out, shard_size=1)
+    assert len(list(out.glob("shard-*"))) == 4
+    capture(tiny_llama, PROMPTS[:2], layers=[0], out=out, shard_size=8)  # overwrite: no stale shards
+    assert [p.name for p in sorted(out.iterdir())] == ["index.json", "shard-00000.safetensors"]
+    assert len(Activations.load(out)) == 2
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a steer-lens activation shard folder"):
+        capture(tiny_llama, PROMPTS, layers=[0], out=other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_stream_leaves_no_folder(tiny_llama, tmp_path):
+    """An error mid-capture (a hook that raises in the third batch, after two shards were
+    written) leaves neither the folder nor temporaries."""
+    calls = []
+
+    def boom(x, hook):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return x
+
+    with tiny_llama.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", boom)]):
+        with pytest.raises(RuntimeError, match="boom"):
+            capture(tiny_llama, PROMPTS, layers=[1], out=tmp_path / "acts", shard_size=1, batch_size=1)
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
+
+
+def test_offload_cpu_and_bad_streaming_arguments(tiny_llama):
+    acts = capture(tiny_llama, PROMPTS, layers=[1], position="mean", offload="cpu")
+    assert acts.tensor.device.type == "cpu" and acts.tensor.dtype == torch.float32
+    assert torch.equal(acts.tensor, capture(tiny_llama, PROMPTS, layers=[1], position="mean").tensor)
+    with pytest.raises(ValueError, match="offload must be"):
+        capture(tiny_llama, PROMPTS, layers=[1], offload="disk")
+    with pytest.raises(ValueError, match="shard_size must be"):
+        capture(tiny_llama, PROMPTS, layers=[1], out="x", shard_size=0)
