@@ -15,8 +15,15 @@ from .pipeline import ExpertSteer
 from .plan import SteeringPlan
 from .rfm import RFMConfig, steering_vector
 from .steer import steer
+from . import baselines, probes  # noqa: E402  (subpackages: sl.baselines.fit_caa, sl.probes.logit_lens)
+
+# Last on purpose: the package attribute ``evaluate`` is the *function*. The module keeps working
+# through ``from steer_lens.evaluate import bootstrap_ci`` (imports read sys.modules); the one form
+# that now yields the function is ``import steer_lens.evaluate as ev``.
+from .evaluate import EvalResult, evaluate  # noqa: E402
 
 __all__ = [
-    "Activations", "ExpertSteer", "RFMConfig", "SteeringPlan", "capture", "contrast_prompts",
-    "generate", "list_datasets", "load_dataset", "load_model", "steer", "steering_vector",
+    "Activations", "EvalResult", "ExpertSteer", "RFMConfig", "SteeringPlan", "baselines", "capture",
+    "contrast_prompts", "evaluate", "generate", "list_datasets", "load_dataset", "load_model", "probes",
+    "steer", "steering_vector",
 ]

@@ -58,24 +58,25 @@ def _track_positions(state: _CallState):
     return pre_hook
 
 
-def _position_mask(state: _CallState, positions: str, batch: int, s: int) -> Tensor:
-    """Bool "batch pos" of the positions of this call to steer."""
-    absolute = torch.arange(state.offset, state.offset + s)
+def _position_mask(state: _CallState, positions: str, batch: int, s: int, device: torch.device) -> Tensor:
+    """Bool "batch pos" of the positions of this call to steer, on ``device`` (the residual's)."""
+    absolute = torch.arange(state.offset, state.offset + s, device=device)
     prompt_len = state.prompt_len if state.prompt_len is not None else state.offset + s
     if positions == "prompt":
         keep = absolute < prompt_len
     elif positions == "generated":
         keep = absolute >= prompt_len
     else:
-        keep = torch.ones(s, dtype=torch.bool)
+        keep = torch.ones(s, dtype=torch.bool, device=device)
     keep = keep.expand(batch, s)
-    return keep & state.real if state.real is not None else keep
+    return keep & state.real.to(device) if state.real is not None else keep
 
 
 def resid_scale(x: Float[Tensor, "batch pos d"], real: Tensor | None) -> float:
-    """Median residual norm over real tokens (robust to attention-sink tokens)."""
-    norms = x.norm(dim=-1)
-    norms = norms[real] if real is not None else norms.flatten()
+    """Median residual norm over real tokens (robust to attention-sink tokens), computed in
+    float32 on the residual's device whatever its dtype."""
+    norms = x.float().norm(dim=-1)
+    norms = norms[real.to(x.device)] if real is not None else norms.flatten()
     return float(norms.median())
 
 
@@ -141,7 +142,7 @@ def steer(
             if strength == 0.0:
                 return x
             batch, s = x.shape[0], x.shape[1]
-            mask = _position_mask(state, positions, batch, s)
+            mask = _position_mask(state, positions, batch, s, x.device)
             if not bool(mask.any()):
                 return x
             size = 1.0
@@ -150,8 +151,9 @@ def steer(
                     state.norms[name] = resid_scale(x.detach(), state.real)
                 size = state.norms[name]
             direction = prepared[name](x.detach()) if callable(prepared[name]) else prepared[name]
-            delta = (strength * size) * direction.to(x.dtype)
-            return x + mask.unsqueeze(-1).to(x.dtype) * delta
+            # strength x size x direction in float32, rounded once to the residual's dtype, then added
+            delta = ((strength * size) * direction.to(x.device)).to(x.dtype)
+            return torch.where(mask.unsqueeze(-1), x + delta, x)
 
         return hook
 

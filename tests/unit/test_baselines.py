@@ -2,6 +2,7 @@
 control matches a plan's hooks/norms, ITI reads per-head outputs, and the runner never touches
 TEST while fitting or selecting."""
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
 
     ds = _GuardedDataset("guard", {"train": _items(20), "validation": _items(6, "val"), "test": _items(8, "test")})
     monkeypatch.setattr(mr, "load_dataset", lambda name: ds)
-    import steer_lens.evaluate as ev
+    ev = importlib.import_module("steer_lens.evaluate")  # the module (steer_lens.evaluate is the function)
 
     real = ev.MCDataset.split
 
