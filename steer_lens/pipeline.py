@@ -21,6 +21,7 @@ from torch import Tensor
 from .activations import capture, hook_name, resolve_layers
 from .align import make_aligner
 from .align.base import REGISTRY as ALIGNERS
+from .field import check_field_alignment, check_mode
 from .mi import mi_matrix, select_pairs
 from .plan import LayerPairInfo, SteeringPlan, model_card
 from .rfm import RFMConfig, steering_vector
@@ -60,6 +61,8 @@ class ExpertSteer:
     ``alignment``: "autoencoder" (paper), "ridge", "procrustes" or "hybrid". Paired
     aligners are fitted per selected pair (expert layer → that target layer); for the MI
     matrix each expert layer is aligned against the target layer at the same depth.
+    ``mode="field"``: the plan also keeps each pair's RFM and steers every token along the
+    RFM's gradient at that token (``steer_lens.field``); needs "ridge" or "procrustes".
     """
 
     n_pairs: int = 3
@@ -80,6 +83,7 @@ class ExpertSteer:
     aligner_kwargs: dict = field(default_factory=dict)
     heldout_fraction: float = 0.2
     seed: int = 0
+    mode: str = "fixed"  # "fixed": top AGOP eigenvector; "field": per-token RFM gradient
 
     def settings(self) -> dict:
         out = asdict(self)
@@ -115,6 +119,8 @@ class ExpertSteer:
         (or of a config with the same layers, hook and position) to skip capturing."""
         if self.alignment not in ALIGNERS:
             raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {sorted(ALIGNERS)}")
+        if check_mode(self.mode) == "field":
+            check_field_alignment(self.alignment)
         if len(positives) == 0 or len(negatives) == 0:
             raise ValueError("positives and negatives must both be non-empty; pass labelled prompts "
                              "(e.g. from contrast_prompts(items))")
@@ -155,7 +161,7 @@ class ExpertSteer:
                              one_per_expert=self.one_per_expert,
                              expert_layers=e_layers, target_layers=t_layers,
                              target_window=self.target_window)
-        vectors, spectra, pair_info, pair_aligners = {}, {}, [], {}
+        vectors, spectra, pair_info, pair_aligners, rfms = {}, {}, [], {}, {}
         for pair in pairs:
             i, j = e_layers.index(pair.expert_layer), t_layers.index(pair.target_layer)
             if ALIGNERS[self.alignment].paired:  # refit for this exact pair
@@ -173,6 +179,8 @@ class ExpertSteer:
             else:
                 vectors[name] = direction.vector.float()
             spectra[name] = direction.eigenvalues.float()
+            if self.mode == "field":
+                rfms.setdefault(name, []).append(direction.rfm)
             pair_info.append(LayerPairInfo(pair.expert_layer, pair.target_layer, float(pair.mi)))
         norms = target_norms(target, prompts, sorted({p.target_layer for p in pair_info}),
                              self.hook, self.chat_template)
@@ -180,5 +188,5 @@ class ExpertSteer:
             vectors=vectors, pairs=pair_info, mi=mi, expert=model_card(expert),
             target=model_card(target), norms=norms, settings=self.settings(), reports=reports,
             spectra=spectra, expert_layers=e_layers, target_layers=t_layers,
-            data_hash=data_hash(positives, negatives), aligners=pair_aligners,
+            data_hash=data_hash(positives, negatives), aligners=pair_aligners, rfms=rfms,
         )

@@ -18,9 +18,10 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .field import check_mode, fields_from_state, fields_state, negated, steer_field
 from .steer import steer
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: may carry RFM fields (mode='field'); plans without them are still written as 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class SteeringPlan:
     norm there, so ``apply(strength=s)`` adds ``s × norm × vector`` (relative scale).
     ``aligners[(expert_layer, target_layer)]`` (in memory only, not saved) is the fitted map
     from that expert layer into the space the pair's RFM direction was found in.
+    ``rfms[hook]`` (``settings["mode"] == "field"`` plans only, saved) are the fitted RFMs whose
+    normalised gradient steers each token there instead of the fixed vector (``steer_lens.field``).
     """
 
     vectors: dict[str, Float[Tensor, " d_target"]]
@@ -65,6 +68,12 @@ class SteeringPlan:
     target_layers: list[int] = field(default_factory=list)
     data_hash: str = ""
     aligners: dict = field(default_factory=dict, repr=False, compare=False)
+    rfms: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def mode(self) -> str:
+        """"fixed" (add the vectors) or "field" (add each token's RFM gradient direction)."""
+        return self.settings.get("mode", "fixed")
 
     def check_compatible(self, model) -> None:
         card = model_card(model)
@@ -75,10 +84,18 @@ class SteeringPlan:
                     f"but the model has {key}={card[key]}; fit a plan for this model"
                 )
 
-    def apply(self, model, strength: float = 1.0, *, positions: str = "all", scale: str = "relative"):
-        """A ``steer(...)`` context adding ``strength`` × each vector at its hook."""
+    def apply(self, model, strength: float = 1.0, *, positions: str = "all", scale: str = "relative",
+              mode: str | None = None):
+        """A ``steer(...)`` context adding ``strength`` × each vector at its hook, or with
+        ``mode="field"`` (the default for field plans) × each token's unit RFM gradient.
+        ``mode="fixed"`` on a field plan uses its fixed vectors (top AGOP eigenvectors)."""
         self.check_compatible(model)
         norms = self.norms if scale == "relative" else None
+        if check_mode(self.mode if mode is None else mode) == "field":
+            if not self.rfms:
+                raise ValueError("this plan has no RFM fields (fitted with mode='fixed'); refit it with "
+                                 "mode='field' or apply it with mode='fixed'")
+            return steer_field(model, self.rfms, strength, positions=positions, scale=scale, norms=norms)
         return steer(model, self.vectors, strength, positions=positions, scale=scale, norms=norms)
 
     def scaled(self, factor: float) -> "SteeringPlan":
@@ -87,6 +104,8 @@ class SteeringPlan:
         sign = -1.0 if factor < 0 else 1.0  # vectors stay unit-norm; the size lives in norms
         out.vectors = {k: v * sign for k, v in self.vectors.items()}
         out.norms = {k: n * abs(factor) for k, n in self.norms.items()}
+        if sign < 0 and self.rfms:  # the field of -f points the other way
+            out.rfms = {k: [negated(r) for r in v] for k, v in self.rfms.items()}
         return out
 
     # ---- persistence --------------------------------------------------------------
@@ -99,13 +118,17 @@ class SteeringPlan:
             tensors["mi"] = self.mi.contiguous().float()
         from . import __version__
 
+        field_tensors, fields = fields_state(self.rfms)
+        tensors.update(field_tensors)
         meta = {
-            "format": PLAN_FORMAT, "library_version": __version__,
+            "format": PLAN_FORMAT if fields else 1, "library_version": __version__,
             "pairs": [p.__dict__ for p in self.pairs], "expert": self.expert, "target": self.target,
             "norms": self.norms, "settings": self.settings, "reports": self.reports,
             "expert_layers": self.expert_layers, "target_layers": self.target_layers,
             "data_hash": self.data_hash, "hooks": list(self.vectors),
         }
+        if fields:
+            meta["fields"] = fields
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         try:
@@ -147,7 +170,7 @@ class SteeringPlan:
             norms=meta["norms"], settings=meta["settings"], reports=meta["reports"],
             spectra={k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("spectrum/")},
             expert_layers=meta["expert_layers"], target_layers=meta["target_layers"],
-            data_hash=meta["data_hash"],
+            data_hash=meta["data_hash"], rfms=fields_from_state(tensors, meta.get("fields", {})),
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from jaxtyping import Bool, Float
@@ -89,7 +89,7 @@ def check_strength(strength: float) -> float:
 @contextlib.contextmanager
 def steer(
     model,
-    vectors: Mapping[str, Float[Tensor, " d_model"]],
+    vectors: Mapping[str, Float[Tensor, " d_model"] | Callable[[Tensor], Tensor]],
     strength: float = 1.0,
     *,
     positions: str = "all",
