@@ -137,7 +137,9 @@ class ExpertSteer:
                 raise ValueError(f"activations of shapes {tuple(xe.shape)} and {tuple(xt.shape)} do not match "
                                  f"{want_e} and {want_t} (prompts, layers, width): pass "
                                  "self.capture(expert, target, positives + negatives)")
-        train, held = self._split(len(prompts))
+        xe = xe.to(xt.device)  # every statistic below runs where the target's activations are
+        labels = torch.tensor([1] * len(positives) + [0] * len(negatives), dtype=torch.bool, device=xt.device)
+        train, held = (idx.to(xt.device) for idx in self._split(len(prompts)))
 
         def fit_aligner(i: int, j: int):
             al = make_aligner(self.alignment, expert.cfg.d_model, target.cfg.d_model, **self.aligner_kwargs)
