@@ -121,23 +121,25 @@ def _score_chunk(model, rows: list[tuple[list[int], list[list[int]], list[int]]]
     prompts = pad(model, [(pr, 0) for pr, _, _ in rows], padding_side="left")
     out = model(prompts.tokens, attention_mask=prompts.attention_mask,
                 return_type="logits_and_cache", logits_to_keep=1, use_cache=True)
-    last_lp = torch.log_softmax(out[0][:, -1].float(), dim=-1)
+    device = prompts.tokens.device  # the input embeddings' device; logits may sit elsewhere (device_map)
+    last_lp = torch.log_softmax(out[0][:, -1].float(), dim=-1).to(device)
     owner = [i for i, (_, conts, _) in enumerate(rows) for _ in conts]
     conts = [c for _, cs, _ in rows for c in cs]
     starts = [s for _, _, ss in rows for s in ss]
-    index = torch.tensor(owner)
+    index = torch.tensor(owner, device=device)
     cache = _select_cache(out[1], index)
     cont = pad(model, [(c, 0) for c in conts], padding_side="right")
     plen = prompts.attention_mask.sum(1)[index]
-    positions = plen[:, None] + torch.arange(cont.tokens.shape[1])[None]
+    steps = torch.arange(cont.tokens.shape[1], device=device)[None]
+    positions = plen[:, None] + steps
     mask = torch.cat([prompts.attention_mask[index], cont.attention_mask], dim=1)
     logits = model(cont.tokens, attention_mask=mask, position_ids=positions,
                    past_key_values=cache, return_type="logits")
-    lp = torch.log_softmax(logits.float(), dim=-1)
+    lp = torch.log_softmax(logits.float(), dim=-1).to(device)
     # token j of a continuation is predicted by continuation logits j-1 (prompt logits for j=0)
     pred = torch.cat([last_lp[index][:, None], lp[:, :-1]], dim=1)
     tok_lp = pred.gather(-1, cont.tokens[..., None])[..., 0]
-    scored = cont.attention_mask.bool() & (torch.arange(cont.tokens.shape[1])[None] >= torch.tensor(starts)[:, None])
+    scored = cont.attention_mask.bool() & (steps >= torch.tensor(starts, device=device)[:, None])
     sums, counts = (tok_lp * scored).sum(1).tolist(), scored.sum(1).tolist()
     res, r = [], 0
     for _, cs, _ in rows:
