@@ -18,6 +18,15 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    """Tiny random-weight llama3, qwen2, gemma2, gemma3, mistral and phi3 folders (d_model 32/48,
+    2 layers), built once per session; see steer_lens.testing.make_families."""
+    from steer_lens.testing import make_families
+
+    return make_families(tmp_path_factory.mktemp("families"))
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tiny_dir):
     from steer_lens.models import load_model
 
