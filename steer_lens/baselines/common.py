@@ -17,10 +17,11 @@ from ..tokens import Prompt
 
 def pooled_activations(model, positives: Sequence[Prompt], negatives: Sequence[Prompt], layers: Sequence[int], *,
                        hook: str = "resid_post", chat_template: bool | None = None,
-                       batch_size: int = 16) -> tuple[Tensor, Tensor]:
-    """Span-mean activations "n layer d" of positives and of negatives (same pooling as
-    ExpertSteer's fit)."""
-    acts = capture(model, list(positives) + list(negatives), layers=layers, hook=hook, position="mean",
+                       batch_size: int = 16, position: str = "mean") -> tuple[Tensor, Tensor]:
+    """Activations "n layer d" of positives and of negatives: ``position="mean"`` over the
+    completion span (ExpertSteer's pooling) or ``"last"``, the completion's last token (CAA's
+    answer-letter token for A/B items)."""
+    acts = capture(model, list(positives) + list(negatives), layers=layers, hook=hook, position=position,
                    chat_template=chat_template, batch_size=batch_size).tensor
     return acts[: len(positives)], acts[len(positives):]
 
@@ -49,7 +50,7 @@ def choose_layer(pos: Float[Tensor, "n layer d"], neg: Float[Tensor, "n layer d"
     """Pick the layer whose mean-difference direction (fitted on one half of the train pairs)
     best ranks positive above negative on the other half (both ways, averaged). Train only."""
     n = pos.shape[0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(pos.device)
     halves = (perm[: n // 2], perm[n // 2:])
     scores: dict[int, float] = {}
     for i, layer in enumerate(layers):

