@@ -207,17 +207,32 @@ def load_dataset(name_or_path: str | Path) -> MCDataset:
                      f"({', '.join(list_datasets())}) and no such file or folder.")
 
 
+CONTRASTS = ("correct", "label")
+
+
 def contrast_prompts(
-    items: Sequence[Item], *, seed: int = 0
+    items: Sequence[Item], *, seed: int = 0, by: str = "correct", label: int = 1,
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(positives, negatives) for steering-vector fitting: positives pair each prompt with its
-    correct completion, negatives with a seeded wrong one (the same for the same seed and id).
-    Activations are meant to be pooled over the completion span."""
+    """(positives, negatives) for steering-vector fitting; activations are meant to be pooled over
+    the completion span (or read at its last token).
+
+    ``by="correct"``: each prompt with its correct completion vs a seeded wrong one (the same for
+    the same seed and id). On a balanced two-way set this averages the two label directions
+    against each other. ``by="label"``: each prompt with choice ``label`` vs a seeded other choice
+    (for two-way sets: choice 1 vs choice 0 on every item), so the direction is "answer X minus
+    answer Y" whatever the right answer is; steering along it with a signed strength moves the
+    share of X answers."""
+    if by not in CONTRASTS:
+        raise ValueError(f"by must be one of {CONTRASTS}, got {by!r}")
     pos, neg = [], []
     for it in items:
         comps = it.completions()
         rng = random.Random(f"{seed}:{it.id}")
-        wrong = rng.choice([k for k in range(len(comps)) if k != it.answer])
-        pos.append((it.prompt(), comps[it.answer]))
-        neg.append((it.prompt(), comps[wrong]))
+        if by == "label" and not 0 <= label < len(comps):
+            raise ValueError(f"item {it.id!r} has {len(comps)} choices; label {label} does not exist. "
+                             f"Fix: pass label in 0..{len(comps) - 1}")
+        keep = it.answer if by == "correct" else label
+        other = rng.choice([k for k in range(len(comps)) if k != keep])
+        pos.append((it.prompt(), comps[keep]))
+        neg.append((it.prompt(), comps[other]))
     return pos, neg

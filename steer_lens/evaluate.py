@@ -44,6 +44,7 @@ class EvalResult:
     ids: list[str]
     correct: list[bool]
     margins: list[float]
+    predictions: list[int] = field(default_factory=list)  # per item: index of the chosen choice
     scoring: str = "mean_logprob_per_token"
     behaviour_prob: float | None = None
     behaviour_rate: float | None = None
@@ -53,7 +54,7 @@ class EvalResult:
 
     def summary(self) -> dict:
         """Everything but the per-item lists."""
-        return {k: v for k, v in asdict(self).items() if k not in ("ids", "correct", "margins")}
+        return {k: v for k, v in asdict(self).items() if k not in ("ids", "correct", "margins", "predictions")}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,9 +183,10 @@ def score_items(model, items: Sequence[Item], *, chat_template: bool | None = No
 def summarise(items: Sequence[Item], scores: Sequence[tuple[Sequence[float], Sequence[int]]], *,
               majority_rate: float, seed: int = 0, meta: dict | None = None) -> EvalResult:
     """Turn per-choice scores into an EvalResult (see module doc for the scoring choice)."""
-    correct, correct_sum, margins, margins_ab, bias = [], [], [], [], []
+    correct, correct_sum, margins, margins_ab, bias, preds = [], [], [], [], [], []
     for it, (sums, counts) in zip(items, scores):
         mean = [s / max(c, 1) for s, c in zip(sums, counts)]
+        preds.append(max(range(len(mean)), key=lambda k: (mean[k], -k)))
         wrong = [m for k, m in enumerate(mean) if k != it.answer]
         margins.append(float(mean[it.answer] - max(wrong)))
         correct.append(bool(margins[-1] > 0))
@@ -198,7 +200,8 @@ def summarise(items: Sequence[Item], scores: Sequence[tuple[Sequence[float], Seq
         accuracy=float(np.mean(correct)) if correct else float("nan"), ci_low=lo, ci_high=hi,
         n=len(items), majority_rate=majority_rate,
         accuracy_sum=float(np.mean(correct_sum)) if correct_sum else float("nan"),
-        ids=[it.id for it in items], correct=correct, margins=margins, meta=dict(meta or {}))
+        ids=[it.id for it in items], correct=correct, margins=margins, predictions=preds,
+        meta=dict(meta or {}))
     if margins_ab:
         res.behaviour_prob = float(np.mean(1 / (1 + np.exp(-np.asarray(margins_ab)))))
         res.behaviour_rate = float(np.mean(np.asarray(margins_ab) > 0))

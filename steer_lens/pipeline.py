@@ -22,7 +22,7 @@ from .activations import capture, hook_name, resolve_layers
 from .align import make_aligner
 from .align.base import REGISTRY as ALIGNERS
 from .field import check_field_alignment, check_mode
-from .mi import mi_matrix, select_pairs
+from .mi import LayerPair, mi_matrix, select_pairs
 from .plan import LayerPairInfo, SteeringPlan, model_card
 from .rfm import RFMConfig, steering_vector
 from .steer import resid_scale
@@ -54,6 +54,16 @@ def target_norms(model, prompts: Sequence[Prompt], layers: Sequence[int], hook: 
     return {name: resid_scale(cache[name], real) for name in names}
 
 
+def given_pair(mi: Tensor, expert_layer: int, target_layer: int, e_layers: Sequence[int],
+               t_layers: Sequence[int]) -> LayerPair:
+    """An explicitly chosen layer pair, with its MI read from the matrix (for the record)."""
+    if expert_layer not in e_layers or target_layer not in t_layers:
+        raise ValueError(f"pair ({expert_layer}, {target_layer}) is outside the captured layers (expert "
+                         f"{list(e_layers)}, target {list(t_layers)}); fix pairs= or expert_layers/target_layers")
+    return LayerPair(expert_layer, target_layer, float(mi[list(e_layers).index(expert_layer),
+                                                         list(t_layers).index(target_layer)]))
+
+
 @dataclass
 class ExpertSteer:
     """Fit steering vectors for a target model from an expert model's activations.
@@ -71,6 +81,7 @@ class ExpertSteer:
     position: str = "mean"
     hook: str = "resid_post"
     rule: str = "lowest"
+    pairs: Sequence[tuple[int, int]] | None = None  # explicit (expert, target) layer pairs: no MI rule
     one_per_target: bool = True
     one_per_expert: bool = False  # True: distinct expert layers (else one layer may feed all pairs)
     expert_layers: Sequence[int] | None = None
@@ -159,10 +170,13 @@ class ExpertSteer:
         xa = torch.stack(aligned, dim=1)
         k = self.mi_dim or max(2, min(32, len(prompts) // 10))  # CCA is biased when k ~ n
         mi = mi_matrix(xa, xt, estimator=self.mi_estimator, k=k).float()
-        pairs = select_pairs(mi, self.n_pairs, rule=self.rule, one_per_target=self.one_per_target,
-                             one_per_expert=self.one_per_expert,
-                             expert_layers=e_layers, target_layers=t_layers,
-                             target_window=self.target_window)
+        if self.pairs:
+            pairs = [given_pair(mi, e, t, e_layers, t_layers) for e, t in self.pairs]
+        else:
+            pairs = select_pairs(mi, self.n_pairs, rule=self.rule, one_per_target=self.one_per_target,
+                                 one_per_expert=self.one_per_expert,
+                                 expert_layers=e_layers, target_layers=t_layers,
+                                 target_window=self.target_window)
         vectors, spectra, pair_info, pair_aligners, rfms = {}, {}, [], {}, {}
         for pair in pairs:
             i, j = e_layers.index(pair.expert_layer), t_layers.index(pair.target_layer)
