@@ -140,10 +140,11 @@ def _source_tokenizer(model):
     from transformers import AutoTokenizer
 
     src = getattr(getattr(model, "tokenizer", None), "name_or_path", "")
-    if not src or not Path(src).is_dir():
-        raise ValueError(f"cannot find the model's tokenizer files ({src!r} is not a local folder); "
-                         "pass tokenizer=AutoTokenizer.from_pretrained(...)")
-    return AutoTokenizer.from_pretrained(src, local_files_only=True)
+    try:  # a local folder (registry models: their cache entry) or a repo id in the local HF cache
+        return AutoTokenizer.from_pretrained(src, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot find the model's tokenizer files at {src!r} ({err}); "
+                         "pass tokenizer=AutoTokenizer.from_pretrained(...)") from None
 
 
 def merged_model(model, plan: SteeringPlan, strength: float, *, positions: str = "all"):
@@ -157,13 +158,18 @@ def merged_model(model, plan: SteeringPlan, strength: float, *, positions: str =
     _check_architecture(hf)
     deltas = bias_deltas(plan, strength, int(model.cfg.n_layers))
     config = copy.deepcopy(hf.config)
-    config.mlp_bias = bool(getattr(config, "mlp_bias", False)) or any(k == "mlp" for k, _ in deltas)
-    config.attention_bias = bool(getattr(config, "attention_bias", False)) or any(k == "attn" for k, _ in deltas)
+    switched_on = []  # the bias families this merge adds (absent from the original weights)
+    for switch, kind, family in (("mlp_bias", "mlp", r"mlp\.(gate|up|down)_proj"),
+                                 ("attention_bias", "attn", r"self_attn\.(q|k|v|o)_proj")):
+        if not getattr(config, switch, False) and any(k == kind for k, _ in deltas):
+            setattr(config, switch, True)
+            switched_on.append(family)
     merged = AutoModelForCausalLM.from_config(config, dtype=hf.dtype)
     expected = merged.state_dict()
     weights = _hf_state_dict(hf, expected)
     missing = [k for k in expected if k not in weights]
-    unexplained = [k for k in missing if not k.endswith(".bias")]
+    unexplained = [k for k in missing
+                   if not any(re.fullmatch(rf"model\.layers\.\d+\.{f}\.bias", k) for f in switched_on)]
     if unexplained:
         raise ValueError(f"could not map the model's weights to Hugging Face names (e.g. {unexplained[:3]}); "
                          "is it a TransformerBridge from steer_lens.load_model?")
@@ -172,7 +178,7 @@ def merged_model(model, plan: SteeringPlan, strength: float, *, positions: str =
             weights[key] = torch.zeros_like(expected[key])
         for (kind, layer), add in deltas.items():
             name = _BIAS[kind].format(layer)
-            weights[name] = weights[name] + add.to(weights[name].dtype)
+            weights[name] = weights[name] + add.to(weights[name].device, weights[name].dtype)
     merged.load_state_dict(weights, strict=True)
     merged.generation_config = copy.deepcopy(hf.generation_config)
     merged.eval()
