@@ -136,7 +136,6 @@ class ExpertSteer:
             raise ValueError("positives and negatives must both be non-empty; pass labelled prompts "
                              "(e.g. from contrast_prompts(items))")
         prompts = list(positives) + list(negatives)
-        labels = torch.tensor([1] * len(positives) + [0] * len(negatives), dtype=torch.bool)
         e_layers, t_layers = self._layers(expert, target)
         if activations is None:
             xe, xt = self.capture(expert, target, prompts)
