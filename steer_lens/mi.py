@@ -66,7 +66,7 @@ def _top_eigh(g: Float[Tensor, "b m m"], r: int) -> tuple[Float[Tensor, "b r"], 
     m = g.shape[-1]
     if m > max(_EXACT_MAX, 4 * r):
         gen = torch.Generator().manual_seed(0)
-        q = torch.randn(m, min(m, 2 * r + 8), generator=gen, dtype=g.dtype).expand(g.shape[0], -1, -1)
+        q = torch.randn(m, min(m, 2 * r + 8), generator=gen, dtype=g.dtype).to(g.device).expand(g.shape[0], -1, -1)
         gq, prev = g @ q, None
         for step in range(_MAX_ITER):  # Ritz values converge like (lambda_{2r+8} / lambda_r)^(2 * step)
             q = torch.linalg.qr(gq).Q
@@ -138,13 +138,14 @@ def _ksg(zx: Float[Tensor, "n p"], zy: Float[Tensor, "n q"], neighbors: int) -> 
         dx = torch.cdist(zx[start:start + 1024], zx, p=math.inf)
         dy = torch.cdist(zy[start:start + 1024], zy, p=math.inf)
         dz = torch.maximum(dx, dy)
-        rows = torch.arange(dz.shape[0])
+        rows = torch.arange(dz.shape[0], device=dz.device)
         dz[rows, rows + start] = math.inf  # not your own neighbour
         eps = dz.kthvalue(neighbors, dim=1).values[:, None]
         nx = ((dx < eps).sum(1) - 1).clamp_min(0)  # strictly closer, minus self
         ny = ((dy < eps).sum(1) - 1).clamp_min(0)
         total += float((torch.special.digamma(nx + 1.0) + torch.special.digamma(ny + 1.0)).sum())
-    return float(torch.special.digamma(torch.tensor([float(neighbors), float(n)])).sum()) - total / n
+    constants = torch.tensor([float(neighbors), float(n)], dtype=torch.float64, device=zx.device)
+    return float(torch.special.digamma(constants).sum()) - total / n
 
 
 def ksg_mi(x: Float[Tensor, "n dx"], y: Float[Tensor, "n_y dy"], *, neighbors: int = 3,
@@ -177,7 +178,8 @@ def mi_matrix(expert: Float[Tensor, "n expert_layer d_e"], target: Float[Tensor,
     zx, zy = _whiten(expert, k, standardize), _whiten(target, k, standardize)
     if estimator == "ksg":
         s = math.sqrt(n - 1)
-        return torch.tensor([[_ksg(a * s, b * s, neighbors) for b in zy] for a in zx], dtype=torch.float64)
+        return torch.tensor([[_ksg(a * s, b * s, neighbors) for b in zy] for a in zx], dtype=torch.float64,
+                            device=expert.device)
     px, py = max(z.shape[1] for z in zx), max(z.shape[1] for z in zy)
     ax = torch.cat([torch.nn.functional.pad(z, (0, px - z.shape[1])) for z in zx], 1)  # (n, Le*px)
     ay = torch.cat([torch.nn.functional.pad(z, (0, py - z.shape[1])) for z in zy], 1)  # zero columns add 0

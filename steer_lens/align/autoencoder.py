@@ -77,7 +77,8 @@ class AutoEncoderAligner(Aligner):
             my, sy = _stats(y, h["standardize"])
             ys = ((y - my) / sy).float()
         else:
-            my, sy = torch.zeros(self.d_target, dtype=x.dtype), torch.ones(self.d_target, dtype=x.dtype)
+            my = torch.zeros(self.d_target, dtype=x.dtype, device=x.device)
+            sy = torch.ones(self.d_target, dtype=x.dtype, device=x.device)
             ys = None
         if h["solver"] == "closed_form":
             we, be, wd, bd = self._closed_form(xs64)
@@ -94,31 +95,31 @@ class AutoEncoderAligner(Aligner):
         """Top-d_target principal axes of the (centred, standardised) rows as encoder; zero biases."""
         evals, evecs = torch.linalg.eigh(xs.T @ xs)  # ascending
         k = min(self.d_expert, self.d_target)
-        we = torch.zeros(self.d_expert, self.d_target, dtype=xs.dtype)
+        we = torch.zeros(self.d_expert, self.d_target, dtype=xs.dtype, device=xs.device)
         we[:, :k] = evecs.flip(-1)[:, :k]  # extra code units (d_target > d_expert) stay unused
         total = float(evals.clamp_min(0).sum())
         kept = float(evals.flip(-1)[:k].clamp_min(0).sum())
         loss = float(((xs @ we @ we.T - xs) ** 2).mean())
         self.fit_info = {"solver": "closed_form", "train_loss": loss,
                          "explained_variance": kept / total if total > 0 else 1.0}
-        return we, torch.zeros(self.d_target, dtype=xs.dtype), we.T.contiguous(), torch.zeros(self.d_expert, dtype=xs.dtype)
+        return we, xs.new_zeros(self.d_target), we.T.contiguous(), xs.new_zeros(self.d_expert)
 
     def _adam(self, xs: Float[Tensor, "n d_expert"], ys: Float[Tensor, "n d_target"] | None,
               gen: torch.Generator) -> list[Tensor]:
         """Adam on the loss with early stopping on held-out rows; returns the best [we, be, wd, bd]."""
         h = self.hparams
         n = xs.shape[0]
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(xs.device)
         n_val = max(1, round(h["val_fraction"] * n)) if h["val_fraction"] > 0 else 0
         val, train = perm[:n_val], perm[n_val:]
         monitor = val if n_val else train
-        params = _init(self.d_expert, self.d_target, gen)
+        params = _init(self.d_expert, self.d_target, gen, xs.device)
         opt = torch.optim.Adam(params, lr=h["lr"], weight_decay=h["weight_decay"])
         bs = h["batch_size"] or len(train)
         best, best_epoch, best_params = math.inf, 0, [p.detach().clone() for p in params]
         epoch = 0
         for epoch in range(1, h["max_epochs"] + 1):
-            order = train[torch.randperm(len(train), generator=gen)] if bs < len(train) else train
+            order = train[torch.randperm(len(train), generator=gen).to(train.device)] if bs < len(train) else train
             for batch in order.split(bs):
                 opt.zero_grad()
                 self._loss(params, xs[batch], None if ys is None else ys[batch]).backward()
@@ -154,8 +155,9 @@ def _stats(x: Float[Tensor, "n d"], mode: str) -> tuple[Float[Tensor, " d"], Flo
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
-def _init(d_in: int, d_code: int, gen: torch.Generator) -> list[Tensor]:
-    """Uniform(+-1/sqrt(fan_in)) weights, zero biases, float32 leaves: [we, be, wd, bd]."""
-    we = (torch.rand(d_in, d_code, generator=gen) * 2 - 1) / math.sqrt(d_in)
-    wd = (torch.rand(d_code, d_in, generator=gen) * 2 - 1) / math.sqrt(d_code)
-    return [p.requires_grad_() for p in (we, torch.zeros(d_code), wd, torch.zeros(d_in))]
+def _init(d_in: int, d_code: int, gen: torch.Generator, device: torch.device) -> list[Tensor]:
+    """Uniform(+-1/sqrt(fan_in)) weights, zero biases, float32 leaves on ``device``: [we, be, wd, bd]."""
+    we = ((torch.rand(d_in, d_code, generator=gen) * 2 - 1) / math.sqrt(d_in)).to(device)
+    wd = ((torch.rand(d_code, d_in, generator=gen) * 2 - 1) / math.sqrt(d_code)).to(device)
+    zeros = [torch.zeros(d, device=device) for d in (d_code, d_in)]
+    return [p.requires_grad_() for p in (we, zeros[0], wd, zeros[1])]

@@ -63,10 +63,10 @@ class ProcrustesAligner(Aligner):
         n, folds, rtol = x.shape[0], self.hparams["folds"], self.hparams["rtol"]
         top = min(self.d_expert, self.d_target, n - (n + folds - 1) // folds - 1)
         grid = [2**i for i in range(top.bit_length()) if 2**i <= top] or [max(top, 1)]
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams["seed"]))
-        errors = torch.zeros(len(grid), dtype=torch.float64)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams["seed"])).to(x.device)
+        errors = torch.zeros(len(grid), dtype=torch.float64, device=x.device)
         for val in torch.tensor_split(perm, folds):
-            train = torch.ones(n, dtype=torch.bool)
+            train = torch.ones(n, dtype=torch.bool, device=x.device)
             train[val] = False
             px, py = _pca(x[train], rtol), _pca(y[train], rtol)
             for j, r in enumerate(grid):

@@ -56,13 +56,13 @@ class RidgeAligner(Aligner):
     def _ridge_cv(self, x: Float[Tensor, "n p"], y: Float[Tensor, "n q"]
                   ) -> tuple[Float[Tensor, "p q"], Float[Tensor, " q"], dict]:
         """CV over the alpha grid, then refit on all rows; returns (W, b, diagnostics)."""
-        alphas = torch.tensor(self.hparams["alphas"], dtype=torch.float64)
+        alphas = torch.tensor(self.hparams["alphas"], dtype=torch.float64, device=x.device)
         n = x.shape[0]
         gen = torch.Generator().manual_seed(self.hparams["seed"])
-        perm = torch.randperm(n, generator=gen)
-        errors = torch.zeros(len(alphas), dtype=torch.float64)
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        errors = torch.zeros(len(alphas), dtype=torch.float64, device=x.device)
         for val in torch.tensor_split(perm, self.hparams["folds"]):
-            train = torch.ones(n, dtype=torch.bool)
+            train = torch.ones(n, dtype=torch.bool, device=x.device)
             train[val] = False
             xm, ym = x[train].mean(0), y[train].mean(0)
             u, s, vh = torch.linalg.svd(x[train] - xm, full_matrices=False)

@@ -14,7 +14,7 @@ def random_plan(plan: SteeringPlan, seed: int = 0) -> SteeringPlan:
     vectors = {}
     for name, v in plan.vectors.items():
         r = torch.randn(v.shape[-1], generator=gen, dtype=torch.float64)
-        vectors[name] = (r / r.norm()).float()
+        vectors[name] = (r / r.norm()).float().to(v.device)
     return SteeringPlan(vectors=vectors, pairs=list(plan.pairs), mi=None, expert={"name": "random"},
                         target=dict(plan.target), norms=dict(plan.norms),
                         settings={"method": "random", "seed": seed, "matched_to": plan.settings.get("method",

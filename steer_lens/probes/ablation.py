@@ -8,6 +8,7 @@ Conditions: "unsteered", "full" plan, "only <hook>" (that pair's vector alone) a
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,19 +51,19 @@ def _margins(model, items, chat_template) -> list[float]:
 
 def margin_metric(items, chat_template: bool | None = None) -> Callable[[object], float]:
     """Mean over items of (correct choice − best wrong) mean per-token log-prob (nats)."""
-    return lambda model: float(torch.tensor(_margins(model, items, chat_template)).mean())
+    return lambda model: statistics.fmean(_margins(model, items, chat_template))
 
 
 def accuracy_metric(items, chat_template: bool | None = None) -> Callable[[object], float]:
     """Share of items whose correct choice has the highest mean per-token log-prob."""
-    return lambda model: float((torch.tensor(_margins(model, items, chat_template)) > 0).float().mean())
+    return lambda model: statistics.fmean(m > 0 for m in _margins(model, items, chat_template))
 
 
 def answer_metrics(items, chat_template: bool | None = None) -> Callable[[object], dict]:
     """Both ``margin`` (first, the headline) and ``accuracy`` from one scoring pass."""
     def metric(model) -> dict:
-        m = torch.tensor(_margins(model, items, chat_template))
-        return {"margin": float(m.mean()), "accuracy": float((m > 0).float().mean())}
+        m = _margins(model, items, chat_template)
+        return {"margin": statistics.fmean(m), "accuracy": statistics.fmean(x > 0 for x in m)}
     return metric
 
 

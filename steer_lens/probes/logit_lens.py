@@ -84,7 +84,7 @@ def _last_logits(model, prompts: Sequence[Prompt], chat_template: bool | None) -
     batch = batch_encode(model, prompts, chat_template=chat_template)
     with torch.no_grad():
         logits = model(batch.tokens, attention_mask=batch.attention_mask)
-    return logits[torch.arange(len(prompts)), batch.last_index].float()
+    return logits[torch.arange(len(prompts), device=logits.device), batch.last_index.to(logits.device)].float()
 
 
 def direct_effect(model, prompts: Sequence[Prompt], vectors: Mapping[str, Tensor] | None = None,

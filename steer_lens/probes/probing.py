@@ -34,13 +34,13 @@ def projection_auroc(pos: Float[Tensor, "n_pos d"], neg: Float[Tensor, "n_neg d"
     """AUROC of projecting held-out positives vs negatives on ``vector``."""
     v = torch.as_tensor(vector, dtype=torch.float64).flatten()
     s = torch.cat([pos.double() @ v, neg.double() @ v])
-    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
+    y = torch.cat([torch.ones(len(pos), device=s.device), torch.zeros(len(neg), device=s.device)])
     return auroc(s, y)
 
 
 def _fit_logistic(x: Tensor, y: Tensor, l2: float, steps: int) -> tuple[Tensor, Tensor]:
-    w = torch.zeros(x.shape[1], dtype=x.dtype, requires_grad=True)
-    b = torch.zeros((), dtype=x.dtype, requires_grad=True)
+    w = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+    b = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
@@ -55,9 +55,10 @@ def _fit_logistic(x: Tensor, y: Tensor, l2: float, steps: int) -> tuple[Tensor, 
 
 
 def _folds(y: Tensor, folds: int, groups: Tensor | None, gen: torch.Generator) -> Tensor:
-    """Fold index per row: stratified by class, or by group (a group never straddles folds)."""
+    """Fold index per row (on the CPU): stratified by class, or by group (a group never
+    straddles folds)."""
     if groups is not None:
-        ids, inverse = torch.unique(torch.as_tensor(groups), return_inverse=True)
+        ids, inverse = torch.unique(torch.as_tensor(groups).cpu(), return_inverse=True)
         return (torch.randperm(len(ids), generator=gen) % folds)[inverse]
     fold_of = torch.empty(len(y), dtype=torch.long)
     for cls in (1.0, 0.0):
@@ -75,9 +76,9 @@ def logistic_probe_auroc(pos: Float[Tensor, "n_pos d"], neg: Float[Tensor, "n_ne
     in one fold. Use it for (prompt + correct, prompt + wrong) pairs: splitting a pair leaks the
     prompt across folds and drives AUROC *below* chance."""
     x = torch.cat([pos, neg]).double()
-    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).double()
+    y = torch.cat([torch.ones(len(pos), device=x.device), torch.zeros(len(neg), device=x.device)]).double()
     folds = max(2, min(folds, len(pos), len(neg)))
-    fold_of = _folds(y, folds, groups, torch.Generator().manual_seed(seed))
+    fold_of = _folds(y.cpu(), folds, groups, torch.Generator().manual_seed(seed)).to(x.device)
     aucs = []
     for f in range(folds):
         tr, te = fold_of != f, fold_of == f
