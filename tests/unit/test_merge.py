@@ -180,3 +180,26 @@ def test_cli_merge(tiny_dir, tiny_llama, tmp_path, capsys):
     assert err[-1].startswith("steer-lens: error: cannot merge a plan in 'field' mode")
     assert not (tmp_path / "x").exists()
     assert main(["merge", "--help"]) == 0 and "example:" in capsys.readouterr().out
+
+
+def test_llama3_untied_bos_family_and_unfoldable_families(family_dirs, tmp_path, one_thread):
+    """Llama-3.1 layout (RoPE scaling, untied unembedding, a BOS-adding tokenizer) folds exactly;
+    the families without a bias switch at both sublayer outputs (Qwen2, Mistral, Phi-3) or with
+    norms after them (Gemma-2) are refused, naming their model_type."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = load_model(family_dirs["llama3"])
+    plan = make_plan(model, hooks=("blocks.0.hook_resid_post", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"))
+    ids, mask = encode(model, TEXTS)
+    want = hooked_logits(model, plan, 0.8, ids, mask)
+    out = merge_plan(model, plan, 0.8, tmp_path / "llama3")
+    with torch.no_grad():
+        got = AutoModelForCausalLM.from_pretrained(out)(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+    tok, ref = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(family_dirs["llama3"])
+    assert tok("a b")["input_ids"] == ref("a b")["input_ids"] and tok("a")["input_ids"][0] == tok.bos_token_id
+    for kind, model_type in (("qwen2", "qwen2"), ("mistral", "mistral"), ("phi3", "phi3"), ("gemma2", "gemma2")):
+        other = load_model(family_dirs[kind])
+        with pytest.raises(ValueError, match=f"cannot fold a plan into a '{model_type}' model"):
+            merge_plan(other, make_plan(other), 0.5, tmp_path / kind)
+        assert not (tmp_path / kind).exists()
