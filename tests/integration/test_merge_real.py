@@ -4,7 +4,7 @@ Gemma-3 (norms after each sublayer) is refused with the reason."""
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import steer_lens as sl
 from steer_lens.merge import merge_plan
@@ -50,6 +50,15 @@ def test_smollm2_merged_logits_equal_hooked(smollm2, tmp_path):
     with torch.no_grad():
         again = bridge(batch.tokens, attention_mask=batch.attention_mask)
     torch.testing.assert_close(again[real], want[real], atol=1e-4, rtol=0)
+    # a serving stack's view: greedy generation from the chat-formatted prompt, KV cache on
+    tok = AutoTokenizer.from_pretrained(out)
+    inputs = tok.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        new = plain.generate(**inputs, max_new_tokens=24, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    with plan.apply(smollm2, 0.3):
+        steered = sl.generate(smollm2, PROMPTS[0], max_new_tokens=24, chat_template=True)[0]
+    assert tok.decode(new, skip_special_tokens=True) == steered
 
 
 def test_gemma_is_refused(gemma, tmp_path):
