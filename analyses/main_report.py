@@ -83,16 +83,23 @@ def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
     return by
 
 
-def comparisons(rows: list[dict]) -> list[dict]:
-    """Paired test-set comparisons of ExpertSteer(autoencoder) with the controls, per dataset."""
+LABEL_MAIN = "expertsteer_label"
+# which random control each method is judged against (same hooks and norms as its matched method)
+CONTROL_OF = {"expertsteer_label": "random_label", "expertsteer_label_lowest_mi": "random_label",
+              "label_caa": "random_label"}
+
+
+def comparisons(rows: list[dict], main: str = MAIN,
+                others: tuple[str, ...] = ("random", "self_rfm", "caa", "iti", "unsteered")) -> list[dict]:
+    """Paired test-set comparisons of ``main`` with the controls, per dataset."""
     out = []
     for ds, m in _by_dataset(rows).items():
-        if MAIN not in m:
+        if main not in m:
             continue
-        for other in ("random", "self_rfm", "caa", "iti", "unsteered"):
-            if other in m and m[other]["ids"] == m[MAIN]["ids"]:
-                pb = paired_bootstrap(m[MAIN]["correct"], m[other]["correct"])
-                p = mcnemar(m[MAIN]["correct"], m[other]["correct"])["p"]
+        for other in others:
+            if other in m and m[other]["ids"] == m[main]["ids"]:
+                pb = paired_bootstrap(m[main]["correct"], m[other]["correct"])
+                p = mcnemar(m[main]["correct"], m[other]["correct"])["p"]
                 out.append({"dataset": ds, "vs": other, "diff": round(pb["diff"], 3),
                             "ci": f"[{pb['ci_low']:.3f}, {pb['ci_high']:.3f}]",
                             "p_mcnemar": round(p, 3), "verdict": _significance(pb, p)})
@@ -117,11 +124,11 @@ def significance_summary(rows: list[dict]) -> list[dict]:
     tally: dict = defaultdict(lambda: defaultdict(int))
     for m in _by_dataset(rows).values():
         for method, r in m.items():
-            if method in ("unsteered", "expert_unsteered", "random", "reverse_random"):
+            if method in ("unsteered", "expert_unsteered", "random", "reverse_random", "random_label"):
                 continue
             rev = method.startswith("reverse_")
             for label, ref in (("unsteered", "expert_unsteered" if rev else "unsteered"),
-                               ("random", "reverse_random" if rev else "random")):
+                               ("random", "reverse_random" if rev else CONTROL_OF.get(method, "random"))):
                 b = m.get(ref)
                 if b is None or b["ids"] != r["ids"]:
                     continue
@@ -199,6 +206,42 @@ def reading(rows: list[dict], comps: list[dict]) -> str:
     return "\n".join(lines) or "- (no ExpertSteer rows yet)"
 
 
+PROTOCOL_TEXT = {
+    2: """Protocol: steering vectors fitted on TRAIN contrast pairs only; the strength chosen by VALIDATION
+accuracy over the grid, which always includes 0 (= do not steer: then the unsteered test row is
+reused); TEST scored once per method. CAA and self-RFM shortlist layers from the middle half of
+the target by a train-only split-half separation score and choose the layer together with the
+strength on VALIDATION; ITI picks heads by train-only 2-fold probe accuracy; ExpertSteer picks
+layer pairs by MI on train activations (auto-encoder fitted in closed form: the exact optimum of
+the paper's reconstruction loss). `random` = random unit vectors at ExpertSteer (autoencoder)'s
+hooks with its norms and its selected strength (no selection of its own); `reverse_random` the
+same for the reverse direction.""",
+    3: """Protocol 3 (`steer_lens.protocol`): steering vectors fitted on TRAIN only; strengths searched on
+VALIDATION (`limit_val` items): strength 0 (= do not steer: the unsteered test row is reused), a coarse
+log grid, upward extension (0.5, 1, 2) while the best is the largest tried, then `refine_rounds` rounds
+bisecting next to the best point and where the answers change most; one ranking rule (accuracy, mean
+margin, smaller strength); TEST scored once per method. Contrasts: "correct" (right minus wrong
+completion: `caa`, `self_rfm`, `iti`, `expertsteer_*`) and "label" (choice 1 minus choice 0 on every
+item, signed strengths: `label_caa`, `expertsteer_label*`). CAA-like methods shortlist target layers
+(middle half) by a train-only split-half separation score and choose layer and strength on
+VALIDATION (candidates compared on the coarse grid, the best refined). ExpertSteer pairs: the paper's
+lowest-MI rule (`expertsteer_autoencoder`, `_ridge`, `_procrustes`, `expertsteer_label_lowest_mi`) or
+the validation rule (`expertsteer_label`: `pair_shortlist` expert layers of the middle half with the
+best train-only label separation, each paired with the target layer at the same depth, chosen on
+VALIDATION). `random` / `random_label` = random unit vectors at the hooks, norms and selected strength
+of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own).""",
+}
+
+
+def label_section(rows: list[dict]) -> str:
+    """Paired comparisons of the expert's label direction (validation-chosen pair)."""
+    comps = comparisons(rows, LABEL_MAIN, ("random_label", "label_caa", "expertsteer_label_lowest_mi", "unsteered"))
+    if not comps:
+        return ""
+    return ("\n## Paired comparisons of ExpertSteer with the label contrast (validation-chosen pair)\n"
+            + _md_table(comps, ["dataset", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
+
+
 def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = csv_rows(rows)
@@ -228,18 +271,11 @@ def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> 
     notes_file = out / "notes.md"
     if not notes and notes_file.exists():
         notes = notes_file.read_text()
+    protocol = PROTOCOL_TEXT[3 if config.get("protocol", 2) >= 3 else 2]
     text = f"""# Main results
 
 Generated by `analyses/main_results.py` (numbers below are computed, not typed).
-Protocol: steering vectors fitted on TRAIN contrast pairs only; the strength chosen by VALIDATION
-accuracy over the grid, which always includes 0 (= do not steer: then the unsteered test row is
-reused); TEST scored once per method. CAA and self-RFM shortlist layers from the middle half of
-the target by a train-only split-half separation score and choose the layer together with the
-strength on VALIDATION; ITI picks heads by train-only 2-fold probe accuracy; ExpertSteer picks
-layer pairs by MI on train activations (auto-encoder fitted in closed form: the exact optimum of
-the paper's reconstruction loss). `random` = random unit vectors at ExpertSteer (autoencoder)'s
-hooks with its norms and its selected strength (no selection of its own); `reverse_random` the
-same for the reverse direction.
+{protocol}
 Accuracy = length-normalised log-likelihood choice (`accuracy_sum` = summed); CI = seeded
 percentile bootstrap (2000 resamples). `expert_unsteered` is Gemma-3-270m itself;
 `reverse_expertsteer_autoencoder` steers Gemma with SmolLM2 as the expert (compare with
@@ -267,7 +303,7 @@ constant (diagnostic only: the constant is estimated on the test items themselve
 
 ## Paired comparisons of ExpertSteer (autoencoder) on the same test items
 {_md_table(comps, ["dataset", "vs", "diff", "ci", "p_mcnemar"]) if comps else "(none yet)"}
-
+{label_section(rows)}
 ## How often each method is significantly better / worse (paired, per dataset)
 Counts over datasets; "better" needs the paired-bootstrap 95% CI above 0 and exact McNemar p < 0.05
 (uncorrected for the many comparisons: expect ~5% false positives). `chose_no_steering` = datasets

@@ -1,7 +1,14 @@
-"""Main results: every method on each dataset, fitted on TRAIN, strength chosen on VALIDATION,
-TEST scored once per method. Resumable: each (dataset, method) row is cached as JSON under
-``results/cache/<config>/`` and skipped on re-runs. Writes results/main_results.csv and
-results/README.md (via analyses/main_report.py).
+"""Main results: every method on each dataset, fitted on TRAIN, chosen on VALIDATION, TEST scored
+once per method, all through ``steer_lens.protocol``. Resumable: each (dataset, method) row is cached
+as JSON under ``<out>/cache/<config>/`` and skipped on re-runs. Writes <out>/main_results.csv and
+<out>/README.md (via analyses/main_report.py).
+
+Protocol 3 (default; results/protocol3/): strengths searched on 100 validation items (coarse log grid,
+upward extension, refinement where answers flip); label-direction methods (``label_caa``,
+``expertsteer_label``: answer X minus answer Y, signed strengths) next to the correct-vs-wrong
+contrast; ExpertSteer layer pairs either by the paper's lowest-MI rule or shortlisted on train
+(expert layers whose split-half label separation is best, mid depth) and chosen on validation.
+Protocol 2 (results/, the session-2/3 record): ``--protocol 2``.
 
     python analyses/main_results.py                       # every bundled dataset (hours on 2 cores)
     python analyses/main_results.py --compact             # one dataset per domain
@@ -11,6 +18,7 @@ results/README.md (via analyses/main_report.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,17 +35,29 @@ from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, 
 from steer_lens.data import COMPACT_DATASETS, contrast_prompts, list_datasets, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
-from steer_lens.pipeline import ExpertSteer  # noqa: E402
+from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
+from steer_lens.protocol import StrengthSearch, choose, point  # noqa: E402
 
 log = logging.getLogger("main_results")
 COMPACT = list(COMPACT_DATASETS)
-ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest"), "expertsteer_ridge": ("ridge", "lowest"),
-               "expertsteer_procrustes": ("procrustes", "lowest"), "expertsteer_highest_mi": ("autoencoder", "highest"),
-               "expertsteer_hybrid": ("hybrid", "lowest")}
-CORE = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random"]
-ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi"]
+# name: (alignment, pair rule, contrast)
+ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
+               "expertsteer_ridge": ("ridge", "lowest", "correct"),
+               "expertsteer_procrustes": ("procrustes", "lowest", "correct"),
+               "expertsteer_highest_mi": ("autoencoder", "highest", "correct"),
+               "expertsteer_hybrid": ("hybrid", "lowest", "correct"),
+               "expertsteer_label": ("ridge", "validation", "label"),
+               "expertsteer_label_lowest_mi": ("ridge", "lowest", "label")}
+CORE = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random",
+        "label_caa", "expertsteer_label", "random_label"]
+ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
+             "expertsteer_label_lowest_mi"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
+CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
+            "reverse_random": "reverse_expertsteer_autoencoder"}
+PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
+                     "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi", "expertsteer_hybrid"]
 
 
 def default_datasets() -> list[str]:
@@ -48,13 +68,26 @@ def default_datasets() -> list[str]:
 class Runner:
     def __init__(self, args, target, expert):
         self.args, self.target, self.expert = args, target, expert
-        cfg = {k: getattr(args, k) for k in ("limit_test", "limit_val", "limit_train", "strengths", "n_pairs",
-                                             "fast", "ae_epochs", "iti_heads", "layer_shortlist", "protocol")}
+        keys = ["limit_test", "limit_val", "limit_train", "strengths", "n_pairs", "fast", "ae_epochs",
+                "iti_heads", "layer_shortlist", "protocol"]
+        if args.protocol >= 3:
+            keys += ["refine_rounds", "pair_shortlist"]
+        cfg = {k: getattr(args, k) for k in keys}
         self.config = cfg
         self.cache = Path(args.out) / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
         self.cache.mkdir(parents=True, exist_ok=True)
         self.fits: dict[str, dict] = {}  # per dataset: captures, plans, the shared strength-0 validation
         write_json(self.cache / "config.json", cfg)
+
+    def search(self, signed: bool = False) -> StrengthSearch:
+        a = self.args
+        if a.protocol < 3:
+            return StrengthSearch.fixed(a.strengths, signed=signed)
+        return StrengthSearch(grid=tuple(a.strengths), refine_rounds=a.refine_rounds, signed=signed)
+
+    def screen(self, signed: bool = False) -> StrengthSearch:
+        """Candidates (layers, pairs) are compared on the coarse grid; the best one is then refined."""
+        return dataclasses.replace(self.search(signed), refine_rounds=0, extend=())
 
     def cached(self, dataset: str, method: str, compute):
         path = self.cache / f"{dataset}__{method}.json"
@@ -75,7 +108,7 @@ class Runner:
         ds = load_dataset(name)
         train = ds.split("train", limit=a.limit_train)
         val = ds.split("validation", limit=a.limit_val)
-        pos, neg = contrast_prompts(train)
+        contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
         domain = train[0].domain
         T, E = self.target, self.expert
         fits = self.fits.setdefault(name, {})  # kept across passes (core, then ablations)
@@ -85,24 +118,12 @@ class Runner:
                          batch_size=a.batch_size)
             return {**r.to_dict(), "domain": domain, "model": str(model.cfg.model_name)}
 
-        def point(s, r) -> dict:
-            return {"strength": s, "accuracy": r.accuracy, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                    "mean_margin": float(sum(r.margins) / len(r.margins))}
-
-        def curve_of(model, plan) -> list[dict]:
-            """VALIDATION accuracy over the grid; strength 0 (no steering) is shared per model."""
+        def zero(model) -> dict:
+            """The unsteered VALIDATION point, shared by every method steering ``model``."""
             key = ("val0", id(model))
             if key not in fits:
                 fits[key] = point(0.0, evaluate(model, val, batch_size=a.batch_size))
-            return [fits[key]] + [point(s, evaluate(model, val, plan=plan, strength=s, batch_size=a.batch_size))
-                                  for s in a.strengths]
-
-        def rank(c: dict) -> tuple:
-            """Validation order: accuracy, then larger mean margin, then the smaller strength."""
-            return c["accuracy"], c["mean_margin"], -abs(c["strength"])
-
-        def best(curve: list[dict]) -> dict:
-            return max(curve, key=rank)
+            return fits[key]
 
         def test_or_reuse(model, plan, s, base_method):
             """Strength 0 = no steering: reuse the unsteered test row instead of re-scoring it."""
@@ -114,62 +135,94 @@ class Runner:
         def finish(model, plan, s, curve, base_method, **extra) -> dict:
             layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
             row = test_or_reuse(model, plan, s, base_method)
-            row.update(strength=s, layers=layers, val_curve=curve, pairs=[p.__dict__ for p in plan.pairs],
-                       plan_settings=_jsonable(plan.settings), **extra)
+            row.update(strength=s, layers=layers, val_curve=curve, n_val=len(val),
+                       pairs=[p.__dict__ for p in plan.pairs], plan_settings=_jsonable(plan.settings), **extra)
             return row
 
-        def steered(model, plan_fn, strength=None, base_method="unsteered"):
-            def compute():
-                plan = plan_fn()
-                if strength is not None:
-                    return finish(model, plan, strength, [], base_method)
-                curve = curve_of(model, plan)
-                return finish(model, plan, best(curve)["strength"], curve, base_method)
-            return compute
+        def selected(model, candidates, *, signed=False, base_method="unsteered", **extra):
+            """Strength (and, with several candidates, the candidate) chosen on VALIDATION."""
+            c = choose(model, val, candidates, search=self.search(signed), screen=self.screen(signed),
+                       zero=zero(model), batch_size=a.batch_size)
+            if len(candidates) > 1:
+                extra["candidate_val"] = {str(k): v for k, v in c.curves.items()}
+            return finish(model, candidates[c.key], c.strength, c.curves[c.key], base_method, **extra)
 
-        def shortlisted(kind):
+        def target_acts(contrast):
+            key = ("acts", contrast)
+            if key not in fits:
+                layers = list(range(T.cfg.n_layers))
+                fits[key] = (pooled_activations(T, *contrasts[contrast], layers), layers)
+            return fits[key]
+
+        def shortlisted(kind, contrast="correct"):
             """CAA / self-RFM: the train-only split-half score shortlists layers (middle half of the
             target); the layer AND strength are then chosen together on VALIDATION."""
             def compute():
-                acts, layers = target_acts()
+                acts, layers = target_acts(contrast)
                 L = T.cfg.n_layers
                 _, scores = choose_layer(*acts, layers, candidates=range(L // 4, 3 * L // 4 + 1))
                 short = sorted(scores, key=lambda k: (-scores[k], k))[: a.layer_shortlist]
                 f = fit_caa if kind == "caa" else fit_self_rfm
-                options = []
-                for layer in short:
-                    plan = f(T, pos, neg, layer, acts=acts, acts_layers=layers)
-                    curve = curve_of(T, plan)
-                    options.append((best(curve), layer, plan, curve))
-                top, layer, plan, curve = max(options, key=lambda o: (*rank(o[0]), -short.index(o[1])))
-                return finish(T, plan, top["strength"], curve, "unsteered", layer_scores=scores,
-                              layer_val={str(o[1]): o[3] for o in options})
+                pos, neg = contrasts[contrast]
+                plans = {layer: f(T, pos, neg, layer, acts=acts, acts_layers=layers) for layer in short}
+                row = selected(T, plans, signed=contrast == "label", layer_scores=scores)
+                row["layer_val"] = row.pop("candidate_val", {str(short[0]): row["val_curve"]})
+                return row
             return compute
 
-        def target_acts():
-            if "acts" not in fits:
-                layers = list(range(T.cfg.n_layers))
-                fits["acts"] = (pooled_activations(T, pos, neg, layers), layers)
-            return fits["acts"]
-
-        def es(variant, expert=E, target=T):
-            key = ("es", variant, id(target))
+        def es_capture(contrast, expert, target):
+            key = ("es_acts", contrast, id(expert), id(target))  # one capture feeds every variant
             if key not in fits:
-                alignment, rule = ES_VARIANTS[variant]
-                kw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
-                cfg = ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=kw)
-                acts_key = ("es_acts", id(expert), id(target))  # one capture feeds every variant
-                if acts_key not in fits:
-                    fits[acts_key] = cfg.capture(expert, target, list(pos) + list(neg))
-                fits[key] = cfg.fit(expert, target, pos, neg, activations=fits[acts_key])
+                pos, neg = contrasts[contrast]
+                fits[key] = ExpertSteer().capture(expert, target, list(pos) + list(neg))
             return fits[key]
 
-        def control(method, plan_of, model=T, base_method="unsteered"):
-            """Random unit vectors at ``method``'s hooks, norms and selected strength (no selection)."""
+        def es_config(variant, **kw) -> ExpertSteer:
+            alignment, rule, _ = ES_VARIANTS[variant]
+            akw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
+            rule = "lowest" if rule == "validation" else rule
+            return ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw, **kw)
+
+        def es_candidates(variant, expert=E, target=T) -> dict:
+            """Candidate plans: one (the paper's MI rule) or, for the validation pair rule, one
+            single-pair plan per train-shortlisted pair."""
+            key = ("es", variant, id(expert), id(target))
+            if key not in fits:
+                alignment, rule, contrast = ES_VARIANTS[variant]
+                pos, neg = contrasts[contrast]
+                acts = es_capture(contrast, expert, target)
+                if rule != "validation":
+                    fits[key] = {"mi_rule": es_config(variant).fit(expert, target, pos, neg, activations=acts)}
+                else:
+                    fits[key] = {pair: es_config(variant, pairs=[pair]).fit(expert, target, pos, neg,
+                                                                           activations=acts)
+                                 for pair in shortlist_pairs(acts[0], len(pos), expert, target, a.pair_shortlist)}
+            return fits[key]
+
+        def es(variant, expert=E, target=T, base_method="unsteered"):
             def compute():
-                s = self.cached(name, method, todo[method])["strength"]
-                return steered(model, lambda: random_plan(plan_of(), seed=0), strength=s,
-                               base_method=base_method)()
+                cands = es_candidates(variant, expert, target)
+                signed = ES_VARIANTS[variant][2] == "label"
+                return selected(target, cands, signed=signed, base_method=base_method)
+            return compute
+
+        def plan_of(method):
+            """The plan a cached row was fitted with (refitted deterministically, seeded)."""
+            row = self.cached(name, method, todo[method])
+            variant = method.removeprefix("reverse_")
+            expert, target = (T, E) if method.startswith("reverse_") else (E, T)
+            cands = es_candidates(variant, expert, target)
+            layers = row["layers"]
+            return next(p for p in cands.values() if sorted(int(h.split(".")[1]) for h in p.vectors) == layers)
+
+        def control(method):
+            """Random unit vectors at ``matched``'s hooks, norms and selected strength (no selection)."""
+            matched = CONTROLS[method]
+            model, base = (E, "expert_unsteered") if method.startswith("reverse_") else (T, "unsteered")
+
+            def compute():
+                s = self.cached(name, matched, todo[matched])["strength"]
+                return finish(model, random_plan(plan_of(matched), seed=0), s, [], base, matched_to=matched)
             return compute
 
         todo = {
@@ -177,18 +230,27 @@ class Runner:
             "expert_unsteered": lambda: {**test(E), "strength": 0.0, "layers": []},
             "caa": shortlisted("caa"),
             "self_rfm": shortlisted("self_rfm"),
-            "iti": steered(T, lambda: fit_iti(T, pos, neg, k=a.iti_heads)),
-            **{v: steered(T, lambda v=v: es(v)) for v in ES_VARIANTS},
-            # the control: random unit vectors at ExpertSteer(autoencoder)'s hooks, norms and strength
-            "random": control("expertsteer_autoencoder", lambda: es("expertsteer_autoencoder")),
-            # SmolLM2 as the expert steering Gemma (compare with expert_unsteered), with its own control
-            "reverse_expertsteer_autoencoder": steered(E, lambda: es("expertsteer_autoencoder", expert=T, target=E),
-                                                       base_method="expert_unsteered"),
-            "reverse_random": control("reverse_expertsteer_autoencoder",
-                                      lambda: es("expertsteer_autoencoder", expert=T, target=E), model=E,
-                                      base_method="expert_unsteered"),
+            "label_caa": shortlisted("caa", "label"),
+            "iti": lambda: selected(T, {"iti": fit_iti(T, *contrasts["correct"], k=a.iti_heads)}),
+            **{v: es(v) for v in ES_VARIANTS},
+            **{m: control(m) for m in CONTROLS},
+            # SmolLM2 as the expert steering Gemma (compare with expert_unsteered)
+            "reverse_expertsteer_autoencoder": es("expertsteer_autoencoder", expert=T, target=E,
+                                                  base_method="expert_unsteered"),
         }
         return [self.cached(name, m, todo[m]) for m in methods]
+
+
+def shortlist_pairs(expert_acts: torch.Tensor, n_pos: int, expert, target, k: int) -> list[tuple[int, int]]:
+    """TRAIN only: the ``k`` expert layers in the middle half whose split-half mean-difference
+    direction best separates positives from negatives, each paired with the target layer at the
+    same relative depth. ``expert_acts``: (prompts, expert layer, d) with positives first."""
+    Le, Lt = expert.cfg.n_layers, target.cfg.n_layers
+    layers = list(range(Le))
+    _, scores = choose_layer(expert_acts[:n_pos], expert_acts[n_pos:], layers,
+                             candidates=range(Le // 4, 3 * Le // 4 + 1))
+    best = sorted(scores, key=lambda e: (-scores[e], e))[:k]
+    return [(e, depth_match(e, Le, Lt)) for e in best]
 
 
 def _jsonable(obj):
@@ -233,10 +295,18 @@ def parse(argv=None):
     p.add_argument("--datasets", nargs="+", default=None, help="default: every bundled dataset")
     p.add_argument("--compact", action="store_true", help=f"one dataset per domain: {' '.join(COMPACT)}")
     p.add_argument("--limit-test", type=int, default=100)
-    p.add_argument("--limit-val", type=int, default=24)
+    p.add_argument("--limit-val", type=int, default=None, help="validation items (default 100; protocol 2: 24)")
     p.add_argument("--limit-train", type=int, default=64, help="train items -> 2x contrast prompts")
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.025, 0.05, 0.1, 0.2],
-                   help="nonzero strengths (x median residual norm); 0 = no steering is always a candidate")
+    p.add_argument("--strengths", type=float, nargs="+", default=None,
+                   help="coarse grid of nonzero strengths (x median residual norm; default "
+                        "0.025 0.05 0.1 0.2 0.4; protocol 2: 0.025 0.05 0.1 0.2); 0 = no steering is always a "
+                        "candidate")
+    p.add_argument("--refine-rounds", type=int, default=3, help="protocol 3: refinement rounds on validation")
+    p.add_argument("--pair-shortlist", type=int, default=3,
+                   help="protocol 3: expert layers shortlisted on train for the validation pair rule")
+    p.add_argument("--protocol", type=int, default=3, choices=(2, 3),
+                   help="3: adaptive strength search, label methods, validation pair rule (default); "
+                        "2: the session-2/3 grid and methods (results/)")
     p.add_argument("--layer-shortlist", type=int, default=2,
                    help="CAA/self-RFM: layers shortlisted on train, then chosen on validation")
     p.add_argument("--n-pairs", type=int, default=2)
@@ -245,16 +315,23 @@ def parse(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--ae-epochs", type=int, default=300, help="hybrid aligner max epochs (autoencoder: closed form)")
     p.add_argument("--methods", nargs="+", default=CORE + ABLATIONS)
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "results"))
+    p.add_argument("--out", default=None, help="default: results/protocol3 (protocol 2: results)")
     p.add_argument("--fast", action="store_true", help="tiny random models, very few items")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from cached rows, no models")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is ~4x faster than 2 when other jobs share the 2 cores)")
     a = p.parse_args(argv)
-    a.protocol = 2  # 2: strength 0 in the grid, validation-chosen baseline layers, closed-form autoencoder
+    root = Path(__file__).resolve().parent.parent / "results"
+    v3 = a.protocol >= 3
+    a.out = a.out or str(root / "protocol3" if v3 else root)
+    a.limit_val = a.limit_val or (100 if v3 else 24)
+    a.strengths = a.strengths or ([0.025, 0.05, 0.1, 0.2, 0.4] if v3 else [0.025, 0.05, 0.1, 0.2])
+    if not v3:
+        a.methods = [m for m in a.methods if m in PROTOCOL2_METHODS]
     if a.fast:
         a.datasets = a.datasets or ["arithmetic_2way"]
         a.limit_test, a.limit_val, a.limit_train, a.strengths, a.ae_epochs = 8, 6, 20, [0.5, 1.0], 50
+        a.refine_rounds, a.pair_shortlist = 1, 2
     a.datasets = a.datasets or (COMPACT if a.compact else default_datasets())
     a.reverse = a.datasets[:1] if a.reverse is None else a.reverse
     return a

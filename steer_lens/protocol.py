@@ -84,10 +84,11 @@ def rank(p: Mapping) -> tuple:
 
 
 def search_strength(score: Callable[[float], dict], search: StrengthSearch = StrengthSearch(), *,
-                    zero: dict | None = None) -> tuple[dict, list[dict]]:
+                    zero: dict | None = None, known: Sequence[dict] = ()) -> tuple[dict, list[dict]]:
     """Search strengths with ``score(strength) -> point`` (validation only); returns the best point
-    and every point tried, sorted by strength. ``zero``: the strength-0 point if already known."""
-    tried: dict[float, dict] = {}
+    and every point tried, sorted by strength. ``zero``: the strength-0 point if already known;
+    ``known``: points scored earlier (not scored again)."""
+    tried: dict[float, dict] = {round(float(p["strength"]), 6): p for p in known}
 
     def visit(s: float) -> None:
         s = round(float(s), 6)
@@ -149,21 +150,32 @@ def validation_scorer(model, items: Sequence[Item], plan, *, batch_size: int = 8
 
 
 def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
-           search: StrengthSearch = StrengthSearch(), zero: dict | None = None, batch_size: int = 8,
-           seed: int = 0, positions: str = "all") -> Choice:
+           search: StrengthSearch = StrengthSearch(), screen: StrengthSearch | None = None,
+           zero: dict | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all") -> Choice:
     """Search the strength of each candidate plan on validation ``items``; keep the best point over
-    all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point."""
+    all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point.
+
+    ``screen``: a cheaper search (e.g. the coarse grid, ``refine_rounds=0``) run for every candidate
+    first; only the best candidate then gets the full ``search`` (its screened points reused)."""
     if not candidates:
         raise ValueError("no candidate plans to choose from")
     if zero is None:
         zero = point(0.0, evaluate(model, items, batch_size=batch_size, seed=seed))
-    found = []
-    for order, (key, plan) in enumerate(candidates.items()):
-        b, curve = search_strength(validation_scorer(model, items, plan, batch_size=batch_size, seed=seed,
-                                                     positions=positions), search, zero=zero)
-        found.append((rank(b), -order, key, b, curve))
-    _, _, key, b, _ = max(found, key=lambda f: (f[0], f[1]))
-    return Choice(key=key, strength=b["strength"], best=b, curves={f[2]: f[4] for f in found})
+    scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions)
+               for key, plan in candidates.items()}
+    first = screen if (screen is not None and len(candidates) > 1) else search
+    found = {key: search_strength(scorers[key], first, zero=zero) for key in candidates}
+    order = list(candidates)
+
+    def winner():
+        return max(order, key=lambda k: (rank(found[k][0]), -order.index(k)))
+
+    if first is not search:
+        key = winner()
+        found[key] = search_strength(scorers[key], search, zero=zero, known=found[key][1])
+    key = winner()
+    b = found[key][0]
+    return Choice(key=key, strength=b["strength"], best=b, curves={k: found[k][1] for k in order})
 
 
 def paired(a: EvalResult, b: EvalResult, seed: int = 0) -> dict:

@@ -116,7 +116,9 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
     assert all(r["n"] == 8 for r in rows) and rows[1]["val_curve"]
     for r in rows[1:]:  # layer AND strength chosen on validation among the train-shortlisted layers
         assert len(r["layer_val"]) == min(args.layer_shortlist, len(r["layer_scores"]))
-        assert r["val_curve"][0]["strength"] == 0.0 and [c["strength"] for c in r["val_curve"][1:]] == args.strengths
+        strengths = [c["strength"] for c in r["val_curve"]]
+        assert 0.0 in strengths and set(args.strengths) <= set(strengths) and strengths == sorted(strengths)
+        assert r["n_val"] == 6
         assert str(r["layers"][0]) in r["layer_val"]
         if r["strength"] == 0:  # "don't steer" won on validation: the unsteered test row is reused
             assert r["correct"] == rows[0]["correct"]
@@ -168,3 +170,24 @@ def test_fast_runner_end_to_end(tmp_path):
     # so it never drops the rows other runs wrote
     mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "--reverse"])
     assert (tmp_path / "main_results.csv").read_text().splitlines() == lines
+
+
+def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import json
+
+    import main_results as mr
+
+    mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "label_caa",
+             "expertsteer_label", "random_label"])
+    cache = next((tmp_path / "cache").iterdir())
+    rows = {m: json.loads((cache / f"arithmetic_2way__{m}.json").read_text())
+            for m in ("label_caa", "expertsteer_label", "random_label")}
+    for m in ("label_caa", "expertsteer_label"):  # label directions: signed strengths searched
+        assert min(c["strength"] for c in rows[m]["val_curve"]) < 0 < max(c["strength"] for c in rows[m]["val_curve"])
+    es = rows["expertsteer_label"]
+    assert len(es["candidate_val"]) == 2  # --fast shortlists 2 pairs on train, validation picks one
+    assert len(es["pairs"]) == 1 and str((es["pairs"][0]["expert_layer"], es["pairs"][0]["target_layer"])) in es["candidate_val"]
+    assert es["plan_settings"]["alignment"] == "ridge"
+    ctrl = rows["random_label"]
+    assert ctrl["strength"] == es["strength"] and ctrl["layers"] == es["layers"] and ctrl["matched_to"] == "expertsteer_label"

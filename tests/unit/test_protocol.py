@@ -122,3 +122,27 @@ def test_compare_scores_test_once_with_the_validation_choice(tiny_llama, tiny_se
     assert res["n_val"] == 6 and res["val_split"] == "validation"
     assert {p["strength"] for p in res["val_curve"]} >= {0.0, 0.5, 2.0}
     assert set(res["steered_vs_random"]) >= {"diff", "ci_low", "ci_high", "p", "mcnemar_p"}
+
+
+def test_screening_refines_only_the_best_candidate(monkeypatch):
+    import steer_lens.protocol as protocol
+
+    peaks = {"a": 0.3, "b": 0.8}  # candidate b is better at every strength
+
+    def fake_scorer(model, items, plan, **kw):
+        def score(s):
+            calls.append((plan, s))
+            acc = 0.5 + (peaks[plan] - 0.5) * (0 < s <= 0.2)
+            return {"strength": s, "accuracy": acc, "mean_margin": 0.0, "shares": [0.5, 0.5]}
+        return score
+
+    calls = []
+    monkeypatch.setattr(protocol, "validation_scorer", fake_scorer)
+    zero = {"strength": 0.0, "accuracy": 0.5, "mean_margin": 0.0, "shares": [0.5, 0.5]}
+    screen = StrengthSearch(grid=(0.1, 0.4), refine_rounds=0, extend=())
+    choice = choose(None, [], {"a": "a", "b": "b"}, search=StrengthSearch(grid=(0.1, 0.4)), screen=screen,
+                    zero=zero)
+    assert choice.key == "b" and choice.best["accuracy"] == 0.8
+    assert sorted(s for p, s in calls if p == "a") == [0.1, 0.4]  # screened only
+    assert len([s for p, s in calls if p == "b"]) > 2  # refined
+    assert len({s for p, s in calls if p == "b"}) == len([s for p, s in calls if p == "b"])  # none twice
