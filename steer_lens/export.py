@@ -45,7 +45,8 @@ def llama_cpp_layer(hook: str) -> int:
 
 
 def absolute_vectors(plan: SteeringPlan, strength: float = 1.0) -> dict[int, Tensor]:
-    """{llama.cpp layer: strength × norm × unit vector} (vectors on one layer are summed)."""
+    """{llama.cpp layer: strength × norm × unit vector} (vectors on one layer are summed), float32
+    on the CPU (the sum is taken in float64 on the vectors' device)."""
     strength = check_strength(strength)
     if not plan.vectors:
         raise ValueError("the plan has no vectors to export")
@@ -58,7 +59,7 @@ def absolute_vectors(plan: SteeringPlan, strength: float = 1.0) -> dict[int, Ten
         layer = llama_cpp_layer(hook)
         add = strength * norm * vec / vec.norm()
         out[layer] = out.get(layer, torch.zeros_like(add)) + add
-    return {k: v.float() for k, v in sorted(out.items())}
+    return {k: v.float().cpu() for k, v in sorted(out.items())}  # files are written from CPU memory
 
 
 def export_gguf(plan: SteeringPlan, path: str | os.PathLike, strength: float = 1.0) -> Path:
@@ -120,7 +121,7 @@ def export_safetensors(plan: SteeringPlan, path: str | os.PathLike) -> Path:
 
     if not plan.vectors:
         raise ValueError("the plan has no vectors to export")
-    tensors = {hook: v.contiguous().float() for hook, v in plan.vectors.items()}
+    tensors = {hook: v.detach().float().cpu().contiguous() for hook, v in plan.vectors.items()}
     meta = {"format": "steer_lens.vectors/1", "norms": json.dumps(plan.norms),
             "pairs": json.dumps([p.__dict__ for p in plan.pairs]), "target": json.dumps(plan.target),
             "expert": json.dumps(plan.expert), "data_hash": plan.data_hash or ""}

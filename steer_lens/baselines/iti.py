@@ -61,11 +61,11 @@ def probe_accuracy(pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"], seed: i
     folds = (perm[: n // 2], perm[n // 2:])
     acc = []
     for tr, te in (folds, folds[::-1]):
-        x = torch.cat([pos[tr], neg[tr]]).numpy()
+        x = torch.cat([pos[tr], neg[tr]]).cpu().numpy()  # sklearn: CPU
         y = np.r_[np.ones(len(tr)), np.zeros(len(tr))]
         mu, sd = x.mean(0), x.std(0) + 1e-6
         clf = LogisticRegression(max_iter=300, C=1.0).fit((x - mu) / sd, y)
-        xt = torch.cat([pos[te], neg[te]]).numpy()
+        xt = torch.cat([pos[te], neg[te]]).cpu().numpy()
         acc.append(clf.score((xt - mu) / sd, np.r_[np.ones(len(te)), np.zeros(len(te))]))
     return float(np.mean(acc))
 

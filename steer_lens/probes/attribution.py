@@ -40,7 +40,7 @@ def token_projections(model, prompt: Prompt, vector: Float[Tensor, " d"] | Float
     batch = batch_encode(model, [prompt], chat_template=chat_template)
     with torch.no_grad():
         _, cache = model.run_with_cache(batch.tokens, names_filter=names)
-    vec = torch.as_tensor(vector, dtype=torch.float32)
+    vec = torch.as_tensor(vector, dtype=torch.float32).to(cache[names[0]].device)
     vec = vec.expand(len(layers), -1) if vec.dim() == 1 else vec
     if vec.shape[0] != len(layers):
         raise ValueError(f"{vec.shape[0]} vectors for {len(layers)} layers")
@@ -56,7 +56,7 @@ def _deltas(model, batch: TokenBatch, vectors: Mapping[str, Tensor], strength: f
     real = batch.attention_mask.bool()[..., None].float()
     out = {}
     for name, v in vectors.items():
-        v = torch.as_tensor(v, dtype=torch.float32).flatten()
+        v = torch.as_tensor(v, dtype=torch.float32).flatten().to(real.device)
         size = float(norms[name]) if norms is not None else 1.0
         out[name] = (strength * size) * (v / v.norm()) * real
     return out
@@ -64,7 +64,7 @@ def _deltas(model, batch: TokenBatch, vectors: Mapping[str, Tensor], strength: f
 
 def _answer_logprob(model, batch: TokenBatch, deltas: Mapping[str, Tensor]) -> Tensor:
     """Summed log-prob of each row's span tokens with ``deltas`` added at their hooks."""
-    hooks = [(name, (lambda x, hook=None, _d=d: x + _d.to(x.dtype))) for name, d in deltas.items()]
+    hooks = [(name, (lambda x, hook=None, _d=d: x + _d.to(x.device, x.dtype))) for name, d in deltas.items()]
     with model.hooks(fwd_hooks=hooks):
         logits = model(batch.tokens, attention_mask=batch.attention_mask)
     if hasattr(model, "_last_hf_cache"):

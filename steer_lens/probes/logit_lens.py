@@ -35,11 +35,13 @@ def _ranked(model, scores: Tensor, k: int) -> tuple[list[tuple[str, float]], lis
 def unembed_scores(model, vector: Float[Tensor, " d_model"], *, norm: bool = True) -> Float[Tensor, " vocab"]:
     """Logit-lens scores of one vector over the vocabulary (see module doc for ``norm``)."""
     v = torch.as_tensor(vector, dtype=torch.float32).flatten()
+    w_u = model.W_U
+    v = v.to(w_u.device)
     if v.shape[0] != model.cfg.d_model:
         raise ValueError(f"vector has width {v.shape[0]} but the model's d_model is {model.cfg.d_model}")
     with torch.no_grad():
         h = model.ln_final(v[None, None])[0, 0] if norm else v
-        return (h @ model.W_U.float()).float()
+        return (h.float() @ w_u.float()).float()
 
 
 @dataclass

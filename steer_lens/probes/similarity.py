@@ -14,7 +14,8 @@ def cosine_matrix(vectors: Sequence[Tensor] | Mapping[str, Tensor]) -> Float[Ten
     vs = list(vectors.values()) if isinstance(vectors, Mapping) else list(vectors)
     if not vs:
         raise ValueError("no vectors given")
-    x = torch.stack([torch.as_tensor(v, dtype=torch.float64).flatten() for v in vs])
+    device = torch.as_tensor(vs[0]).device  # plans fitted on a GPU and loaded from disk may mix
+    x = torch.stack([torch.as_tensor(v, dtype=torch.float64).flatten().to(device) for v in vs])
     norms = x.norm(dim=1, keepdim=True)
     if bool((norms == 0).any()):
         raise ValueError("a vector is zero; cosine similarity is undefined for it")
