@@ -107,7 +107,8 @@ def check_foldable(plan: SteeringPlan, positions: str = "all") -> None:
     mode = plan.settings.get("mode", "fixed")
     if mode != "fixed":
         raise ValueError(f"cannot merge a plan in {mode!r} mode: its vector depends on the context, a bias "
-                         "cannot; only fixed-vector plans can be folded into weights (steer at run time instead)")
+                         "cannot; steer at run time instead, or merge its fixed vectors with "
+                         "dataclasses.replace(plan, settings={**plan.settings, 'mode': 'fixed'})")
 
 
 def _check_architecture(hf) -> None:
