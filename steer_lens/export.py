@@ -48,6 +48,10 @@ def absolute_vectors(plan: SteeringPlan, strength: float = 1.0) -> dict[int, Ten
     """{llama.cpp layer: strength × norm × unit vector} (vectors on one layer are summed), float32
     on the CPU (the sum is taken in float64 on the vectors' device)."""
     strength = check_strength(strength)
+    if plan.mode != "fixed":
+        raise ValueError(f"this plan steers in mode {plan.mode!r} (a different direction at every token); a "
+                         "control vector adds one fixed vector. To export its fixed vectors instead, pass "
+                         "dataclasses.replace(plan, settings={**plan.settings, 'mode': 'fixed'})")
     if not plan.vectors:
         raise ValueError("the plan has no vectors to export")
     out: dict[int, Tensor] = {}

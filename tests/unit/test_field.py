@@ -2,6 +2,7 @@
 reference, exact positions with and without the KV cache, persistence, refusals and the
 shuffled-label control."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 import steer_lens as sl
 from steer_lens.baselines import fit_self_rfm
+from steer_lens.export import absolute_vectors
 from steer_lens.field import field_directions, shuffled_field_plan, steer_field
 from steer_lens.plan import SteeringPlan
 from steer_lens.rfm import RFMConfig
@@ -209,6 +211,9 @@ def test_clear_errors(self_plan, tiny_llama, tiny_gemma):
         fixed.apply(tiny_llama, 1.0, mode="field")
     with pytest.raises(ValueError, match="no RFM fields"):
         shuffled_field_plan(fixed)
+    with pytest.raises(ValueError, match="mode 'field'"):  # a llama.cpp control vector is one fixed vector
+        absolute_vectors(self_plan)
+    assert absolute_vectors(dataclasses.replace(self_plan, settings={**self_plan.settings, "mode": "fixed"}))
 
 
 def test_hooks_removed_when_body_raises(self_plan, tiny_llama):
