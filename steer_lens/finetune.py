@@ -1,0 +1,354 @@
+"""Task-tuned experts: fine-tune a copy of a model on a dataset's answers, then save it as a local
+Hugging Face folder that ``load_model`` loads (the paper's domain-expert scenario).
+
+Training rows are the dataset's ``train`` split plus ``train_extra`` where bundled (see
+data/SOURCES.md). Each row is formatted exactly as evaluation formats it (``Item.prompt()`` and
+the correct ``Item.completions()`` entry, the model's chat template when it has one, its BOS
+rule; ``steer_lens.tokens``), and the loss is the cross-entropy of the answer (completion) tokens
+only. Input embeddings and the (tied) LM head stay frozen; every other weight is trained with
+AdamW (linear warm-up and decay, gradient norm clipped at 1), seeded.
+
+Speed: rows are left-padded so every answer ends at the last position, and the LM head is applied
+only at the answer-predicting positions (HF ``logits_to_keep``): Gemma-3's vocabulary has 262k
+entries, so projecting every position would be most of the cost.
+
+The plain HF model is trained (a ``TransformerBridge`` rewires its modules, so a bridged model
+cannot be saved as a plain HF folder). ``build_expert`` caches the result under
+``cache_dir()/experts/<base>-<dataset>-<settings hash>`` with an ``expert_card.json`` (base, data,
+steps, time, train/validation/test accuracy); the same settings reuse the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from .data import Item, MCDataset, load_dataset
+from .io import write_json
+from .models import REGISTRY, cache_dir, hf_prepends_bos, load_hf, load_model
+from .tokens import TokenBatch, encode_all, pad
+
+CARD = "expert_card.json"
+CARD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Everything that determines the tuned weights (hashed into the cache folder name)."""
+
+    steps: int = 300
+    lr: float = 3e-5
+    batch_size: int = 16
+    seed: int = 0
+    train_splits: tuple[str, ...] | None = None  # None: "train" plus "train_extra" when present
+    train_limit: int | None = None  # seeded subsample of the training rows
+    weight_decay: float = 0.0
+    warmup: float = 0.1  # share of steps with a linear warm-up; then linear decay to 0
+    balance: bool = True  # sample rows with weight 1 / (count of their answer index)
+    chat_template: bool | None = None  # as in evaluation: the model's template when it has one
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            problems.append(f"warmup is a share of the steps in [0, 1), got {self.warmup}")
+        if self.train_limit is not None and self.train_limit < 1:
+            problems.append(f"train_limit must be >= 1 or None, got {self.train_limit}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class FinetuneResult:
+    """A tuned plain HF model (not bridged), its tokenizer and what happened during training."""
+
+    hf: torch.nn.Module
+    tokenizer: object
+    base: str
+    dataset: str
+    settings: FinetuneSettings
+    rows: int
+    splits: tuple[str, ...]
+    losses: list[float]  # mean answer-token cross-entropy (nats) of every step
+    train_seconds: float  # wall clock
+    train_cpu_seconds: float  # CPU time of all threads (less sensitive to other jobs on the machine)
+    data_sha256: str
+    trainable_params: int
+    frozen_params: int
+    items: list[Item] = field(repr=False, default_factory=list)
+
+
+def training_items(dataset: MCDataset, splits: Sequence[str] | None = None, *,
+                   limit: int | None = None, seed: int = 0) -> tuple[list[Item], tuple[str, ...]]:
+    """The training rows: ``splits`` concatenated (default: "train" and, when the dataset has it,
+    "train_extra"), optionally a seeded subsample of ``limit`` rows."""
+    if splits is None:
+        splits = ("train", "train_extra") if "train_extra" in dataset.splits else ("train",)
+    missing = [s for s in splits if s not in dataset.splits]
+    if missing:
+        raise KeyError(f"dataset {dataset.name!r} has no split(s) {missing}; available: "
+                       f"{sorted(dataset.splits)}")
+    items = [it for s in splits for it in dataset.split(s)]
+    if limit is not None and limit < len(items):
+        keep = sorted(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+        items = [items[i] for i in keep]
+    if not items:
+        raise ValueError(f"dataset {dataset.name!r} has no training rows in {list(splits)}")
+    return items, tuple(splits)
+
+
+def _text_side(hf, tokenizer, name: str):
+    """What ``steer_lens.tokens`` reads from a model (tokenizer, BOS rule, context length), for
+    a plain HF model: token ids then match those of ``load_model`` on the same weights."""
+    cfg = SimpleNamespace(model_name=name, prepend_bos_hf=hf_prepends_bos(tokenizer),
+                          n_ctx=getattr(hf.config, "max_position_embeddings", None))
+    return SimpleNamespace(tokenizer=tokenizer, cfg=cfg)
+
+
+def answer_batch(text_side, encoded: Sequence[tuple[list[int], int]]) -> TokenBatch:
+    """Left-pad encoded (prompt + answer) rows so every answer ends at the last position."""
+    return pad(text_side, encoded, padding_side="left")
+
+
+def answer_loss(hf, batch: TokenBatch) -> Float[Tensor, ""]:
+    """Mean cross-entropy (nats per answer token) of the answer tokens of a left-padded batch.
+
+    With ``n`` = the longest answer, the logits of the last ``n + 1`` positions are computed; the
+    first ``n`` of them predict the last ``n`` tokens, of which each row's answer span counts.
+    """
+    device = hf.get_input_embeddings().weight.device
+    tokens, mask, span = (t.to(device) for t in (batch.tokens, batch.attention_mask, batch.span))
+    n = int(span.sum(1).max())
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = hf(input_ids=tokens, attention_mask=mask, position_ids=positions,
+                logits_to_keep=n + 1, use_cache=False).logits[:, :-1]  # [batch, n, vocab]
+    target = tokens[:, -n:].masked_fill(~span[:, -n:], -100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+
+
+def _freeze_embeddings(hf) -> tuple[int, int]:
+    """Freeze input and output embeddings (tied or not); return (trainable, frozen) counts."""
+    hf.requires_grad_(True)
+    for module in (hf.get_input_embeddings(), hf.get_output_embeddings()):
+        if module is not None:
+            module.requires_grad_(False)
+    trainable = sum(p.numel() for p in hf.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in hf.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def _data_hash(items: Sequence[Item]) -> str:
+    digest = hashlib.sha256()
+    for it in items:
+        digest.update(json.dumps([it.id, it.prompt(), it.completions()[it.answer]]).encode())
+    return digest.hexdigest()
+
+
+def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings | None = None,
+             *, log: Callable[[str], None] | None = print, log_every: int = 10) -> FinetuneResult:
+    """Fine-tune a fresh copy of ``base`` (registry name, HF folder or .gguf) on ``dataset``'s
+    training rows; returns the tuned plain HF model (evaluate it with ``save_expert`` /
+    ``build_expert``, which reload it through ``load_model``)."""
+    from transformers import get_scheduler
+
+    settings = settings or FinetuneSettings()
+    ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    items, splits = training_items(ds, settings.train_splits, limit=settings.train_limit, seed=settings.seed)
+    torch.manual_seed(settings.seed)
+    hf, tokenizer, name = load_hf(base)
+    text = _text_side(hf, tokenizer, name)
+    encoded = encode_all(text, [(it.prompt(), it.completions()[it.answer]) for it in items],
+                         chat_template=settings.chat_template)
+    trainable, frozen = _freeze_embeddings(hf)
+    params = [p for p in hf.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(settings.warmup * settings.steps),
+                              num_training_steps=settings.steps)
+    counts = Counter(it.answer for it in items)
+    weights = torch.tensor([1.0 / counts[it.answer] if settings.balance else 1.0 for it in items])
+    generator = torch.Generator().manual_seed(settings.seed)
+    draw = min(settings.batch_size, len(items))
+    if log:
+        log(f"fine-tuning {name} on {ds.name} ({len(items)} rows from {'+'.join(splits)}): "
+            f"{settings.steps} steps x {draw} rows, lr {settings.lr:g}, {trainable / 1e6:.1f}M trainable "
+            f"/ {frozen / 1e6:.1f}M frozen (embeddings) parameters")
+    losses: list[float] = []
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        hf.eval()  # no dropout in these models; eval() keeps training deterministic regardless
+        for step in range(1, settings.steps + 1):
+            rows = torch.multinomial(weights, draw, replacement=False, generator=generator).tolist()
+            loss = answer_loss(hf, answer_batch(text, [encoded[i] for i in rows]))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr "
+                                         f"(now {settings.lr:g})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            if log and (step % log_every == 0 or step == settings.steps):
+                spent = time.perf_counter() - t0
+                recent = losses[-log_every:]
+                log(f"step {step:>5}/{settings.steps}  loss {sum(recent) / len(recent):.4f}  "
+                    f"{spent:7.1f}s wall ({step / spent:.3f} steps/s), "
+                    f"{time.process_time() - cpu0:7.1f}s CPU")
+    finally:
+        hf.requires_grad_(False)
+        optimizer.zero_grad(set_to_none=True)
+    return FinetuneResult(hf=hf, tokenizer=tokenizer, base=name, dataset=ds.name, settings=settings,
+                          rows=len(items), splits=splits, losses=losses,
+                          train_seconds=time.perf_counter() - t0,
+                          train_cpu_seconds=time.process_time() - cpu0, data_sha256=_data_hash(items),
+                          trainable_params=trainable, frozen_params=frozen, items=items)
+
+
+def settings_key(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings,
+                 data_sha256: str | None = None) -> str:
+    """Hash of what determines the tuned weights: base model, dataset (and its rows), settings."""
+    ident = str(base) if str(base) in REGISTRY else str(Path(base).expanduser().resolve())
+    name = dataset if isinstance(dataset, str) else dataset.name
+    blob = json.dumps({"format": CARD_FORMAT, "base": ident, "dataset": str(name),
+                       "data": data_sha256, "settings": asdict(settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def expert_folder(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings,
+                  root: Path | None = None) -> Path:
+    """Where ``build_expert`` keeps this expert: ``<root>/<base>-<dataset>-<hash>``."""
+    ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    items, _ = training_items(ds, settings.train_splits, limit=settings.train_limit, seed=settings.seed)
+    base_name = str(base) if str(base) in REGISTRY else Path(base).expanduser().name or "model"
+    key = settings_key(base, ds.name, settings, _data_hash(items))
+    return Path(root or cache_dir() / "experts") / f"{base_name}-{ds.name}-{key}"
+
+
+def _accuracy(model, items: Sequence[Item], chat_template: bool | None = None) -> dict:
+    from .evaluate import evaluate
+
+    res = evaluate(model, items, chat_template=chat_template)
+    return {"accuracy": round(res.accuracy, 4), "ci95": [round(res.ci_low, 4), round(res.ci_high, 4)],
+            "n": res.n, "majority_rate": round(res.majority_rate, 4)}
+
+
+def evaluate_splits(model, dataset: MCDataset, train_items: Sequence[Item], *, train_eval: int = 200,
+                    eval_limit: int | None = None, seed: int = 0,
+                    chat_template: bool | None = None) -> dict[str, dict]:
+    """Accuracy (length-normalised scoring, ``steer_lens.evaluate``) on a seeded subsample of
+    ``train_eval`` training rows, and on validation and test (all rows unless ``eval_limit``)."""
+    idx = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(seed))[:train_eval]
+    out = {"train": _accuracy(model, [train_items[i] for i in sorted(idx.tolist())], chat_template)}
+    for split in ("validation", "test"):
+        if split in dataset.splits:
+            out[split] = _accuracy(model, dataset.split(split, limit=eval_limit, seed=seed), chat_template)
+    return out
+
+
+def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: MCDataset | None = None,
+                train_eval: int = 200, eval_limit: int | None = None, base_validation: dict | None = None,
+                log: Callable[[str], None] | None = print) -> dict:
+    """Write the tuned model as a local HF folder (safetensors, config, tokenizer) plus
+    ``expert_card.json``, atomically: the weights go to a temporary sibling, are reloaded with
+    ``load_model`` and evaluated there, and the folder is renamed into place. Returns the card."""
+    folder = Path(folder)
+    ds = dataset or load_dataset(result.dataset)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        result.hf.save_pretrained(tmp, safe_serialization=True)
+        result.tokenizer.save_pretrained(tmp)
+        t0 = time.perf_counter()
+        accuracy = evaluate_splits(load_model(tmp), ds, result.items, train_eval=train_eval,
+                                   eval_limit=eval_limit, seed=result.settings.seed,
+                                   chat_template=result.settings.chat_template)
+        eval_seconds = time.perf_counter() - t0
+        losses = result.losses
+        tail = losses[-min(len(losses), 20):]
+        card = {
+            "format": CARD_FORMAT, "base_model": result.base, "dataset": result.dataset,
+            "train_splits": list(result.splits), "rows": result.rows, "data_sha256": result.data_sha256,
+            "settings": asdict(result.settings),
+            "objective": "cross-entropy of the answer tokens (prompt/completion as in evaluation)",
+            "frozen": "input embeddings and LM head (tied)", "optimizer": "AdamW, linear warm-up/decay, clip 1.0",
+            "trainable_params": result.trainable_params, "frozen_params": result.frozen_params,
+            "train_seconds": round(result.train_seconds, 1),
+            "train_cpu_seconds": round(result.train_cpu_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "loss_first": round(losses[0], 4), "loss_last20_mean": round(sum(tail) / len(tail), 4),
+            "loss_every_10_steps": [round(sum(losses[i:i + 10]) / len(losses[i:i + 10]), 4)
+                                    for i in range(0, len(losses), 10)],
+            "accuracy": accuracy,
+            "scoring": "mean log-prob per answer token (steer_lens.evaluate), train = seeded "
+                       f"subsample of {min(train_eval, result.rows)} training rows",
+        }
+        if base_validation is not None:
+            card["base_validation"] = base_validation
+        write_json(tmp / CARD, card)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if log:
+        acc = card["accuracy"]
+        log(f"saved {folder}: accuracy " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in acc.items()))
+    return card
+
+
+def read_card(folder: str | os.PathLike) -> dict | None:
+    """The expert card of a complete expert folder, or None."""
+    path = Path(folder) / CARD
+    if not (path.is_file() and (Path(folder) / "model.safetensors").is_file()):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
+def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings | None = None,
+                 *, root: Path | None = None, force: bool = False, train_eval: int = 200,
+                 eval_limit: int | None = None, eval_base: bool = True,
+                 log: Callable[[str], None] | None = print) -> tuple[Path, dict, bool]:
+    """Fine-tune, evaluate and save an expert, or reuse the cached one built with the same
+    settings. Returns ``(folder, card, reused)``; ``load_model(folder)`` loads the expert."""
+    settings = settings or FinetuneSettings()
+    ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    folder = expert_folder(base, ds, settings, root)
+    card = read_card(folder)
+    if card is not None and not force:
+        if log:
+            log(f"reusing cached expert {folder}")
+        return folder, card, True
+    base_validation = None
+    if eval_base and "validation" in ds.splits:
+        base_validation = _accuracy(load_model(base), ds.split("validation", limit=eval_limit, seed=settings.seed),
+                                    settings.chat_template)
+        if log:
+            log(f"base {base} validation accuracy {base_validation['accuracy']:.3f}")
+    result = finetune(base, ds, settings, log=log)
+    card = save_expert(result, folder, dataset=ds, train_eval=train_eval, eval_limit=eval_limit,
+                       base_validation=base_validation, log=log)
+    return folder, card, False

@@ -1,0 +1,145 @@
+"""Task-tuned experts (steer_lens.finetune) on tiny random models: the answer-token loss, learning
+a planted task, frozen embeddings, the saved folder (same logits through load_model) and the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from steer_lens.data import Item, MCDataset
+from steer_lens.evaluate import evaluate
+from steer_lens.finetune import (FinetuneSettings, answer_batch, answer_loss, build_expert, expert_folder,
+                                 finetune, training_items, _text_side)
+from steer_lens.models import load_hf, load_model
+from steer_lens.tokens import encode_all
+
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "steer_lens.cli", *map(str, args), "--threads", "1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _planted(n: int, seed: int, prefix: str) -> list[Item]:
+    """The first letter of the sentence decides the answer: 'k...' -> " yes", 'q...' -> " no"."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        first = rng.choice("kq")
+        word = first + "".join(rng.choice("abcdefghij") for _ in range(4))
+        answer = int(first == "q")
+        # the right choice sits at a random position, so always picking one position is chance
+        choices = ["yes", "no"] if rng.random() < 0.5 else ["no", "yes"]
+        out.append(Item(f"{prefix}{i}", f"{word}?", choices, choices.index("no" if answer else "yes"),
+                        "general", "planted"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return MCDataset("planted", {"train": _planted(96, 0, "tr"), "validation": _planted(24, 1, "va"),
+                                 "test": _planted(48, 2, "te")})
+
+
+def test_answer_loss_equals_full_logits_reference(tiny_dir, one_thread):
+    """The truncated-logits loss equals cross-entropy read off full-sequence HF logits of each
+    (prompt + answer) row run alone, without padding."""
+    hf, tok, name = load_hf(tiny_dir["gemma3"])
+    text = _text_side(hf, tok, name)
+    rows = [("Sentence: fine\nAnswer:", " positive"), ("Q?\nAnswer:", " no"), ("Longer prompt here", " ab c")]
+    encoded = encode_all(text, rows)
+    with torch.no_grad():
+        got = answer_loss(hf, answer_batch(text, encoded))
+        nll, count = 0.0, 0
+        for ids, start in encoded:
+            logits = hf(torch.tensor([ids])).logits[0]
+            lp = torch.log_softmax(logits[start - 1:-1].float(), -1)
+            nll -= lp.gather(-1, torch.tensor(ids[start:])[:, None]).sum().item()
+            count += len(ids) - start
+    assert got.item() == pytest.approx(nll / count, rel=1e-4)
+
+
+def test_training_rows_default_to_train_plus_extra():
+    from steer_lens.data import load_dataset
+
+    ds = load_dataset("sst2")
+    items, splits = training_items(ds)
+    assert splits == ("train", "train_extra") and len(items) == len(ds.split("train")) + len(ds.split("train_extra"))
+    small, _ = training_items(ds, ["train"], limit=50, seed=3)
+    assert len(small) == 50 and small == training_items(ds, ["train"], limit=50, seed=3)[0]
+    with pytest.raises(KeyError, match="no split"):
+        training_items(ds, ["dev"])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        FinetuneSettings(steps=0)
+
+
+def test_finetune_learns_a_planted_task_and_freezes_embeddings(tiny_dir, planted, one_thread):
+    base = load_model(tiny_dir["llama"])
+    before = evaluate(base, planted, split="test").accuracy
+    settings = FinetuneSettings(steps=40, lr=3e-3, batch_size=16, warmup=0.1)
+    res = finetune(tiny_dir["llama"], planted, settings, log=None)
+    assert res.rows == 96 and res.splits == ("train",) and len(res.losses) == 40
+    assert sum(res.losses[-5:]) / 5 < sum(res.losses[:5]) / 5 - 0.5  # nats per answer token
+    ref, _, _ = load_hf(tiny_dir["llama"])
+    emb = res.hf.get_input_embeddings().weight
+    assert torch.equal(emb, ref.get_input_embeddings().weight)  # frozen (and the tied head with it)
+    assert res.hf.get_output_embeddings().weight is emb
+    moved = [n for (n, p), q in zip(res.hf.named_parameters(), ref.parameters()) if not torch.equal(p, q)]
+    assert moved and all("embed" not in n and "lm_head" not in n for n in moved)
+    assert res.frozen_params == emb.numel()
+    after = evaluate(load_model(_save(res, tiny_dir)), planted, split="test").accuracy
+    assert before <= 0.7 and after >= 0.9, (before, after)
+
+
+def _save(res, tiny_dir):
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="tuned_")
+    res.hf.save_pretrained(folder)
+    res.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_saved_expert_loads_with_same_logits_and_is_cached(tiny_dir, planted, tmp_path, one_thread, monkeypatch):
+    settings = FinetuneSettings(steps=6, lr=1e-3, batch_size=8, seed=1)
+    folder, card, reused = build_expert(tiny_dir["gemma3"], planted, settings, root=tmp_path, log=None)
+    assert not reused and folder == expert_folder(tiny_dir["gemma3"], planted, settings, tmp_path)
+    assert folder.name.startswith(f"{tiny_dir['gemma3'].name}-planted-")
+    assert json.loads((folder / "expert_card.json").read_text()) == card
+    assert card["rows"] == 96 and card["settings"]["steps"] == 6 and card["base_model"] == tiny_dir["gemma3"].name
+    assert set(card["accuracy"]) == {"train", "validation", "test"} and card["accuracy"]["test"]["n"] == 48
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
+    # the bridge over the saved folder gives the in-memory tuned model's logits
+    res = finetune(tiny_dir["gemma3"], planted, settings, log=None)
+    bridge = load_model(folder)
+    tokens = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    with torch.no_grad():
+        assert torch.allclose(bridge(tokens), res.hf(tokens).logits, atol=1e-5)
+    assert card["accuracy"]["test"]["accuracy"] == pytest.approx(evaluate(bridge, planted, split="test").accuracy, abs=1e-4)
+    # same settings: reused without training; other settings: another folder
+    monkeypatch.setattr("steer_lens.finetune.finetune", lambda *a, **k: pytest.fail("retrained"))
+    again, card2, reused = build_expert(tiny_dir["gemma3"], planted, settings, root=tmp_path, log=None)
+    assert reused and again == folder and card2 == card
+    assert expert_folder(tiny_dir["gemma3"], planted, FinetuneSettings(steps=7, lr=1e-3, batch_size=8, seed=1),
+                         tmp_path) != folder
+
+
+def test_cli_finetune_fast(tmp_path):
+    res = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "experts", "--json",
+              "--card-copy", tmp_path / "card.json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert not info["reused"] and (tmp_path / "experts").is_dir()
+    assert json.loads((tmp_path / "card.json").read_text()) == info["card"]
+    assert info["card"]["settings"]["steps"] == 8 and info["card"]["dataset"] == "sst2"
+    again = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "experts", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["reused"]
+    bad = cli("finetune", "--model", "no-such-model", "--dataset", "sst2")
+    assert bad.returncode != 0 and "steer-lens: error:" in bad.stderr and "Traceback" not in bad.stderr
