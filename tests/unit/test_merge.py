@@ -203,3 +203,25 @@ def test_llama3_untied_bos_family_and_unfoldable_families(family_dirs, tmp_path,
         with pytest.raises(ValueError, match=f"cannot fold a plan into a '{model_type}' model"):
             merge_plan(other, make_plan(other), 0.5, tmp_path / kind)
         assert not (tmp_path / kind).exists()
+
+
+def test_why_resid_mid_is_refused(tiny_llama, one_thread):
+    """The premise of the refusal: in TransformerBridge a vector added at hook_resid_mid (an alias of
+    ln2.hook_in) reaches only the MLP; the residual carried to hook_resid_post does not contain it.
+    At hook_attn_out it does, which is what an o_proj bias reproduces. If TransformerLens changes
+    the alias, this test fails and resid_mid can be folded like attn_out."""
+    from steer_lens.steer import steer
+
+    ids, _ = encode(tiny_llama, TEXTS[:1])
+    c = torch.randn(tiny_llama.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    names = ["blocks.2.hook_resid_post", "blocks.2.hook_mlp_out"]
+
+    def carried(hook):  # what reached resid_post besides the MLP's own change
+        with torch.no_grad():
+            _, base = tiny_llama.run_with_cache(ids, names_filter=names)
+            with steer(tiny_llama, {hook: c}, 1.0, scale="absolute"):
+                _, moved = tiny_llama.run_with_cache(ids, names_filter=names)
+        return (moved[names[0]] - base[names[0]]) - (moved[names[1]] - base[names[1]])
+
+    torch.testing.assert_close(carried("blocks.2.hook_attn_out")[0], c.expand(ids.shape[1], -1), atol=1e-5, rtol=0)
+    assert carried("blocks.2.hook_resid_mid").abs().max() < 1e-5
