@@ -223,6 +223,11 @@ def merge_plan(model, plan: SteeringPlan, strength: float, out_dir: str | os.Pat
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / CARD).write_text(json.dumps(card, indent=1, default=str))
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in tmp.iterdir():  # mkdtemp (and some writers) make owner-only files: use the usual modes
+            path.chmod(0o666 & ~umask)
+        tmp.chmod(0o777 & ~umask)
         if out.exists():  # move the earlier merge aside; put it back if the swap fails
             aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
             os.replace(out, aside / "merge")

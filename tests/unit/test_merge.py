@@ -160,6 +160,10 @@ def test_output_folder_rules(tiny_llama, tmp_path):
     merge_plan(tiny_llama, make_plan(tiny_llama), 0.25, out)  # an earlier merge is replaced
     assert read_card(out)["strength"] == 0.25
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "other"]  # no temp folders left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's owner-only mode
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
 
 
 def test_cli_merge(tiny_dir, tiny_llama, tmp_path, capsys):
