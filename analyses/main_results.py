@@ -48,8 +48,8 @@ ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                "expertsteer_hybrid": ("hybrid", "lowest", "correct"),
                "expertsteer_label": ("ridge", "validation", "label"),
                "expertsteer_label_lowest_mi": ("ridge", "lowest", "label")}
-CORE = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random",
-        "label_caa", "expertsteer_label", "random_label"]
+CORE = ["unsteered", "expert_unsteered", "label_caa", "expertsteer_label", "random_label", "caa", "self_rfm",
+        "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
              "expertsteer_label_lowest_mi"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
@@ -294,7 +294,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=None, help="default: every bundled dataset")
     p.add_argument("--compact", action="store_true", help=f"one dataset per domain: {' '.join(COMPACT)}")
-    p.add_argument("--limit-test", type=int, default=100)
+    p.add_argument("--limit-test", type=int, default=None, help="test items (default 500, i.e. every test split "
+                   "bundled; protocol 2: 100)")
     p.add_argument("--limit-val", type=int, default=None, help="validation items (default 100; protocol 2: 24)")
     p.add_argument("--limit-train", type=int, default=64, help="train items -> 2x contrast prompts")
     p.add_argument("--strengths", type=float, nargs="+", default=None,
@@ -325,6 +326,7 @@ def parse(argv=None):
     v3 = a.protocol >= 3
     a.out = a.out or str(root / "protocol3" if v3 else root)
     a.limit_val = a.limit_val or (100 if v3 else 24)
+    a.limit_test = a.limit_test or (500 if v3 else 100)
     a.strengths = a.strengths or ([0.025, 0.05, 0.1, 0.2, 0.4] if v3 else [0.025, 0.05, 0.1, 0.2])
     if not v3:
         a.methods = [m for m in a.methods if m in PROTOCOL2_METHODS]
