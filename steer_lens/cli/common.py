@@ -115,19 +115,31 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_model(name: str):
-    """Load a model (registry name, HF folder or .gguf), logging the time on stderr."""
-    from ..models import REGISTRY, load_model as _load
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
-    path = Path(name).expanduser()
-    if name not in REGISTRY and not path.exists():
-        raise FileNotFoundError(f"unknown model {name!r}: not a registry name ({', '.join(sorted(REGISTRY))}) "
-                                "and no such file or folder")
+
+def add_model_args(p) -> None:
+    """``--device``, ``--dtype`` and ``--device-map`` for a command that loads models."""
+    p.add_argument("--device", default=None,
+                   help="where the models run: cpu (default), cuda, cuda:N, mps, or auto (a GPU if present)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="weights and activations dtype (default float32)")
+    p.add_argument("--device-map", choices=DEVICE_MAPS, default=None,
+                   help="instead of --device: accelerate spreads each model's layers over the GPUs "
+                        "(for models larger than one GPU)")
+
+
+def load_model(name: str, args=None):
+    """Load a model (registry name, HF folder, .gguf or HF-cache repo id) with the command's
+    ``--device/--dtype/--device-map`` (when ``args`` has them), logging the time on stderr."""
+    from ..models import load_model as _load
+
+    options = {key: getattr(args, key, None) for key in ("device", "dtype", "device_map")}
     t0 = time.perf_counter()
     log(f"loading {name} ...")
-    model = _load(name)
-    log(f"loaded {name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}) in "
-        f"{time.perf_counter() - t0:.1f}s")
+    model = _load(name, **options)
+    log(f"loaded {name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}, {model.cfg.dtype}, "
+        f"{model.cfg.device}) in {time.perf_counter() - t0:.1f}s")
     return model
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import (CLIError, add_command, emit, layer_spec, load_items, load_model, log, positive_int,
-                     read_prompts, table, window)
+from .common import (CLIError, add_command, add_model_args, emit, layer_spec, load_items, load_model, log,
+                     positive_int, read_prompts, table, window)
 
 ALIGNMENTS = ("autoencoder", "ridge", "procrustes", "hybrid")
 
@@ -16,7 +16,8 @@ def register(sub, parent) -> None:
                     "on prompts (a text/JSONL file or a dataset's contrast pairs) into a safetensors file",
                     "steer-lens capture smollm2-135m-instruct --dataset sst2 --limit 20 --layers 0,10,-1 "
                     "--out acts.safetensors")
-    p.add_argument("model", help="registry name, Hugging Face folder or .gguf file")
+    p.add_argument("model", help="registry name, Hugging Face folder, .gguf file or HF-cache repo id")
+    add_model_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="text file (one prompt per line) or JSONL ({\"prompt\": ...})")
     src.add_argument("--dataset", help="bundled dataset name or folder: captures its contrast pairs")
@@ -56,6 +57,7 @@ def add_fit_args(p, *, expert: str | None = None, target: str | None = None, dat
                    help=f"max epochs for --ae-solver adam and for hybrid (default {ae_epochs}; early stopping "
                         "may end sooner)")
     p.add_argument("--seed", type=int, default=0)
+    add_model_args(p)  # both models
 
 
 def resolve_window(spec, n_layers: int) -> tuple[int, int] | None:
@@ -113,8 +115,8 @@ def plan_summary(plan) -> tuple[dict, str]:
 
 
 def run_fit(args) -> int:
-    expert_model = load_model(args.expert)
-    target_model = load_model(args.target)
+    expert_model = load_model(args.expert, args)
+    target_model = load_model(args.target, args)
     _, items = load_items(args.dataset, args.split, args.limit, args.seed)
     if len(items) < 4:
         raise ValueError(f"need at least 4 {args.split} items to fit, got {len(items)}; raise --limit")
@@ -141,7 +143,7 @@ def run_capture(args) -> int:
         prompts, labels = pos + neg, [1] * len(pos) + [0] * len(neg)
     else:
         prompts = read_prompts(args.prompts)[: args.limit]
-    model = load_model(args.model)
+    model = load_model(args.model, args)
     layers = args.layers if args.layers is not None else list(range(model.cfg.n_layers))
     t0 = time.perf_counter()
     acts = capture(model, prompts, layers=layers, hook=args.hook, position=args.position,

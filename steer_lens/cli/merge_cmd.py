@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import CLIError, add_command, emit, load_model, load_plan, strength
+from .common import CLIError, add_command, add_model_args, emit, load_model, load_plan, strength
 
 
 def register(sub, parent) -> None:
@@ -21,6 +21,7 @@ def register(sub, parent) -> None:
     p.add_argument("--model", default=None,
                    help="the plan's target model: registry name, Hugging Face folder or .gguf "
                         "(default: the target name recorded in the plan)")
+    add_model_args(p)  # --dtype is also the dtype of the written checkpoint
 
 
 def _target_name(plan, given: str | None) -> str:
@@ -43,7 +44,7 @@ def run(args) -> int:
     if plan.target.get("n_layers"):
         bias_deltas(plan, args.strength, int(plan.target["n_layers"]))
     name = _target_name(plan, args.model)
-    model = load_model(name)
+    model = load_model(name, args)
     out = merge_plan(model, plan, args.strength, args.out)
     card = read_card(out)
     info = {"out": str(out), "model": name, "strength": args.strength, "biases": card["biases"],
