@@ -1,16 +1,11 @@
-# NOTE from helper B1 (11:14 UTC): a B1 script bug truncated this file and lost its uncommitted edits
-# (add_search_args/search_of, --val-limit 100, ...). Restored to the committed version; please re-apply yours
-# and delete this note.
 """``steer-lens evaluate`` (accuracy with/without a plan) and ``steer-lens generate`` (side by side)."""
 
 from __future__ import annotations
 
-import time
+from .common import (add_command, add_model_args, emit, load_model, load_plan, log, positive_int, strength,
+                     strengths, table)
 
-from .common import (add_command, emit, load_model, load_plan, log, positive_int, strength, strengths,
-                     table)
-
-DEFAULT_STRENGTHS = "0.025,0.05,0.1,0.2"  # x median residual norm; as in analyses/main_results.py
+DEFAULT_STRENGTHS = "0.025,0.05,0.1,0.2,0.4"  # x median residual norm; = steer_lens.protocol.StrengthSearch().grid
 
 
 def register(sub, parent) -> None:
@@ -20,13 +15,13 @@ def register(sub, parent) -> None:
                     "steer-lens evaluate --model smollm2-135m-instruct --dataset sst2 --plan plans/sst2 "
                     "--limit 100 --out results/sst2_eval.json")
     p.add_argument("--model", required=True, help="the target model the plan was fitted for")
+    add_model_args(p)
     p.add_argument("--dataset", required=True)
     p.add_argument("--plan", default=None, help="plan folder (omit: unsteered accuracy only)")
-    p.add_argument("--strengths", type=strengths, default=DEFAULT_STRENGTHS,
-                   help=f"candidate strengths tried on validation (default {DEFAULT_STRENGTHS})")
+    add_search_args(p)
     p.add_argument("--strength", type=strength, default=None, help="fixed strength (skips validation)")
     p.add_argument("--limit", type=positive_int, default=100, help="test items (default 100)")
-    p.add_argument("--val-limit", type=positive_int, default=40, help="validation items (default 40)")
+    p.add_argument("--val-limit", type=positive_int, default=100, help="validation items (default 100)")
     p.add_argument("--no-random", action="store_true", help="skip the random-vector control")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -37,6 +32,7 @@ def register(sub, parent) -> None:
                     "steer-lens generate --model smollm2-135m-instruct --plan plans/sst2 --strength 0.3 "
                     "--prompt \"Write a review of the movie.\"")
     p.add_argument("--model", required=True)
+    add_model_args(p)
     p.add_argument("--prompt", required=True, action="append", help="prompt text (repeatable)")
     p.add_argument("--plan", default=None, help="plan folder")
     p.add_argument("--strength", type=strength, default=0.3, help="steering strength (default 0.3)")
@@ -44,47 +40,23 @@ def register(sub, parent) -> None:
     p.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt")
 
 
-def compare(model, dataset, plan, *, grid, fixed=None, limit=100, val_limit=40, random_control=True,
-            batch_size=8, seed=0) -> dict:
-    """Unsteered vs plan (strength picked on validation unless ``fixed``) vs random control, on test."""
-    from ..evaluate import evaluate, mcnemar, paired_bootstrap
+def add_search_args(p) -> None:
+    """The validation strength search of steer_lens.protocol.StrengthSearch, as flags."""
+    p.add_argument("--strengths", type=strengths, default=DEFAULT_STRENGTHS,
+                   help=f"coarse grid of strengths tried on validation, 0 always included (default {DEFAULT_STRENGTHS})")
+    p.add_argument("--refine-rounds", type=int, default=3,
+                   help="bisection rounds around the best strength and where answers change (default 3)")
+    p.add_argument("--no-extend", action="store_true",
+                   help="do not try larger strengths when the best is the largest tried")
 
-    def run(split, lim, p=None, s=0.0):
-        return evaluate(model, dataset, split=split, limit=lim, plan=p, strength=s, batch_size=batch_size,
-                        seed=seed)
 
-    out = {"dataset": dataset.name, "model": str(model.cfg.model_name), "n_test": None, "val_curve": []}
-    t0 = time.perf_counter()
-    base = run("test", limit)
-    out["unsteered"], out["n_test"] = base.summary(), base.n
-    if plan is None:
-        out["seconds"] = round(time.perf_counter() - t0, 1)
-        return out
-    if fixed is None:
-        val_split = "validation" if "validation" in dataset.splits else "train"
-        log(f"choosing the strength on {val_split} ({val_limit} items) among {grid} ...")
-        for s in grid:
-            r = run(val_split, val_limit, plan, s)
-            out["val_curve"].append({"strength": s, "accuracy": r.accuracy, "mean_margin":
-                                     sum(r.margins) / max(1, len(r.margins))})
-        best = max(out["val_curve"], key=lambda c: (c["accuracy"], c["mean_margin"], -abs(c["strength"])))
-        chosen = best["strength"]
-    else:
-        chosen = fixed
-    out["strength"] = chosen
-    steered = run("test", limit, plan, chosen)
-    out["steered"] = steered.summary()
-    out["steered_vs_unsteered"] = {**paired_bootstrap(steered.correct, base.correct, seed=seed),
-                                   "mcnemar_p": mcnemar(steered.correct, base.correct)["p"]}
-    if random_control:
-        from ..baselines import random_plan
+def search_of(args):
+    """The StrengthSearch the command's flags describe."""
+    from ..protocol import StrengthSearch
 
-        rnd = run("test", limit, random_plan(plan, seed=seed), chosen)
-        out["random"] = rnd.summary()
-        out["steered_vs_random"] = {**paired_bootstrap(steered.correct, rnd.correct, seed=seed),
-                                    "mcnemar_p": mcnemar(steered.correct, rnd.correct)["p"]}
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    return out
+    default = StrengthSearch()
+    return StrengthSearch(grid=tuple(abs(s) for s in args.strengths if s != 0) or default.grid,
+                          extend=() if args.no_extend else default.extend, refine_rounds=args.refine_rounds)
 
 
 def render_comparison(res: dict) -> str:
@@ -107,17 +79,18 @@ def render_comparison(res: dict) -> str:
 def run_evaluate(args) -> int:
     from ..data import load_dataset
     from ..io import write_json
+    from ..protocol import compare
 
     dataset = load_dataset(args.dataset)
     if "test" not in dataset.splits:
         raise ValueError(f"dataset {dataset.name!r} has no test split; available: {sorted(dataset.splits)}")
     plan = load_plan(args.plan) if args.plan else None
-    model = load_model(args.model)
+    model = load_model(args.model, args)
     if plan is not None:
         plan.check_compatible(model)
-    res = compare(model, dataset, plan, grid=args.strengths, fixed=args.strength, limit=args.limit,
+    res = compare(model, dataset, plan, search=search_of(args), fixed=args.strength, limit=args.limit,
                   val_limit=args.val_limit, random_control=not args.no_random, batch_size=args.batch_size,
-                  seed=args.seed)
+                  seed=args.seed, log=log)
     if args.out:
         write_json(args.out, res)
     text = render_comparison(res) + (f"\nresults written to {args.out}" if args.out else "")
@@ -151,7 +124,7 @@ def render_generations(rows: list[dict]) -> str:
 
 def run_generate(args) -> int:
     plan = load_plan(args.plan) if args.plan else None
-    model = load_model(args.model)
+    model = load_model(args.model, args)
     if plan is not None:
         plan.check_compatible(model)
     rows = side_by_side(model, plan, args.prompt, args.strength, args.max_new_tokens,
