@@ -201,3 +201,37 @@ def test_demo_fast(tmp_path):
 def test_debug_shows_the_traceback():
     res = cli("models", "cache", "gpt-17", "--debug")
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+MODEL_COMMANDS = ["capture", "fit", "evaluate", "generate", "demo", "merge"]
+
+
+def test_model_loading_commands_take_device_and_dtype():
+    from steer_lens.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in MODEL_COMMANDS:
+        flags = {s for action in sub.choices[command]._actions for s in action.option_strings}
+        assert {"--device", "--dtype", "--device-map"} <= flags, command
+
+
+def test_capture_in_bfloat16_equals_the_library(tiny_dir, tmp_path):
+    import torch
+
+    import steer_lens as sl
+    from steer_lens.activations import Activations
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello there\nthe market fell\n")
+    out = tmp_path / "acts.safetensors"
+    res = cli("capture", tiny_dir["llama"], "--prompts", prompts, "--layers", "0,-1", "--device", "cpu",
+              "--dtype", "bfloat16", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "torch.bfloat16" in res.stderr  # the load line says what was loaded
+    model = sl.load_model(tiny_dir["llama"], dtype=torch.bfloat16)
+    ref = sl.capture(model, ["hello there", "the market fell"], layers=[0, 3])
+    torch.testing.assert_close(Activations.load(out).tensor, ref.tensor, atol=0, rtol=0)
+    assert_user_error(cli("capture", tiny_dir["llama"], "--prompts", prompts, "--device", "tpu", "--out", out),
+                      "unknown device 'tpu'")
+    assert_user_error(cli("generate", "--model", tiny_dir["llama"], "--prompt", "hi", "--dtype", "int8"),
+                      "--dtype", "invalid choice")
