@@ -55,8 +55,8 @@ def _plan_folder(plan, tmp: Path, damage: str) -> Path:
 
 # (case id, callable(ctx) raising, exception type, regex the message must match)
 BAD_INPUTS = [
-    ("unknown model name", lambda c: sl.load_model("gpt-17"), ValueError, "not a registry name"),
-    ("path neither HF folder nor GGUF", lambda c: sl.load_model(c.tmp), ValueError, "config.json"),
+    ("unknown model name", lambda c: sl.load_model("gpt-17"), FileNotFoundError, "not a registry name"),
+    ("path neither HF folder nor GGUF", lambda c: sl.load_model(c.tmp), FileNotFoundError, "config.json"),
     ("layer out of range", lambda c: sl.capture(c.llama, ["a"], layers=[4]), ValueError, "out of range"),
     ("unknown hook name", lambda c: sl.capture(c.llama, ["a"], layers=[0], hook="resid_x"), ValueError,
      "unknown hook"),
