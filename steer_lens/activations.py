@@ -259,12 +259,17 @@ def _captured_rows(model, encoded, names: list[str], layers: list[int], position
         finally:
             if hasattr(model, "_last_hf_cache"):
                 del model._last_hf_cache
-        stacked = torch.stack([store[name] for name in names], dim=1)
+        per_layer = [store[name] for name in names]  # float32 "batch d" or "batch pos d"
         store.clear()
-        if not torch.isfinite(stacked).all():
+        if not all(bool(torch.isfinite(a).all()) for a in per_layer):
             raise ValueError(f"{model.cfg.model_name} produced NaN/inf activations; check dtype and inputs")
         if offload == "cpu":
-            stacked = stacked.cpu()
-        real = sub.attention_mask.to(stacked.device).bool()
-        for row, idx in enumerate(chunk):  # "all": drop pads on either side -> "layer len d"
-            yield idx, stacked[row][:, real[row]] if position == "all" else stacked[row]
+            per_layer = [a.cpu() for a in per_layer]
+        if position != "all":
+            stacked = torch.stack(per_layer, dim=1)
+            for row, idx in enumerate(chunk):
+                yield idx, stacked[row]
+            continue
+        real = sub.attention_mask.to(per_layer[0].device).bool()
+        for row, idx in enumerate(chunk):  # drop pads on either side -> "layer len d" (no batch-sized copy)
+            yield idx, torch.stack([a[row, real[row]] for a in per_layer])

@@ -3,9 +3,10 @@
 ``capture(model, prompts, ..., out=folder, shard_size=k)`` writes::
 
     folder/index.json                 kind, format, layers, hook names, model, position, n, shards
-    folder/shard-00000.safetensors    "tensor" float32 "k layer d" ("k layer len d" for "all",
-                                      len = the shard's longest prompt), "index" int64 "k" (each
-                                      row's position in the prompt list), "mask" bool "k len" ("all")
+    folder/shard-00000.safetensors    "index" int64 "k": each row's position in the prompt list;
+                                      "tensor" float32 "k layer d" for "last"/"mean"; for "all"
+                                      "tokens layer d" (the rows' real tokens one after another,
+                                      no padding) and "lengths" int64 "k"
     ...
 
 Rows sit in the order they were captured (length-sorted batches), so ``index`` maps them
@@ -63,15 +64,25 @@ class ActivationShards:
     def num_shards(self) -> int:
         return len(self.index["shards"])
 
-    def shard(self, i: int) -> tuple[Int[Tensor, " k"], Activations]:
-        """Shard ``i``: (prompt positions "k", its Activations with k rows), on the CPU."""
+    def _read(self, i: int) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
-        entry = self.index["shards"][i]
-        data = load_file(str(self.folder / entry["file"]))
-        acts = Activations(data["tensor"], self.layers, self.hook_names, self.model_name, self.position,
-                           data.get("mask"), dict(self.meta))
-        return data["index"], acts
+        return load_file(str(self.folder / self.index["shards"][i]["file"]))
+
+    def shard(self, i: int) -> tuple[Int[Tensor, " k"], Activations]:
+        """Shard ``i``: (prompt positions "k", its Activations with k rows), on the CPU; for "all"
+        padded to the shard's longest prompt, with its mask."""
+        data = self._read(i)
+        tensor, mask = data["tensor"], None
+        if self.position == "all":
+            lengths = data["lengths"]
+            width = int(lengths.max())
+            tensor = torch.zeros(len(lengths), len(self.layers), width, data["tensor"].shape[-1], device=_CPU)
+            for k, (start, n) in enumerate(_spans(lengths)):
+                tensor[k, :, :n] = data["tensor"][start : start + n].transpose(0, 1)
+            mask = torch.arange(width, device=_CPU) < lengths[:, None]
+        return data["index"], Activations(tensor, self.layers, self.hook_names, self.model_name,
+                                          self.position, mask, dict(self.meta))
 
     def __iter__(self) -> Iterator[tuple[Int[Tensor, " k"], Activations]]:
         for i in range(self.num_shards):
@@ -82,19 +93,20 @@ class ActivationShards:
         device = torch.device(device) if device is not None else _CPU
         n, width, tensor, mask = len(self), int(self.index["width"]), None, None
         seen = torch.zeros(n, dtype=torch.bool, device=_CPU)
-        for rows, acts in self:
-            t = acts.tensor.to(device)
+        for i in range(self.num_shards):
+            data = self._read(i)
+            rows, t = data["index"], data["tensor"].to(device)
             if tensor is None:
-                shape = (n, t.shape[1], width, t.shape[3]) if self.position == "all" else (n, *t.shape[1:])
+                shape = (n, len(self.layers), width, t.shape[-1]) if self.position == "all" else (n, *t.shape[1:])
                 tensor = torch.zeros(shape, device=device)
                 if self.position == "all":
                     mask = torch.zeros(n, width, dtype=torch.bool, device=device)
-            at = rows.to(device)
             if self.position == "all":
-                tensor[at, :, : t.shape[2]] = t
-                mask[at, : t.shape[2]] = acts.mask.to(device)
+                for row, (start, k) in zip(rows.tolist(), _spans(data["lengths"])):
+                    tensor[row, :, :k] = t[start : start + k].transpose(0, 1)
+                    mask[row, :k] = True
             else:
-                tensor[at] = t
+                tensor[rows.to(device)] = t
             seen[rows] = True
         if not bool(seen.all()):
             raise ValueError(f"{self.folder}: {int((~seen).sum())} of {n} prompts are missing from the shards; "
@@ -144,18 +156,22 @@ def _write_shard(folder: Path, number: int, rows: list[tuple[int, Tensor]], posi
     index = torch.tensor([i for i, _ in rows], dtype=torch.int64, device=_CPU)
     tensors = {"index": index}
     acts = [a.to(_CPU) for _, a in rows]
-    if position == "all":
-        lens = torch.tensor([a.shape[1] for a in acts], device=_CPU)
-        width = int(lens.max())
-        tensor = torch.zeros(len(acts), acts[0].shape[0], width, acts[0].shape[2], device=_CPU)
-        for k, a in enumerate(acts):
-            tensor[k, :, : a.shape[1]] = a
-        tensors["mask"] = torch.arange(width, device=_CPU) < lens[:, None]
+    if position == "all":  # "layer len d" rows -> "tokens layer d", no padding stored
+        tensors["tensor"] = torch.cat([a.transpose(0, 1) for a in acts])
+        tensors["lengths"] = torch.tensor([a.shape[1] for a in acts], dtype=torch.int64, device=_CPU)
     else:
-        tensor = torch.stack(acts)
-    tensors["tensor"] = tensor
+        tensors["tensor"] = torch.stack(acts)
     save_file(tensors, str(folder / name))
     return {"file": name, "n": len(rows)}
+
+
+def _spans(lengths: Tensor) -> list[tuple[int, int]]:
+    """(start, length) of each row in a shard's "tokens layer d" tensor."""
+    out, start = [], 0
+    for n in lengths.tolist():
+        out.append((start, n))
+        start += n
+    return out
 
 
 def _replace_folder(tmp: Path, folder: Path) -> None:
