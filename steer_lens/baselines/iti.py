@@ -40,7 +40,8 @@ def head_activations(model, prompts: Sequence[Prompt], layers: Sequence[int], *,
         def saver(layer):
             def save(z, hook):
                 z4 = z.reshape(z.shape[0], z.shape[1], n_heads, d_head).float()
-                store[layer] = (z4 * w).sum(1) / w.sum(1).clamp_min(1)
+                span = w.to(z4.device)  # a device-mapped layer may not sit with the embeddings
+                store[layer] = (z4 * span).sum(1) / span.sum(1).clamp_min(1)
                 return z
             return save
 
