@@ -42,3 +42,38 @@ def test_transfer_audit_rows_and_cache(tmp_path, analyses_path):
     md = (tmp_path / "transfer_audit.md").read_text()
     transfer_audit.main(["--fast", "--out", str(tmp_path), "--report-only"])
     assert (tmp_path / "transfer_audit.md").read_text() == md and "| arithmetic_2way |" in md
+
+
+def test_dose_response_fast(tmp_path, analyses_path):
+    """Every (dataset, method, strength) point is cached with its numbers; the summary answers the
+    positive-control questions from those points, and --report-only rebuilds it without models."""
+    import json
+
+    import dose_response
+
+    md = dose_response.main(["--fast", "--topic", "--out", str(tmp_path), "--methods", "label_caa", "caa"])
+    points = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*__*.json")]
+    assert len(points) == 2 * 2 * 3  # sst2 and caa_refusal x label_caa, caa x 3 strengths
+    for p in points:
+        assert 0 <= p["accuracy"] <= 1 and abs(sum(p["shares"]) - 1) < 1e-9 and p["neutral_loss"] > 0
+    zero = [p for p in points if p["strength"] == 0 and p["dataset"] == "sst2"]
+    assert zero[0]["accuracy"] == zero[1]["accuracy"]  # strength 0 = the same unsteered model
+    text = md.read_text()
+    assert "Positive control (a)" in text and "Positive control (b)" in text and "Does CAA move behaviour" in text
+    assert (tmp_path / "sst2.png").stat().st_size > 1000 and (tmp_path / "topic.png").is_file()
+    topic = json.loads((tmp_path / "cache" / "topic.json").read_text())
+    assert [r["strength"] for r in topic["rows"]] == [0.0, 1.0] and all(0 <= r["topic_rate"] <= 1 for r in topic["rows"])
+    again = dose_response.main(["--fast", "--out", str(tmp_path), "--report-only"])
+    assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]  # same numbers (the command line differs)
+
+
+def test_positive_control_summary_detects_monotone_label_shift():
+    import dose_response
+
+    rows = [{"dataset": "d", "method": "label_caa", "strength": s, "accuracy": 0.5, "shares": [1 - x, x],
+             "pred_share": max(x, 1 - x), "neutral_loss": 2.0 + abs(s), "layers": [3], "n": 10, "n_choices": 2,
+             "format": "mc", "behaviour_prob": None}
+            for s, x in [(-1, 0.0), (-0.1, 0.2), (0, 0.4), (0.1, 0.7), (1, 1.0)]]
+    (line,) = dose_response.summarise(rows)
+    assert (line["share1_min"], line["share1_max"], line["share1_spearman"]) == (0.0, 1.0, 1.0)
+    assert line["loss_ratio_at_1"] == 1.5
