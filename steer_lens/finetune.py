@@ -60,6 +60,7 @@ class FinetuneSettings:
     weight_decay: float = 0.0
     warmup: float = 0.1  # share of steps with a linear warm-up; then linear decay to 0
     balance: bool = True  # sample rows with weight 1 / (count of their answer index)
+    train_layers: int | None = None  # train only the last N blocks (+ final norm); None: all blocks
     chat_template: bool | None = None  # as in evaluation: the model's template when it has one
 
     def __post_init__(self) -> None:
@@ -72,6 +73,8 @@ class FinetuneSettings:
             problems.append(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
             problems.append(f"warmup is a share of the steps in [0, 1), got {self.warmup}")
+        if self.train_layers is not None and self.train_layers < 1:
+            problems.append(f"train_layers must be >= 1 or None, got {self.train_layers}")
         if self.train_limit is not None and self.train_limit < 1:
             problems.append(f"train_limit must be >= 1 or None, got {self.train_limit}")
         if problems:
@@ -146,9 +149,19 @@ def answer_loss(hf, batch: TokenBatch) -> Float[Tensor, ""]:
     return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
 
 
-def _freeze_embeddings(hf) -> tuple[int, int]:
-    """Freeze input and output embeddings (tied or not); return (trainable, frozen) counts."""
-    hf.requires_grad_(True)
+def _set_trainable(hf, train_layers: int | None = None) -> tuple[int, int]:
+    """Train every weight but the input and output embeddings (tied or not), or with
+    ``train_layers`` only the last N decoder blocks and the final norm (the frozen blocks below
+    then need no backward pass). Returns the (trainable, frozen) parameter counts."""
+    hf.requires_grad_(train_layers is None)
+    if train_layers is not None:
+        blocks = hf.model.layers
+        if train_layers > len(blocks):
+            raise ValueError(f"train_layers={train_layers} but the model has {len(blocks)} blocks; "
+                             f"pass at most {len(blocks)} (or None for all)")
+        for block in blocks[len(blocks) - train_layers:]:
+            block.requires_grad_(True)
+        hf.model.norm.requires_grad_(True)
     for module in (hf.get_input_embeddings(), hf.get_output_embeddings()):
         if module is not None:
             module.requires_grad_(False)
@@ -179,7 +192,7 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
     text = _text_side(hf, tokenizer, name)
     encoded = encode_all(text, [(it.prompt(), it.completions()[it.answer]) for it in items],
                          chat_template=settings.chat_template)
-    trainable, frozen = _freeze_embeddings(hf)
+    trainable, frozen = _set_trainable(hf, settings.train_layers)
     params = [p for p in hf.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(settings.warmup * settings.steps),
@@ -191,7 +204,8 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
     if log:
         log(f"fine-tuning {name} on {ds.name} ({len(items)} rows from {'+'.join(splits)}): "
             f"{settings.steps} steps x {draw} rows, lr {settings.lr:g}, {trainable / 1e6:.1f}M trainable "
-            f"/ {frozen / 1e6:.1f}M frozen (embeddings) parameters")
+            f"/ {frozen / 1e6:.1f}M frozen parameters"
+            + (f" (training the last {settings.train_layers} blocks)" if settings.train_layers else ""))
     losses: list[float] = []
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
@@ -290,7 +304,9 @@ def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: M
             "train_splits": list(result.splits), "rows": result.rows, "data_sha256": result.data_sha256,
             "settings": asdict(result.settings),
             "objective": "cross-entropy of the answer tokens (prompt/completion as in evaluation)",
-            "frozen": "input embeddings and LM head (tied)", "optimizer": "AdamW, linear warm-up/decay, clip 1.0",
+            "frozen": "input embeddings and LM head (tied)" + (
+                f", blocks below the last {result.settings.train_layers}" if result.settings.train_layers else ""),
+            "optimizer": "AdamW, linear warm-up/decay, clip 1.0",
             "trainable_params": result.trainable_params, "frozen_params": result.frozen_params,
             "train_seconds": round(result.train_seconds, 1),
             "train_cpu_seconds": round(result.train_cpu_seconds, 1), "eval_seconds": round(eval_seconds, 1),

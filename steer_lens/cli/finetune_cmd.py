@@ -33,6 +33,10 @@ def register(sub, parent) -> None:
                    help="validation/test items scored (default: all)")
     p.add_argument("--train-eval", type=positive_int, default=200,
                    help="training rows scored for the train accuracy (default 200)")
+    p.add_argument("--train-layers", type=positive_int, default=None,
+                   help="train only the last N blocks and the final norm (default: every block)")
+    p.add_argument("--no-base-eval", action="store_true",
+                   help="skip scoring the untuned base model on validation first")
     p.add_argument("--root", default=None, help="experts folder (default: <steer_lens cache>/experts)")
     p.add_argument("--force", action="store_true", help="rebuild even if the cached expert exists")
     p.add_argument("--card-copy", default=None, help="also write the expert card to this file")
@@ -64,10 +68,11 @@ def run(args) -> int:
     splits = tuple(s for s in args.splits.split(",") if s) if args.splits else None
     settings = FinetuneSettings(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                 train_splits=splits, train_limit=args.train_limit,
-                                weight_decay=args.weight_decay, warmup=args.warmup, balance=not args.no_balance)
+                                weight_decay=args.weight_decay, warmup=args.warmup, balance=not args.no_balance,
+                                train_layers=args.train_layers)
     folder, card, reused = build_expert(args.model, dataset, settings, root=Path(args.root) if args.root else None,
                                         force=args.force, train_eval=args.train_eval,
-                                        eval_limit=args.eval_limit, log=log)
+                                        eval_limit=args.eval_limit, eval_base=not args.no_base_eval, log=log)
     if args.card_copy:
         from ..io import write_json
 

@@ -143,3 +143,13 @@ def test_cli_finetune_fast(tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["reused"]
     bad = cli("finetune", "--model", "no-such-model", "--dataset", "sst2")
     assert bad.returncode != 0 and "steer-lens: error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
+    res = finetune(tiny_dir["gemma3"], planted, FinetuneSettings(steps=2, lr=1e-3, batch_size=8, train_layers=1),
+                   log=None)
+    ref, _, _ = load_hf(tiny_dir["gemma3"])
+    moved = {n for (n, p), q in zip(res.hf.named_parameters(), ref.parameters()) if not torch.equal(p, q)}
+    assert moved and all(n.startswith("model.layers.2.") or n == "model.norm.weight" for n in moved), moved
+    with pytest.raises(ValueError, match="has 3 blocks"):
+        finetune(tiny_dir["gemma3"], planted, FinetuneSettings(steps=1, train_layers=4), log=None)
