@@ -37,8 +37,11 @@ def load() -> dict:
             "cpu_count": os.cpu_count()}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Run each function ``repeats`` times, alternating A B A B ..., after ``warmup`` untimed rounds."""
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Run each function ``repeats`` times, alternating A B A B ..., after ``warmup`` untimed rounds.
+    ``clock``: wall time by default; ``time.process_time`` (this process's CPU seconds) is far less
+    sensitive to other jobs on a loaded machine."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -46,9 +49,9 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
     for r in range(repeats):
         order = list(fns.items()) if r % 2 == 0 else list(reversed(fns.items()))  # no position bias
         for name, fn in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

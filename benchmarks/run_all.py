@@ -29,6 +29,7 @@ BENCHES = {
     "mi": ("bench_mi.py", [("mi_all_pairs_seconds", "<=", 10.0)]),
     "load": ("bench_load.py", [("warm_vs_cold_load_speedup", ">=", 6.0)]),
     "demo": ("bench_demo.py", [("demo_seconds", "<=", 600.0)]),
+    "field": ("bench_field.py", [("field_extra_ms_per_token", "<=", 10.0)]),
 }
 
 
@@ -77,6 +78,13 @@ def context(name: str, r: dict) -> str:
         cpu = f"CPU {r['demo_cpu_seconds']:.0f}s; " if "demo_cpu_seconds" in r else ""
         return (f"{cpu}torch default threads; {len(r.get('datasets', []))} datasets "
                 f"({', '.join(r.get('datasets', []))}); step seconds {r.get('step_seconds')}; {la}")
+    if name == "field":
+        cos = r["field_abs_cos_with_fixed_vector"]
+        return (f"CPU ms per token: unsteered {r['unsteered_cpu_ms_per_token']:.1f}, end to end field - fixed "
+                f"{r['field_minus_fixed_cpu_ms_per_token']:+.1f}, fixed - unsteered "
+                f"{r['fixed_minus_unsteered_cpu_ms_per_token']:+.1f}; {r['prompts']} prompts x {r['new_tokens']} "
+                f"tokens, batch 1, n={r['n_training_points']} RFM points; field |cos| with the fixed vector "
+                f"mean {cos['mean']:.2f} (min {cos['min']:.2f}); {la}")
     return la
 
 
