@@ -223,3 +223,19 @@ def test_hooks_removed_when_body_raises(self_plan, tiny_llama):
             raise RuntimeError("boom")
     assert all(len(hp.fwd_hooks) == 0 for hp in tiny_llama.hook_dict.values())
     assert len(tiny_llama.original_model._forward_pre_hooks) == 0
+
+
+def test_evaluate_shared_prompt_cache_matches_full_rows(self_plan, tiny_llama):
+    """evaluate() scores answers after a shared prompt through the KV cache; under field steering
+    (context-dependent) that must give the same scores as recomputing every row in full."""
+    from steer_lens.data import Item
+    from steer_lens.evaluate import evaluate
+
+    items = [Item(id=str(i), question=f"Q{i}: is the {ADJ[i % 6]} film good?", choices=["yes", "no way"],
+                  answer=i % 2) for i in range(4)]
+    shared = evaluate(tiny_llama, items, plan=self_plan, strength=3.0, share_prompt=True)
+    full = evaluate(tiny_llama, items, plan=self_plan, strength=3.0, share_prompt=False)
+    plain = evaluate(tiny_llama, items)
+    assert shared.correct == full.correct
+    assert shared.margins == pytest.approx(full.margins, abs=1e-4)
+    assert shared.margins != pytest.approx(plain.margins, abs=1e-4)  # the field did change the scores
