@@ -104,11 +104,16 @@ def test_fit_bad_dataset_and_window(tiny_dir, tmp_path):
 def test_evaluate_with_plan(plan_dir, tiny_dir, tmp_path):
     out = tmp_path / "eval.json"
     res = cli("evaluate", "--model", tiny_dir["llama"], "--dataset", "sst2", "--plan", plan_dir, "--limit", 6,
-              "--val-limit", 4, "--strengths", "0.1,0.5", "--out", out, "--json")
+              "--val-limit", 4, "--strengths", "0.1,0.5", "--refine-rounds", 0, "--no-extend", "--out", out,
+              "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert r == json.loads(out.read_text())
-    assert r["strength"] in (0.1, 0.5) and len(r["val_curve"]) == 2
+    # no refinement, no extension: exactly strength 0 (do not steer) and the grid, best one chosen
+    from steer_lens.protocol import rank
+
+    assert [p["strength"] for p in r["val_curve"]] == [0.0, 0.1, 0.5]
+    assert r["strength"] == max(r["val_curve"], key=rank)["strength"]
     assert {"unsteered", "steered", "random", "steered_vs_random"} <= set(r)
     assert r["steered"]["n"] == 6 and 0 <= r["steered"]["ci_low"] <= r["steered"]["ci_high"] <= 1
     assert_user_error(cli("evaluate", "--model", tiny_dir["llama"], "--dataset", "sst2", "--plan", plan_dir,
