@@ -239,3 +239,21 @@ def test_evaluate_shared_prompt_cache_matches_full_rows(self_plan, tiny_llama):
     assert shared.correct == full.correct
     assert shared.margins == pytest.approx(full.margins, abs=1e-4)
     assert shared.margins != pytest.approx(plain.margins, abs=1e-4)  # the field did change the scores
+
+
+def test_two_rfms_on_one_hook_steer_along_their_summed_unit_gradients(self_plan, tiny_llama, tmp_path):
+    """Two expert layers feeding one target layer: unit(unit ∇f_1 + unit ∇f_2), as fixed vectors are
+    combined; both RFMs survive save/load."""
+    other = shuffled_field_plan(self_plan, seed=1).rfms[HOOK][0]
+    plan = dataclasses.replace(self_plan, rfms={HOOK: [self_plan.rfms[HOOK][0], other]})
+    tokens = torch.tensor([[5, 40, 41, 42, 43]])
+    with torch.no_grad():
+        _, before, after = recorded_deltas(tiny_llama, plan, [HOOK], lambda: tiny_llama(tokens), strength=1.0)
+    x = before[HOOK][0].reshape(-1, 64)
+    summed = sum(reference_direction(r, x)[0] for r in plan.rfms[HOOK])
+    expected = plan.norms[HOOK] * (summed / summed.norm(dim=-1, keepdim=True)).float()
+    delta = (after[HOOK][0] - before[HOOK][0]).reshape(-1, 64)
+    torch.testing.assert_close(delta, expected, atol=1e-4 * plan.norms[HOOK], rtol=1e-3)
+    again = SteeringPlan.load(plan.save(tmp_path / "two"))
+    assert len(again.rfms[HOOK]) == 2
+    torch.testing.assert_close(field_directions(again.rfms[HOOK], x), field_directions(plan.rfms[HOOK], x))
