@@ -121,6 +121,13 @@ def steer(
         if name not in model.hook_dict:
             raise ValueError(f"the model has no hook point {name!r}; use names like "
                              "'blocks.3.hook_resid_post'")
+        if name.endswith("hook_resid_mid"):
+            # on a TransformerBridge this hook is ln2's input only: an addition there reaches the
+            # MLP but never the residual stream, which is not what "steer the residual" means
+            raise ValueError(f"{name!r} cannot be steered: on a TransformerBridge it is only the MLP "
+                             "norm's input, so the addition never reaches the residual stream. Steer "
+                             f"{name.replace('hook_resid_mid', 'hook_attn_out')!r} (added to the attention "
+                             "output, hence to the residual after attention) instead")
         if callable(vec):  # a direction field (steer_lens.field): x "batch pos d" -> "batch pos d"
             prepared[name] = vec
             continue

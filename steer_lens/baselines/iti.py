@@ -6,8 +6,11 @@ in TransformerLens 4.3 bridges), span-mean pooled like the other methods. Heads 
 a 2-fold logistic-probe accuracy on TRAIN contrast pairs; for the top ``k`` heads the
 mass-mean shift u_h (unit, positives - negatives) times the std sigma_h of activations along
 it is projected through that head's slice of W_O into the residual. The per-layer sums are
-added at ``blocks.{l}.hook_resid_mid`` (= adding them to the attention output). The plan's
-norms split one residual-norm budget across layers in proportion to ITI's own per-layer
+added to the attention output, ``blocks.{l}.hook_attn_out`` (so they enter the residual stream;
+on a TransformerBridge ``hook_resid_mid`` is only the input of ``ln2``, so a vector added there
+reaches the MLP but never the residual: steer-lens before session 4 did that, see
+results/README.md). The plan's norms split one residual-norm budget (the median residual norm
+after attention, read at ``hook_resid_mid``) across layers in proportion to ITI's own per-layer
 magnitudes, so ``strength`` means the same total size as for single-layer methods.
 """
 
@@ -99,9 +102,9 @@ def fit_iti(model, positives: Sequence[Prompt], negatives: Sequence[Prompt], *, 
         sigma = float((torch.cat([pos[:, i, h], neg[:, i, h]]) @ u).std())
         w = output_weight(model, layer)[:, h * d_head:(h + 1) * d_head]
         per_layer[layer] = per_layer.get(layer, 0) + w @ (sigma * u)
-    names = {layer: hook_name(model, "resid_mid", layer) for layer in per_layer}
+    names = {layer: hook_name(model, "attn_out", layer) for layer in per_layer}
     base = hook_norms(model, list(positives) + list(negatives), sorted(per_layer), "resid_mid", chat_template)
     total = sum(float(v.norm()) for v in per_layer.values())
-    norms = {names[l]: base[names[l]] * float(v.norm()) / total for l, v in per_layer.items()}
+    norms = {names[l]: base[hook_name(model, "resid_mid", l)] * float(v.norm()) / total for l, v in per_layer.items()}
     return baseline_plan(model, {names[l]: v for l, v in per_layer.items()}, norms, method="iti",
                          settings={"k": k, "heads": [(l, h, round(a, 3)) for a, l, h in chosen]})

@@ -61,8 +61,36 @@ def test_iti_heads_project_into_the_residual(tiny_llama, contrast):
     assert z.shape == (3, 2, tiny_llama.cfg.n_heads, tiny_llama.cfg.d_head)
     plan = fit_iti(tiny_llama, pos, neg, k=3)
     _check_unit(plan, tiny_llama, "iti")
-    assert all(name.endswith("hook_resid_mid") for name in plan.vectors)
+    assert all(name.endswith("hook_attn_out") for name in plan.vectors)
     assert len(plan.settings["heads"]) == 3
+
+
+def test_iti_shift_reaches_the_residual_after_attention(tiny_llama, contrast):
+    """Adding at attn_out moves the residual after attention (read at hook_resid_mid) by exactly
+    strength x norm x vector; adding at hook_resid_mid itself is refused (it never reaches it)."""
+    from steer_lens.steer import steer
+    from steer_lens.tokens import batch_encode
+
+    pos, neg = contrast
+    plan = fit_iti(tiny_llama, pos, neg, k=2)
+    hook = next(iter(plan.vectors))
+    layer = int(hook.split(".")[1])
+    mid = f"blocks.{layer}.hook_resid_mid"
+    batch = batch_encode(tiny_llama, pos[:2])
+
+    def read():
+        _, cache = tiny_llama.run_with_cache(batch.tokens, attention_mask=batch.attention_mask, names_filter=[mid])
+        return cache[mid]
+
+    base = read()
+    with plan.apply(tiny_llama, 0.5):
+        moved = read()
+    real = batch.attention_mask.bool()
+    want = 0.5 * plan.norms[hook] * plan.vectors[hook]
+    assert torch.allclose((moved - base)[real], want.expand(int(real.sum()), -1), atol=1e-4)
+    with pytest.raises(ValueError, match="never reaches the residual stream"):
+        with steer(tiny_llama, {mid: plan.vectors[hook]}, 0.5):
+            pass
 
 
 def test_random_control_matches_plan(tiny_llama, contrast):
