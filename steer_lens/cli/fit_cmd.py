@@ -25,7 +25,7 @@ def register(sub, parent) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many items/prompts")
     p.add_argument("--layers", type=layer_spec, default=None, help="'all' (default), '0,5,-1' or '3-7'")
     p.add_argument("--position", choices=["last", "mean", "all"], default="last")
-    p.add_argument("--hook", default="resid_post", help="resid_post (default), resid_pre, resid_mid, ...")
+    p.add_argument("--hook", default="resid_post", help="resid_post (default), resid_pre, attn_out, mlp_out (resid_mid cannot be steered on a bridge)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--out", required=True, help="output .safetensors file")
 
@@ -56,6 +56,9 @@ def add_fit_args(p, *, expert: str | None = None, target: str | None = None, dat
     p.add_argument("--ae-epochs", type=positive_int, default=ae_epochs,
                    help=f"max epochs for --ae-solver adam and for hybrid (default {ae_epochs}; early stopping "
                         "may end sooner)")
+    p.add_argument("--mode", choices=("fixed", "field"), default="fixed",
+                   help="fixed: add the RFM's top AGOP eigenvector (default); field: add, at each token, the "
+                        "unit gradient of the RFM predictor at that token (needs --alignment ridge or procrustes)")
     p.add_argument("--seed", type=int, default=0)
     add_model_args(p)  # both models
 
@@ -76,7 +79,8 @@ def fit_plan(args, expert, target, items):
     if args.alignment == "hybrid" or (args.alignment == "autoencoder" and args.ae_solver == "adam"):
         kw = {"solver": "adam", "max_epochs": args.ae_epochs}
     es = ExpertSteer(n_pairs=args.n_pairs, alignment=args.alignment, seed=args.seed, mi_dim=args.mi_dim,
-                     target_window=resolve_window(args.target_window, target.cfg.n_layers), aligner_kwargs=kw)
+                     target_window=resolve_window(args.target_window, target.cfg.n_layers), aligner_kwargs=kw,
+                     mode=getattr(args, "mode", "fixed"))
     t0 = time.perf_counter()
     log(f"fitting ExpertSteer ({args.alignment}, {args.n_pairs} pairs) on {len(pos)} contrast pairs ...")
     plan = es.fit(expert, target, pos, neg)
