@@ -73,6 +73,8 @@ class Runner:
         if args.protocol >= 3:
             keys += ["refine_rounds", "pair_shortlist"]
         cfg = {k: getattr(args, k) for k in keys}
+        if args.expert != EXPERT or args.target != TARGET:  # other models: their own cache
+            cfg.update(expert=args.expert, target=args.target)
         self.config = cfg
         self.cache = Path(args.out) / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -257,15 +259,18 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def load_models(fast: bool):
+TARGET, EXPERT = "smollm2-135m-instruct", "gemma-3-270m"
+
+
+def load_models(fast: bool, target: str = TARGET, expert: str = EXPERT):
     from steer_lens.models import load_model
 
     if fast:
         from steer_lens.testing import make_tiny_pair
 
-        target, expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_fast_"))
-        return load_model(target), load_model(expert)
-    return load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
+        t, e = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_fast_"))
+        return load_model(t), load_model(e if expert == EXPERT else expert)
+    return load_model(target), load_model(expert)
 
 
 def cached_rows(runner: Runner, datasets: list[str]) -> list[dict]:
@@ -316,7 +321,11 @@ def parse(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--ae-epochs", type=int, default=300, help="hybrid aligner max epochs (autoencoder: closed form)")
     p.add_argument("--methods", nargs="+", default=CORE + ABLATIONS)
-    p.add_argument("--out", default=None, help="default: results/protocol3 (protocol 2: results)")
+    p.add_argument("--out", default=None, help="default: results/protocol3 (protocol 2: results; another "
+                   "expert: results/tuned_experts/<expert folder name>)")
+    p.add_argument("--expert", default=EXPERT, help="expert model: registry name or local HF folder "
+                   "(e.g. a tuned expert from `steer-lens finetune`)")
+    p.add_argument("--target", default=TARGET, help="target model: registry name or local HF folder")
     p.add_argument("--fast", action="store_true", help="tiny random models, very few items")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from cached rows, no models")
     p.add_argument("--threads", type=int, default=1,
@@ -324,7 +333,10 @@ def parse(argv=None):
     a = p.parse_args(argv)
     root = Path(__file__).resolve().parent.parent / "results"
     v3 = a.protocol >= 3
-    a.out = a.out or str(root / "protocol3" if v3 else root)
+    default_out = root / "protocol3" if v3 else root
+    if a.expert != EXPERT:
+        default_out = root / "tuned_experts" / Path(a.expert).name
+    a.out = a.out or str(default_out)
     a.limit_val = a.limit_val or (100 if v3 else 24)
     a.limit_test = a.limit_test or (500 if v3 else 100)
     a.strengths = a.strengths or ([0.025, 0.05, 0.1, 0.2, 0.4] if v3 else [0.025, 0.05, 0.1, 0.2])
@@ -345,7 +357,7 @@ def main(argv=None) -> Path:
     torch.set_num_threads(a.threads)
     if a.report_only:
         return write_cached_report(a, Runner(a, None, None))
-    target, expert = load_models(a.fast)
+    target, expert = load_models(a.fast, a.target, a.expert)
     runner = Runner(a, target, expert)
     models = {"target": target.cfg.model_name, "expert": expert.cfg.model_name}
     # the core comparison on every dataset first (so a run cut short still covers every dataset),
