@@ -99,6 +99,9 @@ def test_fit_bad_dataset_and_window(tiny_dir, tmp_path):
                           "sst2", "--target-window", "5,1", "--out", tmp_path / "p"), "lo <= hi")
     assert_user_error(cli("fit", "--expert", "no-such-model", "--target", tiny_dir["llama"], "--dataset",
                           "sst2", "--out", tmp_path / "p"), "unknown model 'no-such-model'")
+    assert_user_error(cli("fit", "--expert", tiny_dir["gemma3"], "--target", tiny_dir["llama"], "--dataset",
+                          "sst2", "--limit", 8, "--mode", "field", "--out", tmp_path / "p"),
+                      "mode='field' cannot use alignment='autoencoder'")
 
 
 def test_evaluate_with_plan(plan_dir, tiny_dir, tmp_path):
@@ -240,3 +243,15 @@ def test_capture_in_bfloat16_equals_the_library(tiny_dir, tmp_path):
                       "unknown device 'tpu'")
     assert_user_error(cli("generate", "--model", tiny_dir["llama"], "--prompt", "hi", "--dtype", "int8"),
                       "--dtype", "invalid choice")
+
+
+def test_fit_field_mode_then_generate(tiny_dir, tmp_path):
+    """--mode field saves the RFMs (plan format 2, settings.mode) and the plan steers generation."""
+    out = tmp_path / "field"
+    res = cli("fit", "--expert", tiny_dir["gemma3"], "--target", tiny_dir["llama"], "--dataset", "sst2",
+              "--limit", 8, "--alignment", "ridge", "--n-pairs", 1, "--mi-dim", 2, "--mode", "field", "--out", out)
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((out / "plan.json").read_text())
+    assert meta["format"] == 2 and meta["settings"]["mode"] == "field" and set(meta["fields"]) == set(meta["hooks"])
+    res = cli("generate", "--model", tiny_dir["llama"], "--plan", out, "--prompt", "Hi", "--max-new-tokens", 3)
+    assert res.returncode == 0, res.stderr
