@@ -48,6 +48,8 @@ def add_search_args(p) -> None:
                    help="bisection rounds around the best strength and where answers change (default 3)")
     p.add_argument("--no-extend", action="store_true",
                    help="do not try larger strengths when the best is the largest tried")
+    p.add_argument("--signed", action="store_true",
+                   help="also try negative strengths (label directions, whose useful sign depends on the model)")
 
 
 def search_of(args):
@@ -56,7 +58,8 @@ def search_of(args):
 
     default = StrengthSearch()
     return StrengthSearch(grid=tuple(abs(s) for s in args.strengths if s != 0) or default.grid,
-                          extend=() if args.no_extend else default.extend, refine_rounds=args.refine_rounds)
+                          extend=() if args.no_extend else default.extend, refine_rounds=args.refine_rounds,
+                          signed=args.signed)
 
 
 def render_comparison(res: dict) -> str:
