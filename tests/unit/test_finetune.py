@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,11 +134,11 @@ def test_saved_expert_loads_with_same_logits_and_is_cached(tiny_dir, planted, tm
 
 def test_cli_finetune_fast(tmp_path):
     res = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "experts", "--json",
-              "--card-copy", tmp_path / "card.json")
+              "--card-copy", tmp_path / "cards" / "tiny-sst2.json")
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert not info["reused"] and (tmp_path / "experts").is_dir()
-    assert json.loads((tmp_path / "card.json").read_text()) == info["card"]
+    assert json.loads((tmp_path / "cards" / "tiny-sst2.json").read_text()) == info["card"]
     assert info["card"]["settings"]["steps"] == 8 and info["card"]["dataset"] == "sst2"
     again = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "experts", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["reused"]
@@ -153,3 +154,11 @@ def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
     assert moved and all(n.startswith("model.layers.2.") or n == "model.norm.weight" for n in moved), moved
     with pytest.raises(ValueError, match="has 3 blocks"):
         finetune(tiny_dir["gemma3"], planted, FinetuneSettings(steps=1, train_layers=4), log=None)
+    # the experts table (analyses/tuned_experts.py) lists it with the command that rebuilds it
+    table = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md"],
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    text = (tmp_path / "experts.md").read_text()
+    assert "| tiny-sst2 | target | sst2 | 32 (train+train_extra) | 8 x 4 |" in text
+    assert "--dataset sst2 --steps 8 --batch-size 4 --lr 0.001 --seed 0 --train-limit 32" in text
