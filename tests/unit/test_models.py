@@ -174,3 +174,29 @@ def test_gguf_cache_builds_once_and_repairs_corruption(tmp_path, monkeypatch, ti
     assert len(calls) == 2
     with torch.no_grad():
         torch.testing.assert_close(reference, third(tokens), atol=0, rtol=0)
+
+
+def test_gguf_in_bfloat16_gets_its_own_cache_entry(tmp_path, monkeypatch, tiny_dir):
+    """The de-quantised weights are cached per dtype; a bf16 load is bf16 and equals the float32
+    load's logits to bf16 precision."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("STEER_LENS_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"fake gguf bytes")
+    dtypes = []
+
+    def fake_gguf_load(path, dtype, architecture):
+        dtypes.append(dtype)
+        return (AutoModelForCausalLM.from_pretrained(tiny_dir["llama"], dtype=dtype),
+                AutoTokenizer.from_pretrained(tiny_dir["llama"]))
+
+    monkeypatch.setattr(models, "_load_gguf_hf", fake_gguf_load)
+    full, half = load_model(gguf), load_model(gguf, dtype="bfloat16")
+    assert dtypes == [torch.float32, torch.bfloat16]
+    assert sorted(p.name.split("-")[-1] for p in (tmp_path / "cache" / "models").iterdir()) == ["bfloat16", "float32"]
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    tokens = torch.tensor([[5, 40, 41, 42]])
+    with torch.no_grad():
+        # logits up to ~0.8; bf16 rounding moved them by 0.004 when measured
+        torch.testing.assert_close(half(tokens).float(), full(tokens), atol=1e-2, rtol=0)
