@@ -54,5 +54,6 @@ def run(args) -> int:
                  ["model", "d_model", "layers", "installed", "cached"])
     missing = [r for r in rows if not r["installed"]]
     text += "".join(f"\ninstall {r['name']}: {r['install']}" for r in missing)
-    text += f"\ncache: {cache_dir()}  (also accepted: a Hugging Face folder or a .gguf file)"
+    text += (f"\ncache: {cache_dir()}  (also accepted: a Hugging Face folder, a .gguf file or an org/name "
+             "already in the local Hugging Face cache)")
     return emit(args, {"models": rows, "cache_dir": str(cache_dir())}, text)
