@@ -30,6 +30,7 @@ BENCHES = {
     "load": ("bench_load.py", [("warm_vs_cold_load_speedup", ">=", 6.0)]),
     "demo": ("bench_demo.py", [("demo_seconds", "<=", 600.0)]),
     "field": ("bench_field.py", [("field_extra_ms_per_token", "<=", 10.0)]),
+    "capture_memory": ("bench_capture_memory.py", [("capture_peak_memory_ratio", "<=", 1.2)]),
 }
 
 
@@ -85,6 +86,11 @@ def context(name: str, r: dict) -> str:
                 f"{r['fixed_minus_unsteered_cpu_ms_per_token']:+.1f}; {r['prompts']} prompts x {r['new_tokens']} "
                 f"tokens, batch 1, n={r['n_training_points']} RFM points; field |cos| with the fixed vector "
                 f"mean {cos['mean']:.2f} (min {cos['min']:.2f}); {la}")
+    if name == "capture_memory":
+        mb = r["peak_mb"]
+        return (f"peak RSS above the start, position 'all', all layers: streamed (shards of {r['shard_size']} prompts) "
+                f"{mb['stream_1x']:.0f} MB for {r['n_prompts_1x']} prompts, {mb['stream_4x']:.0f} MB for 4x; in memory "
+                f"{mb['memory_1x']:.0f} -> {mb['memory_4x']:.0f} MB (x{r['in_memory_peak_memory_ratio']:.2f}); {la}")
     return la
 
 
