@@ -84,22 +84,35 @@ def rank(p: Mapping) -> tuple:
 
 
 def search_strength(score: Callable[[float], dict], search: StrengthSearch = StrengthSearch(), *,
-                    zero: dict | None = None, known: Sequence[dict] = ()) -> tuple[dict, list[dict]]:
+                    zero: dict | None = None, known: Sequence[dict] = (),
+                    score_many: Callable[[Sequence[float]], list[dict]] | None = None) -> tuple[dict, list[dict]]:
     """Search strengths with ``score(strength) -> point`` (validation only); returns the best point
     and every point tried, sorted by strength. ``zero``: the strength-0 point if already known;
-    ``known``: points scored earlier (not scored again)."""
+    ``known``: points scored earlier (not scored again). ``score_many(strengths) -> points``, if
+    given, scores the coarse grid (both signs) and each refinement round's midpoints in one call
+    (e.g. ``validation_sweep``); the points tried are the same as without it."""
     tried: dict[float, dict] = {round(float(p["strength"]), 6): p for p in known}
 
+    def visit_all(strengths) -> None:
+        todo = []
+        for s in strengths:
+            s = round(float(s), 6)
+            if s in tried or s in todo:
+                continue
+            if s == 0 and zero is not None:
+                tried[s] = zero
+            else:
+                todo.append(s)
+        if todo and score_many is not None and len(todo) > 1:
+            tried.update(zip(todo, score_many(todo)))
+        else:
+            tried.update((s, score(s)) for s in todo)
+
     def visit(s: float) -> None:
-        s = round(float(s), 6)
-        if s not in tried:
-            tried[s] = zero if (s == 0 and zero is not None) else score(s)
+        visit_all([s])
 
     signs = (1.0, -1.0) if search.signed else (1.0,)
-    visit(0.0)
-    for s in search.grid:
-        for sign in signs:
-            visit(sign * s)
+    visit_all([0.0] + [sign * s for s in search.grid for sign in signs])
 
     def best() -> dict:
         return max(tried.values(), key=rank)
@@ -120,8 +133,7 @@ def search_strength(score: Callable[[float], dict], search: StrengthSearch = Str
         gaps = {(order[j], order[j + 1]) for j in (i - 1, i) if 0 <= j < len(order) - 1}
         if len(order) > 1:
             gaps.add(max(zip(order, order[1:]), key=lambda g: (change(tried[g[0]], tried[g[1]]), -abs(g[0]))))
-        for lo, hi in sorted(gaps):
-            visit((lo + hi) / 2)
+        visit_all([(lo + hi) / 2 for lo, hi in sorted(gaps)])
     return best(), sorted(tried.values(), key=lambda p: p["strength"])
 
 
@@ -139,32 +151,54 @@ class Choice:
 
 
 def validation_scorer(model, items: Sequence[Item], plan, *, batch_size: int = 8, seed: int = 0,
-                      positions: str = "all") -> Callable[[float], dict]:
-    """``score(strength) -> point`` on ``items`` steered by ``plan``."""
+                      positions: str = "all", use_sweep: bool = True) -> Callable[[float], dict]:
+    """``score(strength) -> point`` on ``items`` steered by ``plan``. With ``use_sweep`` (positions
+    "all" only) it also carries ``score.many(strengths) -> points`` (``validation_sweep``) for
+    ``search_strength``'s ``score_many``."""
 
     def score(s: float) -> dict:
         return point(s, evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed,
                                  positions=positions))
 
+    if use_sweep and positions == "all":
+        score.many = validation_sweep(model, items, plan, batch_size=batch_size, seed=seed)
     return score
+
+
+def validation_sweep(model, items: Sequence[Item], plan, *, batch_size: int = 8,
+                     seed: int = 0) -> Callable[[Sequence[float]], list[dict]]:
+    """``score_many(strengths) -> points`` on ``items`` steered by ``plan`` at all positions, through
+    ``steer_lens.sweep`` (the unsteered lower blocks run once per call)."""
+    from .sweep import sweep
+
+    def score_many(strengths: Sequence[float]) -> list[dict]:
+        return [point(s, r) for s, r in zip(strengths, sweep(model, items, plan, strengths,
+                                                                  batch_size=batch_size, seed=seed))]
+
+    return score_many
 
 
 def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
            search: StrengthSearch = StrengthSearch(), screen: StrengthSearch | None = None,
-           zero: dict | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all") -> Choice:
+           zero: dict | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all",
+           use_sweep: bool = True) -> Choice:
     """Search the strength of each candidate plan on validation ``items``; keep the best point over
     all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point.
 
     ``screen``: a cheaper search (e.g. the coarse grid, ``refine_rounds=0``) run for every candidate
-    first; only the best candidate then gets the full ``search`` (its screened points reused)."""
+    first; only the best candidate then gets the full ``search`` (its screened points reused).
+
+    ``use_sweep`` (positions "all" only): score several strengths per call with
+    ``validation_sweep`` (same points, less compute); False scores them one ``evaluate`` at a time."""
     if not candidates:
         raise ValueError("no candidate plans to choose from")
     if zero is None:
         zero = point(0.0, evaluate(model, items, batch_size=batch_size, seed=seed))
-    scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions)
-               for key, plan in candidates.items()}
+    scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions,
+                                      use_sweep=use_sweep) for key, plan in candidates.items()}
+    many = {key: getattr(scorer, "many", None) for key, scorer in scorers.items()}
     first = screen if (screen is not None and len(candidates) > 1) else search
-    found = {key: search_strength(scorers[key], first, zero=zero) for key in candidates}
+    found = {key: search_strength(scorers[key], first, zero=zero, score_many=many[key]) for key in candidates}
     order = list(candidates)
 
     def winner():
@@ -172,7 +206,7 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
 
     if first is not search:
         key = winner()
-        found[key] = search_strength(scorers[key], search, zero=zero, known=found[key][1])
+        found[key] = search_strength(scorers[key], search, zero=zero, known=found[key][1], score_many=many[key])
     key = winner()
     b = found[key][0]
     return Choice(key=key, strength=b["strength"], best=b, curves={k: found[k][1] for k in order})
