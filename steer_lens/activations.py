@@ -159,6 +159,7 @@ def capture(
     offload: str | None = None,
     out: str | os.PathLike | None = None,
     shard_size: int = 1024,
+    meta: dict | None = None,
 ):
     """Capture hook outputs for every prompt at the given layers.
 
@@ -186,7 +187,8 @@ def capture(
     ``folder/index.json`` (written in a temporary folder, renamed into place at the end);
     memory then grows with ``shard_size`` + ``batch_size`` prompts, not with the dataset.
     It returns a lazy ``steer_lens.shards.ActivationShards`` (``.load()`` reads it whole,
-    equal to the in-memory capture; ``Activations.load(folder)`` too).
+    equal to the in-memory capture; ``Activations.load(folder)`` too). ``meta``: JSON-able
+    entries (e.g. labels) added to the result's ``meta`` and saved with it.
     """
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
@@ -204,7 +206,7 @@ def capture(
     names = [hook_name(model, hook, layer) for layer in layers]
     encoded = encode_all(model, prompts, chat_template=chat_template)  # validates all first
     lengths = [len(ids) for ids, _ in encoded]
-    meta = {"hook": hook, "n_prompts": len(prompts)}
+    meta = {**(meta or {}), "hook": hook, "n_prompts": len(prompts)}
     rows = _captured_rows(model, encoded, names, layers, position, batch_size, padding_side, progress,
                           offload="cpu" if out is not None else offload)
     if out is not None:

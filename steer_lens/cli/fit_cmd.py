@@ -27,7 +27,10 @@ def register(sub, parent) -> None:
     p.add_argument("--position", choices=["last", "mean", "all"], default="last")
     p.add_argument("--hook", default="resid_post", help="resid_post (default), resid_pre, attn_out, mlp_out (resid_mid cannot be steered on a bridge)")
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--out", required=True, help="output .safetensors file (a folder with --shard-size)")
+    p.add_argument("--shard-size", type=positive_int, default=None,
+                   help="stream to OUT/shard-NNNNN.safetensors + OUT/index.json, this many prompts per file: "
+                        "memory is bounded by the shard, not the dataset (read back with Activations.load(OUT))")
 
     p = add_command(sub, "fit", parent, run_fit, "fit ExpertSteer: expert activations -> aligned -> "
                     "lowest-MI layer pairs -> RFM steering vectors; saves a plan folder with an MI heatmap",
@@ -136,8 +139,10 @@ def run_fit(args) -> int:
 def run_capture(args) -> int:
     from ..activations import capture
 
-    if not args.out.endswith(".safetensors"):
-        raise CLIError(f"--out must end in .safetensors, got {args.out!r}")
+    if args.shard_size is None and not args.out.endswith(".safetensors"):
+        raise CLIError(f"--out must end in .safetensors, got {args.out!r} (or pass --shard-size to stream to a folder)")
+    if args.shard_size is not None and args.out.endswith(".safetensors"):
+        raise CLIError(f"with --shard-size, --out is a folder; drop the .safetensors suffix from {args.out!r}")
     labels = None
     if args.dataset:
         from ..data import contrast_prompts
@@ -151,11 +156,13 @@ def run_capture(args) -> int:
     layers = args.layers if args.layers is not None else list(range(model.cfg.n_layers))
     t0 = time.perf_counter()
     acts = capture(model, prompts, layers=layers, hook=args.hook, position=args.position,
-                   batch_size=args.batch_size, progress=True)
-    if labels is not None:
-        acts.meta["labels"] = labels
-    acts.save(args.out)
-    info = {"out": args.out, "shape": list(acts.tensor.shape), "layers": acts.layers,
-            "position": args.position, "n_prompts": len(prompts), "seconds": round(time.perf_counter() - t0, 2)}
-    return emit(args, info, f"captured {len(prompts)} prompts x {len(acts.layers)} layers "
-                f"-> {args.out} (shape {tuple(acts.tensor.shape)})")
+                   batch_size=args.batch_size, progress=True, meta=None if labels is None else {"labels": labels},
+                   out=args.out if args.shard_size else None, shard_size=args.shard_size or 1)
+    if args.shard_size is None:
+        acts.save(args.out)
+        shape, where = list(acts.tensor.shape), f"(shape {tuple(acts.tensor.shape)})"
+    else:
+        shape, where = None, f"({acts.num_shards} shards)"
+    info = {"out": args.out, "shape": shape, "layers": acts.layers, "position": args.position,
+            "n_prompts": len(prompts), "seconds": round(time.perf_counter() - t0, 2)}
+    return emit(args, info, f"captured {len(prompts)} prompts x {len(acts.layers)} layers -> {args.out} {where}")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from steer_lens.cli import main
 
@@ -90,6 +91,23 @@ def test_capture_dataset_records_labels(tiny_dir, tmp_path):
     assert res.returncode == 0, res.stderr
     acts = Activations.load(out)
     assert acts.tensor.shape == (8, 3, 48) and acts.meta["labels"] == [1] * 4 + [0] * 4
+
+
+def test_capture_streams_to_a_shard_folder(tiny_dir, tmp_path):
+    from steer_lens.activations import Activations
+
+    whole, folder = tmp_path / "acts.safetensors", tmp_path / "acts"
+    args = ("capture", tiny_dir["llama"], "--dataset", "sst2", "--limit", 3, "--layers", "0,2", "--position", "all")
+    assert cli(*args, "--out", whole).returncode == 0
+    res = cli(*args, "--out", folder, "--shard-size", 4)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["index.json", "shard-00000.safetensors",
+                                                       "shard-00001.safetensors"]
+    streamed, ref = Activations.load(folder), Activations.load(whole)
+    assert torch.equal(streamed.tensor, ref.tensor) and torch.equal(streamed.mask, ref.mask)
+    assert streamed.meta["labels"] == ref.meta["labels"] == [1] * 3 + [0] * 3
+    assert_user_error(cli(*args, "--out", tmp_path / "x.safetensors", "--shard-size", 4), "is a folder")
+    assert_user_error(cli(*args, "--out", folder), "must end in .safetensors")
 
 
 def test_fit_bad_dataset_and_window(tiny_dir, tmp_path):
