@@ -93,9 +93,9 @@ class Activations:
         """One safetensors file; metadata as JSON in its header (no pickle)."""
         from safetensors.torch import save_file
 
-        tensors = {"tensor": self.tensor.contiguous()}
+        tensors = {"tensor": self.tensor.detach().cpu().contiguous()}  # files are written from CPU memory
         if self.mask is not None:
-            tensors["mask"] = self.mask.contiguous()
+            tensors["mask"] = self.mask.cpu().contiguous()
         meta = {
             "format": FORMAT_VERSION, "layers": self.layers, "hook_names": self.hook_names,
             "model_name": self.model_name, "position": self.position, "meta": self.meta,

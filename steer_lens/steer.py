@@ -157,6 +157,8 @@ def steer(
                 if name not in state.norms:
                     state.norms[name] = resid_scale(x.detach(), state.real)
                 size = state.norms[name]
+            if not callable(prepared[name]) and prepared[name].device != x.device:
+                prepared[name] = prepared[name].to(x.device)  # once, not at every decode step
             direction = prepared[name](x.detach()) if callable(prepared[name]) else prepared[name]
             # strength x size x direction in float32, rounded once to the residual's dtype, then added
             delta = ((strength * size) * direction.to(x.device)).to(x.dtype)
