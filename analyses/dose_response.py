@@ -15,7 +15,9 @@ minus a neutral one) added at all positions must raise the rate of topic words i
 continuations monotonically with strength.
 
 Resumable: every (dataset, method, strength) point is cached as JSON under
-``results/dose_response/cache/``. Writes one figure per dataset, ``summary.md`` and ``points.csv``.
+``results/dose_response/cache/``; a method's missing strengths are scored in one
+``steer_lens.sweep`` (the blocks below the steered one run once), then written point by point.
+Writes one figure per dataset, ``summary.md`` and ``points.csv``.
 
     python analyses/dose_response.py --topic                                  # everything (hours)
     python analyses/dose_response.py --datasets sst2 --methods label_caa caa
@@ -38,10 +40,10 @@ import torch
 
 from steer_lens.baselines import choose_layer, fit_caa, fit_self_rfm, pooled_activations, random_plan
 from steer_lens.data import contrast_prompts, list_datasets, load_dataset
-from steer_lens.evaluate import evaluate
 from steer_lens.io import write_json, write_text
 from steer_lens.pipeline import ExpertSteer
 from steer_lens.protocol import point
+from steer_lens.sweep import sweep
 from steer_lens.tokens import batch_encode
 
 log = logging.getLogger("dose_response")
@@ -54,8 +56,22 @@ NEUTRAL = ("The water cycle describes how water moves between the oceans, the ai
            "condenses into clouds. When the droplets grow heavy enough they fall as rain or snow, which "
            "feeds rivers, lakes and underground stores before the water returns to the sea.")
 TOPIC = {"name": "weddings",
-         "positive": ["I talk about weddings constantly.", "Weddings, brides and grooms are all I think about."],
-         "negative": ["I do not talk about weddings constantly.", "I think about many different things."],
+         "positive": ["The bride and groom exchanged their wedding vows at the ceremony.",
+                      "We are planning our wedding: the dress, the rings and the guest list.",
+                      "At the wedding reception the married couple cut the cake.",
+                      "She caught the bouquet at her sister's wedding.",
+                      "The groom waited at the altar for his bride.",
+                      "Their marriage ceremony was followed by a honeymoon in Italy.",
+                      "The wedding guests threw rice as the newlyweds left the church.",
+                      "He proposed, she said yes, and they set a date for the wedding."],
+         "negative": ["The train left the station a few minutes after noon.",
+                      "We are planning our budget: the rent, the bills and the groceries.",
+                      "At the meeting the committee discussed the new schedule.",
+                      "She caught the bus at the corner of the street.",
+                      "The clerk waited at the counter for the next customer.",
+                      "Their project review was followed by a short break in the office.",
+                      "The visitors took photos as the tour group left the museum.",
+                      "He called, she answered, and they set a time for the call."],
          "words": ("wedding", "weddings", "bride", "brides", "groom", "grooms", "marriage", "married", "marry",
                    "bridal", "honeymoon", "vows", "ceremony"),
          "prompts": ["I went up to my friend and said", "Yesterday afternoon I", "The best part of the day was",
@@ -105,15 +121,18 @@ class Study:
         for method in a.methods:
             if method == "label_caa" and len({len(it.choices) for it in val}) != 1:
                 continue
+            paths = {s: self.cache / f"{name}__{method}__{s:+.3f}.json" for s in a.grid}
+            todo = [s for s in a.grid if not paths[s].exists()]
+            if todo and method not in plans:
+                plans[method] = fit_method(method, T, self.expert, train)
+            # the missing strengths in one sweep (lower blocks once), then one cached JSON per point
+            swept = dict(zip(todo, sweep(T, val, plans[method], todo, batch_size=a.batch_size))) if todo else {}
             for s in a.grid:
-                path = self.cache / f"{name}__{method}__{s:+.3f}.json"
-                if path.exists():
+                path = paths[s]
+                if s not in swept:
                     rows.append(json.loads(path.read_text()))
                     continue
-                if method not in plans:
-                    plans[method] = fit_method(method, T, self.expert, train)
-                plan = plans[method]
-                res = evaluate(T, val, plan=plan, strength=s, batch_size=a.batch_size)
+                plan, res = plans[method], swept[s]
                 with plan.apply(T, s):
                     loss = neutral_loss(T)
                 row = {**point(s, res), "dataset": name, "method": method, "neutral_loss": loss,
@@ -128,14 +147,16 @@ class Study:
 
 def topic_control(model, out: Path, strengths, n_per_prompt: int = 5, layer: int | None = None,
                   max_new_tokens: int = 30) -> dict:
-    """Positive control (b): topic-word rate of seeded sampled continuations vs strength."""
+    """Positive control (b): topic-word rate of seeded sampled continuations vs strength. The topic
+    vector is the mean residual (over all tokens) of eight wedding sentences minus eight matched
+    neutral ones at ``layer`` (default: a third of the depth), added at every position."""
     from steer_lens import generate
     from steer_lens.baselines.common import baseline_plan, hook_norms
 
     path = out / "cache" / "topic.json"
     if path.exists():
         return json.loads(path.read_text())
-    layer = model.cfg.n_layers // 5 if layer is None else layer
+    layer = model.cfg.n_layers // 3 if layer is None else layer
     pos = pooled_activations(model, TOPIC["positive"], TOPIC["negative"], [layer], chat_template=False)
     vec = pos[0][:, 0].mean(0) - pos[1][:, 0].mean(0)
     name = f"blocks.{layer}.hook_resid_post"
