@@ -140,5 +140,5 @@ def sweep(model, items: Sequence[Item], plan, strengths: Sequence[float], *, bat
         with plan.apply(model, s):
             scores = _upper_scores(model, batches, rows, k)
         out.append(summarise(items, scores, majority_rate=majority, seed=seed,
-                             meta={"strength": float(s), "model": name}))
+                             meta={"strength": float(s), "model": name, "sweep_from_block": k}))
     return out

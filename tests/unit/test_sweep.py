@@ -57,6 +57,7 @@ def test_sweep_equals_evaluate_two_hooks(tiny_model, fast_path):
     swept = sweep(tiny_model, ITEMS + AB, plan, STRENGTHS, batch_size=4)
     assert_same(swept, ITEMS + AB, tiny_model, plan, STRENGTHS, batch_size=4)
     assert fast_path == [1]  # one lower pass, up to block 1
+    assert all(r.meta["sweep_from_block"] == 1 for r in swept)
     # the steering matters (so the equality above is not the unsteered model's twice)
     assert swept[0].margins != pytest.approx(swept[-1].margins, abs=1e-3)
 
