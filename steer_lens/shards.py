@@ -13,6 +13,8 @@ Rows sit in the order they were captured (length-sorted batches), so ``index`` m
 back; ``ActivationShards.load()`` scatters them into input order, equal to the in-memory
 capture. The folder is built under a temporary name next to ``folder`` and renamed into
 place when complete: a crash leaves the old folder (or none), never a partial one.
+Writing holds about three shards in memory (buffered rows, their concatenation, and the
+bytes safetensors serialises); ``benchmarks/bench_capture_memory.py`` measures it.
 """
 
 from __future__ import annotations
