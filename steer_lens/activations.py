@@ -186,8 +186,8 @@ def capture(
     and, every ``shard_size`` prompts, into ``folder/shard-00000.safetensors``, ... plus
     ``folder/index.json`` (written in a temporary folder, renamed into place at the end);
     memory then grows with ``shard_size`` and ``batch_size``, not with the dataset (about
-    three shards of real tokens, i.e. the buffered rows, their concatenation and safetensors'
-    serialised copy, plus one batch's activations).
+    two shards of real tokens, the shard tensor and safetensors' serialised copy, plus one
+    batch's activations).
     It returns a lazy ``steer_lens.shards.ActivationShards`` (``.load()`` reads it whole,
     equal to the in-memory capture; ``Activations.load(folder)`` too). ``meta``: JSON-able
     entries (e.g. labels) added to the result's ``meta`` and saved with it.

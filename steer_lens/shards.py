@@ -13,8 +13,9 @@ Rows sit in the order they were captured (length-sorted batches), so ``index`` m
 back; ``ActivationShards.load()`` scatters them into input order, equal to the in-memory
 capture. The folder is built under a temporary name next to ``folder`` and renamed into
 place when complete: a crash leaves the old folder (or none), never a partial one.
-Writing holds about three shards in memory (buffered rows, their concatenation, and the
-bytes safetensors serialises); ``benchmarks/bench_capture_memory.py`` measures it.
+Writing holds about two shards in memory (the shard tensor, filled while the buffered rows
+are freed, and the bytes safetensors serialises); ``benchmarks/bench_capture_memory.py``
+measures it.
 """
 
 from __future__ import annotations
@@ -152,19 +153,29 @@ def write_shards(folder: str | os.PathLike, rows: Iterable[tuple[int, Tensor]], 
 
 
 def _write_shard(folder: Path, number: int, rows: list[tuple[int, Tensor]], position: str) -> dict:
+    """Write one shard file from ``rows``, which it empties as it copies them (so a buffered row
+    and its copy in the shard tensor are not both held for the whole shard)."""
     from safetensors.torch import save_file
 
     name = f"shard-{number:05d}.safetensors"
-    index = torch.tensor([i for i, _ in rows], dtype=torch.int64, device=_CPU)
-    tensors = {"index": index}
-    acts = [a.to(_CPU) for _, a in rows]
+    n = len(rows)
+    tensors = {"index": torch.tensor([i for i, _ in rows], dtype=torch.int64, device=_CPU)}
     if position == "all":  # "layer len d" rows -> "tokens layer d", no padding stored
-        tensors["tensor"] = torch.cat([a.transpose(0, 1) for a in acts])
-        tensors["lengths"] = torch.tensor([a.shape[1] for a in acts], dtype=torch.int64, device=_CPU)
+        lengths = [a.shape[1] for _, a in rows]
+        layers, width = rows[0][1].shape[0], rows[0][1].shape[2]
+        flat = torch.empty(sum(lengths), layers, width, device=_CPU)
+        start = 0
+        for k in range(n):
+            flat[start : start + lengths[k]] = rows[k][1].transpose(0, 1)
+            start += lengths[k]
+            rows[k] = None  # free the row now
+        tensors["tensor"] = flat
+        tensors["lengths"] = torch.tensor(lengths, dtype=torch.int64, device=_CPU)
     else:
-        tensors["tensor"] = torch.stack(acts)
+        tensors["tensor"] = torch.stack([a.to(_CPU) for _, a in rows])
+    rows.clear()
     save_file(tensors, str(folder / name))
-    return {"file": name, "n": len(rows)}
+    return {"file": name, "n": n}
 
 
 def _spans(lengths: Tensor) -> list[tuple[int, int]]:
