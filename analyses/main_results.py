@@ -75,6 +75,8 @@ class Runner:
         cfg = {k: getattr(args, k) for k in keys}
         if args.expert != EXPERT or args.target != TARGET:  # other models: their own cache
             cfg.update(expert=args.expert, target=args.target)
+        if args.dtype not in (None, "float32"):  # another precision is another experiment
+            cfg.update(dtype=args.dtype)
         self.config = cfg
         self.cache = Path(args.out) / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -262,15 +264,16 @@ def _jsonable(obj):
 TARGET, EXPERT = "smollm2-135m-instruct", "gemma-3-270m"
 
 
-def load_models(fast: bool, target: str = TARGET, expert: str = EXPERT):
+def load_models(fast: bool, target: str = TARGET, expert: str = EXPERT, **kw):
+    """(target, expert) bridges; ``kw``: load_model's device / dtype / device_map."""
     from steer_lens.models import load_model
 
     if fast:
         from steer_lens.testing import make_tiny_pair
 
         t, e = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_fast_"))
-        return load_model(t), load_model(e if expert == EXPERT else expert)
-    return load_model(target), load_model(expert)
+        return load_model(t, **kw), load_model(e if expert == EXPERT else expert, **kw)
+    return load_model(target, **kw), load_model(expert, **kw)
 
 
 def cached_rows(runner: Runner, datasets: list[str]) -> list[dict]:
@@ -326,6 +329,9 @@ def parse(argv=None):
     p.add_argument("--expert", default=EXPERT, help="expert model: registry name or local HF folder "
                    "(e.g. a tuned expert from `steer-lens finetune`)")
     p.add_argument("--target", default=TARGET, help="target model: registry name or local HF folder")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N, mps, auto")
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
+    p.add_argument("--device-map", default=None, help="accelerate placement for models larger than one GPU")
     p.add_argument("--fast", action="store_true", help="tiny random models, very few items")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from cached rows, no models")
     p.add_argument("--threads", type=int, default=1,
@@ -357,7 +363,8 @@ def main(argv=None) -> Path:
     torch.set_num_threads(a.threads)
     if a.report_only:
         return write_cached_report(a, Runner(a, None, None))
-    target, expert = load_models(a.fast, a.target, a.expert)
+    target, expert = load_models(a.fast, a.target, a.expert, device=a.device, dtype=a.dtype,
+                                 device_map=a.device_map)
     runner = Runner(a, target, expert)
     models = {"target": target.cfg.model_name, "expert": expert.cfg.model_name}
     # the core comparison on every dataset first (so a run cut short still covers every dataset),

@@ -77,3 +77,23 @@ def test_positive_control_summary_detects_monotone_label_shift():
     (line,) = dose_response.summarise(rows)
     assert (line["share1_min"], line["share1_max"], line["share1_spearman"]) == (0.0, 1.0, 1.0)
     assert line["loss_ratio_at_1"] == 1.5
+
+
+def test_paper_setup_dry_run(tmp_path, analyses_path):
+    """The reproduction recipe end to end on two tiny configs of the paper's families (Llama-3.1-style
+    target, Qwen2 expert of another width) in bfloat16: the protocol-3 rows, the label methods and
+    their control, and a report."""
+    import json
+
+    import paper_setup
+
+    readme = paper_setup.main(["--dry-run", "--datasets", "arithmetic_2way", "--out", str(tmp_path)])
+    cache = next((tmp_path / "cache").iterdir())
+    config = json.loads((cache / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and config["protocol"] == 3 and "expert" in config
+    rows = {p.name.split("__")[1][:-5]: json.loads(p.read_text()) for p in cache.glob("arithmetic_2way__*.json")}
+    assert {"unsteered", "expert_unsteered", "caa", "label_caa", "expertsteer_autoencoder", "random",
+            "expertsteer_label", "random_label"} <= set(rows)
+    assert rows["random_label"]["strength"] == rows["expertsteer_label"]["strength"]
+    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 8 for r in rows.values())
+    assert "Protocol 3" in readme.read_text()
