@@ -189,6 +189,12 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def _fluent_range(pts: list[dict], loss0: float) -> str:
+    """The strengths (sorted) whose neutral-text loss stays below 1.5x the unsteered loss."""
+    ok = [p["strength"] for p in pts if p["neutral_loss"] < 1.5 * loss0]
+    return f"[{min(ok):g}, {max(ok):g}]" if ok else ""
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """One line per (dataset, method): the numbers the positive-control questions need."""
     out = []
@@ -208,6 +214,11 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "best_strength": max(pts, key=lambda p: (p["accuracy"], -abs(p["strength"])))["strength"],
                 "share1_min": round(float(share1.min()), 2), "share1_max": round(float(share1.max()), 2),
                 "share1_spearman": round(spearman(s, share1), 2),
+                # monotone (non-decreasing) over the points where the neutral loss is < 1.5x unsteered
+                "share1_monotone_fluent": bool(all(b >= a - 1e-9 for a, b in zip(fluent[:-1], fluent[1:])))
+                if len(fluent := [x for x, p in zip(share1, pts) if p["neutral_loss"] < 1.5 * zero["neutral_loss"]]) > 1
+                else "",
+                "fluent_range": _fluent_range(pts, zero["neutral_loss"]),
                 "loss_ratio_at_1": round(max(p["neutral_loss"] for p in pts if abs(p["strength"]) == 1) / loss0, 2)
                 if any(abs(p["strength"]) == 1 for p in pts) else "",
                 "loss_ratio_at_2": round(max(p["neutral_loss"] for p in pts if abs(p["strength"]) == 2) / loss0, 2)
@@ -294,7 +305,8 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
     for name in sorted({r["dataset"] for r in rows}):
         plot_dataset(name, [r for r in rows if r["dataset"] == name], out / f"{name}.png")
     cols = ["dataset", "method", "layers", "n_val", "acc_at_0", "best_acc", "best_strength", "share1_min",
-            "share1_max", "share1_spearman", "loss_ratio_at_1", "loss_ratio_at_2"]
+            "share1_max", "share1_spearman", "share1_monotone_fluent", "fluent_range", "loss_ratio_at_1",
+            "loss_ratio_at_2"]
     two_way = [r for r in summary if r["method"] == "label_caa" and r["n_choices"] == 2]
     behaviours = [r for r in summary if r["method"] == "caa" and "bprob_at_0" in r]
     md = ["# Dose-response and positive controls", "",
@@ -302,11 +314,15 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
           "Strength = × the median residual norm at each steered hook; points on VALIDATION items.", ""]
     if two_way:
         ok = [r for r in two_way if r["share1_min"] <= 0.1 and r["share1_max"] >= 0.9 and r["share1_spearman"] >= 0.9]
+        ok_fluent = [r for r in two_way if r["share1_min"] <= 0.1 and r["share1_max"] >= 0.9
+                     and r["share1_monotone_fluent"] is True]
         md += ["## Positive control (a): label direction moves the answers", "",
                f"A direction fitted by label (choice 1 minus choice 0 on every train item, CAA at the train-chosen "
-               f"layer) moves the share of choice-1 answers from near 0 to near 1, monotonically, on {len(ok)} of "
-               f"{len(two_way)} two-way sets (criterion: min share <= 0.1, max >= 0.9, Spearman rho >= 0.9 over "
-               "the signed grid).", "",
+               f"layer) moves the share of choice-1 answers from near 0 to near 1 on {len(ok)} of {len(two_way)} "
+               "two-way sets with Spearman rho >= 0.9 over the whole signed grid, and on "
+               f"{len(ok_fluent)} of {len(two_way)} non-decreasingly over the strengths where the model stays "
+               "fluent (neutral-text loss < 1.5x unsteered: `fluent_range`). Criterion: min share <= 0.1, "
+               "max >= 0.9.", "",
                _md_table(two_way, cols), ""]
     if topic:
         md += ["## Positive control (b): topic vector in generation", "",

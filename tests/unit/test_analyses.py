@@ -67,7 +67,7 @@ def test_dose_response_fast(tmp_path, analyses_path):
     assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]  # same numbers (the command line differs)
 
 
-def test_positive_control_summary_detects_monotone_label_shift():
+def test_positive_control_summary_detects_monotone_label_shift(analyses_path):
     import dose_response
 
     rows = [{"dataset": "d", "method": "label_caa", "strength": s, "accuracy": 0.5, "shares": [1 - x, x],
@@ -77,6 +77,9 @@ def test_positive_control_summary_detects_monotone_label_shift():
     (line,) = dose_response.summarise(rows)
     assert (line["share1_min"], line["share1_max"], line["share1_spearman"]) == (0.0, 1.0, 1.0)
     assert line["loss_ratio_at_1"] == 1.5
+    assert line["share1_monotone_fluent"] is True and line["fluent_range"] == "[-0.1, 0.1]"  # loss < 3.0
+    rows[-1]["shares"], rows[-1]["neutral_loss"] = [0.6, 0.4], 2.2  # a drop inside the fluent range
+    assert dose_response.summarise(rows)[0]["share1_monotone_fluent"] is False
 
 
 def test_paper_setup_dry_run(tmp_path, analyses_path):
