@@ -31,6 +31,7 @@ BENCHES = {
     "demo": ("bench_demo.py", [("demo_seconds", "<=", 600.0)]),
     "field": ("bench_field.py", [("field_extra_ms_per_token", "<=", 10.0)]),
     "capture_memory": ("bench_capture_memory.py", [("capture_peak_memory_ratio", "<=", 1.2)]),
+    "sweep": ("bench_sweep.py", [("sweep_vs_separate_time_ratio", "<=", 0.7)]),
 }
 
 
@@ -91,6 +92,12 @@ def context(name: str, r: dict) -> str:
         return (f"peak RSS above the start, position 'all', all layers: streamed (shards of {r['shard_size']} prompts) "
                 f"{mb['stream_1x']:.0f} MB for {r['n_prompts_1x']} prompts, {mb['stream_4x']:.0f} MB for 4x; in memory "
                 f"{mb['memory_1x']:.0f} -> {mb['memory_4x']:.0f} MB (x{r['in_memory_peak_memory_ratio']:.2f}); {la}")
+    if name == "sweep":
+        return (f"CPU {r['sweep_cpu_seconds_best']:.1f}s (sweep) vs {r['separate_cpu_seconds_best']:.1f}s (5 evaluate "
+                f"calls); {r['n_items']} SST-2 items, strengths {r['strengths']}, {r['hook']}, "
+                + (f"lower blocks 0-{r['first_steered_block'] - 1} once" if r["fast_path"] else "fell back to evaluate")
+                + f"; max |margin diff| {r['max_abs_margin_difference']:.1e}, "
+                f"predictions identical: {r['predictions_identical']}; {la}")
     return la
 
 
@@ -115,7 +122,8 @@ def main(argv=None) -> int:
     if (summary_dir / "results.json").exists():
         previous = json.loads((summary_dir / "results.json").read_text()).get("details", {})
     if args.summarize:
-        details = {n: json.loads((results / f"{n}.json").read_text()) for n in BENCHES
+        # keep what run_one added to the previous summary (wall_seconds)
+        details = {n: {**previous.get(n, {}), **json.loads((results / f"{n}.json").read_text())} for n in BENCHES
                    if (results / f"{n}.json").exists()}
     else:
         details = {**previous, **{n: run_one(n, args, results) for n in names}}

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["rfm_vs_xrfm_time_ratio", "rfm_vs_xrfm_top_eigvec_cosine", "capture_vs_forward_throughput_ratio",
         "steer_generate_overhead_ratio", "mi_all_pairs_seconds", "warm_vs_cold_load_speedup", "demo_seconds",
-        "field_extra_ms_per_token", "capture_peak_memory_ratio"]
+        "field_extra_ms_per_token", "capture_peak_memory_ratio", "sweep_vs_separate_time_ratio"]
 
 
 def test_run_all_fast_writes_every_key(tmp_path):
@@ -22,7 +22,7 @@ def test_run_all_fast_writes_every_key(tmp_path):
     for key in KEYS:
         assert math.isfinite(summary[key]) and summary[key] > 0, key
         assert "load" in summary[f"{key}__context"] or key.startswith("warm"), key
-    for name in ("capture", "steer_generate", "mi", "load", "demo", "rfm", "field", "capture_memory"):
+    for name in ("capture", "steer_generate", "mi", "load", "demo", "rfm", "field", "capture_memory", "sweep"):
         assert (tmp_path / f"{name}.json").is_file(), name
     md = (tmp_path / "results.md").read_text()
     assert all(f"`{key}`" in md for key in KEYS)
@@ -38,7 +38,7 @@ def test_readme_benchmark_table_matches_results_json():
     readme = (root / "README.md").read_text()
     rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
     keys = [k for k, v in results.items() if isinstance(v, float) and not k.startswith("__")]
-    assert len(keys) == 9
+    assert len(keys) == 10
     for key in keys:
         cells = [c.strip() for c in rows[key].split("|")]
         assert cells[4] == f"{results[key]:.4g}", (key, cells[4], results[key])
