@@ -18,7 +18,10 @@ rule changes in one place:
 * ``compare`` scores TEST once for the unsteered model, the chosen plan and strength, and the
   random-vector control at the same hooks, norms and strength, with paired tests.
 
-Strengths are on the relative scale: × the median residual norm at each steered hook.
+Strengths are on the relative scale: × the median residual norm at each steered hook. The coarse
+grid and each refinement round are scored in one ``steer_lens.sweep`` call (blocks below the
+steered one once; same points as one ``evaluate`` per strength); ``choose(use_sweep=False)``
+scores them one at a time.
 """
 
 from __future__ import annotations

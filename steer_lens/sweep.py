@@ -120,14 +120,16 @@ def sweep(model, items: Sequence[Item], plan, strengths: Sequence[float], *, bat
     """``evaluate(model, items, plan=plan, strength=s)`` for every ``s`` in ``strengths`` (same
     scores within float tolerance, same predictions), computing blocks below the plan's lowest
     steered block once per batch. Falls back to ``evaluate`` per strength when some item's
-    choices differ before their last token or a hook has no norm in ``plan.norms``."""
+    choices differ before their last token, a hook has no norm in ``plan.norms`` or is not inside
+    a block (e.g. ``hook_embed``)."""
     items = list(items)
     if not items:
         raise ValueError("no items to sweep; pass at least one Item")
     strengths = [check_strength(s) for s in strengths]
     rows = [_item_rows(model, it, chat_template) for it in items]
     hooks = plan.rfms if plan.mode == "field" else plan.vectors
-    if not _last_token_differs(rows) or any(h not in plan.norms for h in hooks):
+    if (not _last_token_differs(rows) or any(h not in plan.norms for h in hooks)
+            or any(_BLOCK.match(h) is None for h in hooks)):
         return [evaluate(model, items, plan=plan, strength=s, batch_size=batch_size,
                          chat_template=chat_template, seed=seed) for s in strengths]
     k = first_steered_block(plan)

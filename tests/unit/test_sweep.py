@@ -79,7 +79,7 @@ def test_lower_blocks_run_once_per_batch(tiny_llama):
     assert all("forward" not in vars(b) for b in tiny_llama.blocks)  # pass-through removed
 
 
-@pytest.mark.parametrize("case", ["multi_token", "no_norm"])
+@pytest.mark.parametrize("case", ["multi_token", "no_norm", "embed_hook"])
 def test_fall_back_to_evaluate(tiny_llama, monkeypatch, case):
     import steer_lens.sweep as S
 
@@ -87,6 +87,8 @@ def test_fall_back_to_evaluate(tiny_llama, monkeypatch, case):
     plan = make_plan(tiny_llama, ["blocks.1.hook_resid_post"])
     if case == "no_norm":  # steer() measures the norm on the context's first forward: not the sweep's
         items, plan.norms = ITEMS[:4], {}
+    if case == "embed_hook":  # not inside a block: nothing below it to share
+        items, plan = ITEMS[:4], make_plan(tiny_llama, ["hook_embed"])
     monkeypatch.setattr(S, "lower_residuals", lambda *a, **k: pytest.fail("fast path used"))
     assert_same(sweep(tiny_llama, items, plan, [0.0, 1.0]), items, tiny_llama, plan, [0.0, 1.0])
 
