@@ -54,6 +54,7 @@ ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_
              "expertsteer_label_lowest_mi"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
+TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "iti"}  # rows that do not depend on the expert
 CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
             "reverse_random": "reverse_expertsteer_autoencoder"}
 PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
@@ -73,15 +74,25 @@ class Runner:
         if args.protocol >= 3:
             keys += ["refine_rounds", "pair_shortlist"]
         cfg = {k: getattr(args, k) for k in keys}
-        if args.expert != EXPERT or args.target != TARGET:  # other models: their own cache
-            cfg.update(expert=args.expert, target=args.target)
+        if args.target != TARGET:
+            cfg.update(target=args.target)
         if args.dtype not in (None, "float32"):  # another precision is another experiment
             cfg.update(dtype=args.dtype)
+        target_cfg = dict(cfg)  # rows of target-only methods do not depend on the expert
+        if args.expert != EXPERT:
+            cfg.update(expert=args.expert)
         self.config = cfg
-        self.cache = Path(args.out) / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
-        self.cache.mkdir(parents=True, exist_ok=True)
+        root = Path(args.cache or Path(args.out) / "cache")
+        self.cache, self.target_cache = (root / hashlib.sha1(json.dumps(c).encode()).hexdigest()[:10]
+                                         for c in (cfg, target_cfg))
         self.fits: dict[str, dict] = {}  # per dataset: captures, plans, the shared strength-0 validation
-        write_json(self.cache / "config.json", cfg)
+        for folder, c in ((self.target_cache, target_cfg), (self.cache, cfg)):
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "config.json", c)
+
+    def row_path(self, dataset: str, method: str) -> Path:
+        """Target-only methods share one cache across experts (same target, same settings)."""
+        return (self.target_cache if method in TARGET_ONLY else self.cache) / f"{dataset}__{method}.json"
 
     def search(self, signed: bool = False) -> StrengthSearch:
         a = self.args
@@ -94,7 +105,7 @@ class Runner:
         return dataclasses.replace(self.search(signed), refine_rounds=0, extend=())
 
     def cached(self, dataset: str, method: str, compute):
-        path = self.cache / f"{dataset}__{method}.json"
+        path = self.row_path(dataset, method)
         if path.exists():
             log.info("skip %s / %s (cached)", dataset, method)
             return json.loads(path.read_text())
@@ -279,7 +290,10 @@ def load_models(fast: bool, target: str = TARGET, expert: str = EXPERT, **kw):
 def cached_rows(runner: Runner, datasets: list[str]) -> list[dict]:
     """Every row cached for this configuration (by any run), ``datasets`` first in their order."""
     order = CORE + REVERSE + ABLATIONS + EXTRA
-    rows = [json.loads(f.read_text()) for f in runner.cache.glob("*__*.json")]
+    files = set(runner.cache.glob("*__*.json"))
+    if runner.target_cache != runner.cache:  # the target-only rows of this run's datasets
+        files |= {runner.row_path(d, m) for d in datasets for m in TARGET_ONLY if runner.row_path(d, m).exists()}
+    rows = [json.loads(f.read_text()) for f in sorted(files)]
     rank = {d: i for i, d in enumerate(datasets + sorted({r["dataset"] for r in rows} - set(datasets)))}
     return sorted(rows, key=lambda r: (rank[r["dataset"]], order.index(r["method"]) if r["method"] in order
                                        else len(order)))
@@ -326,6 +340,8 @@ def parse(argv=None):
     p.add_argument("--methods", nargs="+", default=CORE + ABLATIONS)
     p.add_argument("--out", default=None, help="default: results/protocol3 (protocol 2: results; another "
                    "expert: results/tuned_experts/<expert folder name>)")
+    p.add_argument("--cache", default=None, help="cache root (default <out>/cache; another expert: "
+                   "results/protocol3/cache, so target-only rows are shared with the main run)")
     p.add_argument("--expert", default=EXPERT, help="expert model: registry name or local HF folder "
                    "(e.g. a tuned expert from `steer-lens finetune`)")
     p.add_argument("--target", default=TARGET, help="target model: registry name or local HF folder")
@@ -342,6 +358,7 @@ def parse(argv=None):
     default_out = root / "protocol3" if v3 else root
     if a.expert != EXPERT:
         default_out = root / "tuned_experts" / Path(a.expert).name
+        a.cache = a.cache or (str(root / "protocol3" / "cache") if v3 and not a.fast else None)
     a.out = a.out or str(default_out)
     a.limit_val = a.limit_val or (100 if v3 else 24)
     a.limit_test = a.limit_test or (500 if v3 else 100)

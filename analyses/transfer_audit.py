@@ -44,7 +44,7 @@ def main_cache():
     """The cache folder of ``analyses/main_results.py``'s default configuration."""
     import main_results
 
-    return main_results.Runner(main_results.parse([]), None, None).cache
+    return main_results.Runner(main_results.parse(["--protocol", "2"]), None, None).cache  # the audited run
 
 
 def _pos_neg(x: torch.Tensor, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

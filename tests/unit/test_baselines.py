@@ -219,3 +219,30 @@ def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
     assert es["plan_settings"]["alignment"] == "ridge"
     ctrl = rows["random_label"]
     assert ctrl["strength"] == es["strength"] and ctrl["layers"] == es["layers"] and ctrl["matched_to"] == "expertsteer_label"
+
+
+def test_another_expert_shares_the_target_only_rows(tmp_path):
+    """A run with another expert (e.g. a tuned one) reuses the target-only rows (unsteered, CAA, ...)
+    of the same target and settings, and keeps its expert-dependent rows apart."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import json
+
+    import main_results as mr
+    from steer_lens.testing import make_tiny_model
+
+    cache = tmp_path / "cache"
+    mr.main(["--fast", "--out", str(tmp_path / "main"), "--cache", str(cache), "--reverse", "--methods",
+             "unsteered", "expertsteer_autoencoder"])
+    other = make_tiny_model(tmp_path / "other_expert", "gemma3", d_model=32, n_layers=2, seed=7)
+    mr.main(["--fast", "--out", str(tmp_path / "other"), "--cache", str(cache), "--expert", str(other), "--reverse",
+             "--methods", "unsteered", "expert_unsteered", "expertsteer_autoencoder"])
+    folders = {json.loads((f / "config.json").read_text()).get("expert"): f for f in cache.iterdir()}
+    main, tuned = folders[None], folders[str(other)]
+    assert (main / "arithmetic_2way__unsteered.json").exists() and not (tuned / "arithmetic_2way__unsteered.json").exists()
+    assert {p.name for p in tuned.glob("*__*.json")} == {"arithmetic_2way__expert_unsteered.json",
+                                                        "arithmetic_2way__expertsteer_autoencoder.json"}
+    plans = [json.loads((f / "arithmetic_2way__expertsteer_autoencoder.json").read_text())["plan_settings"]
+             for f in (main, tuned)]
+    assert plans[0] == plans[1]  # same settings, different expert models (separate rows)
+    lines = (tmp_path / "other" / "main_results.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "expertsteer_autoencoder"]
