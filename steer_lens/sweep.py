@@ -13,14 +13,16 @@ every choice's L scored tokens in one pass (``evaluate`` needs a cached continua
 TransformerBridge's ``start_at_layer`` still executes blocks 0..k-1 on the injected residual and
 then discards their output, so on its own it saves nothing: while the upper part runs, blocks
 0..k-1 are made pass-through (an instance ``forward`` returning its hidden states, removed in a
-``finally``). Hooks the caller put on those blocks therefore do not fire in the upper pass; the
-steered hooks are all at block k or above. The attention mask and position ids are those of the
+``finally``; HF decoder layers return their hidden states as one tensor in transformers 5, checked
+against the full forward on seven tiny families in tests/unit/test_sweep.py). Hooks the caller
+put on those blocks therefore do not fire in the upper pass; the steered hooks are all at block k
+or above. The attention mask and position ids are those of the
 full forward (the HF model sees the same mask and sequence length), and the steering context is
 the one ``evaluate`` uses (its position tracker sees the mask: left padding is never steered).
 
 If any item's choices differ before their last token (e.g. multi-token answers " red"/" blue" on
-a byte-level tokenizer), or the plan lacks a norm for a hook (``steer`` would then measure it on
-the first forward, which differs here), the sweep falls back to ``evaluate`` per strength: still
+a byte-level tokenizer), the plan lacks a norm for a hook (``steer`` would then measure it on
+the first forward, which differs here) or steers a hook outside the blocks, the sweep falls back to ``evaluate`` per strength: still
 correct, no saving.
 """
 
