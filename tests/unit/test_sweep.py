@@ -62,6 +62,22 @@ def test_sweep_equals_evaluate_two_hooks(tiny_model, fast_path):
     assert swept[0].margins != pytest.approx(swept[-1].margins, abs=1e-3)
 
 
+def test_stop_then_start_equals_full_forward(tiny_model):
+    """The building block: residual entering block k (left-padded batch), then blocks k.. with the
+    blocks below made pass-through, gives the full forward's logits at every real position."""
+    from steer_lens.sweep import skip_blocks
+    from steer_lens.tokens import pad
+
+    batch = pad(tiny_model, [(list(range(5, 17)), 0), (list(range(20, 25)), 0), ([7, 8], 0)], padding_side="left")
+    with torch.no_grad():
+        full = tiny_model(batch.tokens, attention_mask=batch.attention_mask)
+        resid = tiny_model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=2)
+        with skip_blocks(tiny_model, 2):
+            upper = tiny_model(resid, attention_mask=batch.attention_mask, start_at_layer=2)
+    real = batch.attention_mask.bool()
+    assert torch.allclose(upper[real], full[real], atol=1e-4)
+
+
 def test_lower_blocks_run_once_per_batch(tiny_llama):
     plan = make_plan(tiny_llama, ["blocks.2.hook_resid_pre"])
     calls = {0: 0, 2: 0}
