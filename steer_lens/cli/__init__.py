@@ -20,7 +20,7 @@ EPILOG = """examples:
   steer-lens generate --model smollm2-135m-instruct --plan plans/sst2 --prompt "The movie was"
   steer-lens export plans/sst2 --out sst2.gguf --strength 0.3
   steer-lens merge plans/sst2 --strength 0.1 --out smollm2-sst2
-  steer-lens finetune --model gemma-3-270m --dataset sst2 --steps 300
+  steer-lens finetune --model gemma-3-270m --dataset sst2 --steps 60 --train-layers 4
 run `steer-lens <command> --help` for each command's options and an example."""
 
 

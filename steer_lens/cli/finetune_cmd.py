@@ -14,7 +14,8 @@ def register(sub, parent) -> None:
                     "fine-tune a copy of a model on a dataset's training rows (answer-token loss, "
                     "embeddings frozen, AdamW, seeded), evaluate it on train/validation/test and save it "
                     "as a local HF folder with expert_card.json (cached: same settings, same folder)",
-                    "steer-lens finetune --model gemma-3-270m --dataset sst2 --steps 300 --threads 2\n"
+                    "steer-lens finetune --model gemma-3-270m --dataset sst2 --steps 60 --batch-size 8 --lr 2e-4 "
+                    "--train-layers 4 --threads 2\n"
                     "  steer-lens finetune --fast --dataset sst2            # tiny random model, seconds")
     p.add_argument("--model", default=None, help="base model: registry name, HF folder or .gguf")
     p.add_argument("--dataset", default="sst2", help="bundled dataset name or folder (default sst2)")
