@@ -117,6 +117,23 @@ for q in questions:
         print(f"  strength {s:+.2f}: {text.strip()!r}")
 '''),
     ("md", r'''
+## Does it help on a task? One honest comparison
+`steer_lens.protocol.compare` is the project's evaluation discipline in one call: the strength is searched on
+VALIDATION items only (0 = "do not steer" is always a candidate; a coarse grid, then refinement where the
+answers flip; `signed=True` also tries negative strengths), TEST is scored once for the unsteered model, the
+plan and a random-vector control at the same hooks, norms and strength, with paired bootstrap CIs and
+McNemar tests. A sentiment direction is a *label* direction for SST-2 ("positive" vs "negative"), so the
+useful sign is whichever moves SmolLM2 off its habit of answering one label.
+'''),
+    ("code", r'''
+from steer_lens.protocol import StrengthSearch, compare, render_comparison
+
+search = StrengthSearch(grid=(0.1, 0.3), refine_rounds=1, extend=(), signed=True)
+res = compare(target, load_dataset("sst2"), plan, search=search, limit=8 if FAST else 40, val_limit=8 if FAST else 40)
+print(render_comparison(res))
+print("validation curve:", [(p["strength"], round(p["accuracy"], 2)) for p in res["val_curve"]])
+'''),
+    ("md", r'''
 ## Save and reload
 A plan is a folder (`plan.json` + safetensors), written atomically and checked against the model on `apply`.
 '''),

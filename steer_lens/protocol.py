@@ -267,3 +267,20 @@ def compare(model, dataset: MCDataset, plan=None, *, search: StrengthSearch = St
             out["steered_vs_random"] = paired(steered, rnd, seed)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def render_comparison(res: dict) -> str:
+    """``compare``'s result as text: one line per condition, then the paired differences."""
+    lines = [f"{res['dataset']} test accuracy ({res['model']}, majority rate {res['unsteered']['majority_rate']:.3f}):",
+             f"{'condition':<28} {'accuracy':>8}  {'95% CI':<16} {'n':>4}"]
+    for key in ("unsteered", "steered", "random"):
+        if key in res:
+            r = res[key]
+            label = key if key == "unsteered" else f"{key} (strength {res['strength']:g})"
+            lines.append(f"{label:<28} {r['accuracy']:>8.3f}  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]   {r['n']:>4}")
+    for key in ("steered_vs_unsteered", "steered_vs_random"):
+        if key in res:
+            d = res[key]
+            lines.append(f"{key.replace('_', ' ')}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "
+                         f"McNemar p = {d['mcnemar_p']:.3g}")
+    return "\n".join(lines)

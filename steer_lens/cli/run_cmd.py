@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..protocol import render_comparison  # noqa: F401  (re-exported for demo and report)
 from .common import (add_command, add_model_args, emit, load_model, load_plan, log, positive_int, strength,
-                     strengths, table)
+                     strengths)
 
 DEFAULT_STRENGTHS = "0.025,0.05,0.1,0.2,0.4"  # x median residual norm; = steer_lens.protocol.StrengthSearch().grid
 
@@ -60,23 +61,6 @@ def search_of(args):
     return StrengthSearch(grid=tuple(abs(s) for s in args.strengths if s != 0) or default.grid,
                           extend=() if args.no_extend else default.extend, refine_rounds=args.refine_rounds,
                           signed=args.signed)
-
-
-def render_comparison(res: dict) -> str:
-    rows = []
-    for key in ("unsteered", "steered", "random"):
-        if key in res:
-            r = res[key]
-            label = key if key == "unsteered" else f"{key} (strength {res['strength']:g})"
-            rows.append([label, f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"]])
-    text = (f"{res['dataset']} test accuracy ({res['model']}, majority rate "
-            f"{res['unsteered']['majority_rate']:.3f}):\n" + table(rows, ["condition", "accuracy", "95% CI", "n"]))
-    for key in ("steered_vs_unsteered", "steered_vs_random"):
-        if key in res:
-            d = res[key]
-            text += (f"\n{key.replace('_', ' ')}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}],"
-                     f" McNemar p = {d['mcnemar_p']:.3g}")
-    return text
 
 
 def run_evaluate(args) -> int:
