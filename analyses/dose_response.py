@@ -182,6 +182,24 @@ def topic_control(model, out: Path, strengths, n_per_prompt: int = 5, layer: int
     return res
 
 
+def topic_reading(topic: dict) -> str:
+    """Whether the topic-word rate rises with strength up to its peak, and what happens after it."""
+    rows = sorted(topic["rows"], key=lambda r: r["strength"])
+    rates = [r["topic_rate"] for r in rows]
+    k = max(range(len(rates)), key=lambda i: (rates[i], -i))
+    rising = all(b >= a for a, b in zip(rates[: k + 1], rates[1: k + 1]))
+    peak, base = rows[k], rows[0]
+    text = (f"The rate rises {'monotonically' if rising else 'non-monotonically'} from {base['topic_rate']:.2f} "
+            f"(strength {base['strength']:g}) to {peak['topic_rate']:.2f} at strength {peak['strength']:g} "
+            f"(neutral-text loss {peak['neutral_loss']:.2f} vs {base['neutral_loss']:.2f} unsteered)")
+    after = rows[k + 1:]
+    if after:
+        losses = ", ".join(f"{r['neutral_loss']:.1f}" for r in after)
+        after_rates = ", ".join(f"{r['topic_rate']:.2f}" for r in after)
+        text += f"; above it fluency collapses (loss {losses}) and the rate falls to {after_rates}"
+    return text + "."
+
+
 def spearman(x, y) -> float:
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     if np.std(rx) == 0 or np.std(ry) == 0:
@@ -328,7 +346,7 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
         md += ["## Positive control (b): topic vector in generation", "",
                f"ActAdd-style vector ('{topic['topic']}' sentences minus neutral ones, layer {topic['layer']}), "
                f"{topic['rows'][0]['n']} seeded sampled continuations per strength; rate = share containing a "
-               f"topic word. Monotonic: {topic['monotonic']}.", "",
+               f"topic word. {topic_reading(topic)}", "",
                _md_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "example"}
                           for r in topic["rows"]], ["strength", "topic_rate", "n", "neutral_loss"]), "",
                "![topic control](topic.png)", ""]

@@ -100,3 +100,14 @@ def test_paper_setup_dry_run(tmp_path, analyses_path):
     assert rows["random_label"]["strength"] == rows["expertsteer_label"]["strength"]
     assert all(0 <= r["accuracy"] <= 1 and r["n"] == 8 for r in rows.values())
     assert "Protocol 3" in readme.read_text()
+
+
+def test_topic_reading_states_the_rise_and_the_collapse(analyses_path):
+    import dose_response
+
+    rows = [{"strength": s, "topic_rate": r, "neutral_loss": l}
+            for s, r, l in [(0, 0.02, 2.6), (0.25, 0.28, 2.8), (0.5, 0.42, 4.5), (1, 0.0, 7.7)]]
+    text = dose_response.topic_reading({"rows": rows})
+    assert "rises monotonically from 0.02" in text and "0.42 at strength 0.5" in text and "falls to 0.00" in text
+    rows[1]["topic_rate"] = 0.01
+    assert "non-monotonically" in dose_response.topic_reading({"rows": rows})
