@@ -34,29 +34,36 @@ from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, 
                                   random_plan)
 from steer_lens.data import COMPACT_DATASETS, contrast_prompts, list_datasets, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
+from steer_lens.field import shuffled_field_plan  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
 from steer_lens.protocol import StrengthSearch, choose, point  # noqa: E402
 
 log = logging.getLogger("main_results")
 COMPACT = list(COMPACT_DATASETS)
-# name: (alignment, pair rule, contrast)
+# name: (alignment, pair rule, contrast[, mode])
 ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                "expertsteer_ridge": ("ridge", "lowest", "correct"),
                "expertsteer_procrustes": ("procrustes", "lowest", "correct"),
                "expertsteer_highest_mi": ("autoencoder", "highest", "correct"),
                "expertsteer_hybrid": ("hybrid", "lowest", "correct"),
                "expertsteer_label": ("ridge", "validation", "label"),
-               "expertsteer_label_lowest_mi": ("ridge", "lowest", "label")}
+               "expertsteer_label_lowest_mi": ("ridge", "lowest", "label"),
+               # context-dependent: each token steered along the RFM's gradient there (steer_lens.field)
+               "expertsteer_ridge_field": ("ridge", "lowest", "correct", "field"),
+               "expertsteer_label_field": ("ridge", "validation", "label", "field")}
 CORE = ["unsteered", "expert_unsteered", "label_caa", "expertsteer_label", "random_label", "caa", "self_rfm",
         "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
-             "expertsteer_label_lowest_mi"]
+             "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
+             "random_label_field"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
 TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "iti"}  # rows that do not depend on the expert
 CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
-            "reverse_random": "reverse_expertsteer_autoencoder"}
+            "reverse_random": "reverse_expertsteer_autoencoder",
+            # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
+            "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
 PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
                      "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi", "expertsteer_hybrid"]
 
@@ -193,17 +200,18 @@ class Runner:
             return fits[key]
 
         def es_config(variant, **kw) -> ExpertSteer:
-            alignment, rule, _ = ES_VARIANTS[variant]
+            alignment, rule, _, *mode = ES_VARIANTS[variant]
             akw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
             rule = "lowest" if rule == "validation" else rule
-            return ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw, **kw)
+            return ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw,
+                               mode=mode[0] if mode else "fixed", **kw)
 
         def es_candidates(variant, expert=E, target=T) -> dict:
             """Candidate plans: one (the paper's MI rule) or, for the validation pair rule, one
             single-pair plan per train-shortlisted pair."""
             key = ("es", variant, id(expert), id(target))
             if key not in fits:
-                alignment, rule, contrast = ES_VARIANTS[variant]
+                alignment, rule, contrast, *_ = ES_VARIANTS[variant]
                 pos, neg = contrasts[contrast]
                 acts = es_capture(contrast, expert, target)
                 if rule != "validation":
@@ -237,7 +245,9 @@ class Runner:
 
             def compute():
                 s = self.cached(name, matched, todo[matched])["strength"]
-                return finish(model, random_plan(plan_of(matched), seed=0), s, [], base, matched_to=matched)
+                plan = plan_of(matched)
+                rnd = shuffled_field_plan(plan, seed=0) if plan.mode == "field" else random_plan(plan, seed=0)
+                return finish(model, rnd, s, [], base, matched_to=matched)
             return compute
 
         todo = {

@@ -246,3 +246,19 @@ def test_another_expert_shares_the_target_only_rows(tmp_path):
     assert plans[0] == plans[1]  # same settings, different expert models (separate rows)
     lines = (tmp_path / "other" / "main_results.csv").read_text().splitlines()
     assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "expertsteer_autoencoder"]
+
+
+def test_fast_runner_field_methods_and_their_random_field_control(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import json
+
+    import main_results as mr
+
+    mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "expertsteer_ridge_field",
+             "random_field"])
+    cache = next(f for f in (tmp_path / "cache").iterdir() if (f / "arithmetic_2way__random_field.json").exists())
+    es, ctrl = (json.loads((cache / f"arithmetic_2way__{m}.json").read_text())
+                for m in ("expertsteer_ridge_field", "random_field"))
+    assert es["plan_settings"]["mode"] == "field" and es["plan_settings"]["alignment"] == "ridge"
+    assert ctrl["matched_to"] == "expertsteer_ridge_field" and ctrl["strength"] == es["strength"]
+    assert ctrl["layers"] == es["layers"] and ctrl["plan_settings"]["control"] == "shuffled_labels"  # a field, not vectors
