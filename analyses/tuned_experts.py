@@ -38,7 +38,7 @@ def command(card: dict) -> str:
         parts.append("--no-balance")
     test_n, train_n = card["accuracy"]["test"]["n"], card["accuracy"]["train"]["n"]
     parts.append(f"--eval-limit {test_n} --train-eval {train_n}" + ("" if "base_validation" in card else " --no-base-eval"))
-    return " ".join(parts) + " --threads 2"
+    return " ".join(parts) + f" --threads {card.get('torch_threads', 1)}"
 
 
 def row(name: str, card: dict) -> list[str]:
