@@ -415,37 +415,9 @@ def build_svamp(raw: Raw, log: list[str]) -> dict:
     return {k: two_way(v, rng) for k, v in splits.items()}
 
 
-def build_arithmetic(log: list[str]) -> dict:
-    rng = random.Random(f"{SEED}-arithmetic")
-    rows, seen = [], set()
-    while len(rows) < TRAIN + VAL + TEST:
-        op = rng.choice("+-*")
-        if op == "*":
-            a, b = rng.randint(12, 99), rng.randint(3, 19)
-        else:
-            a, b = rng.randint(100, 999), rng.randint(10, 999)
-            if op == "-" and b > a:
-                a, b = b, a
-        q = f"What is {a} {'x' if op == '*' else op} {b}?"
-        if q in seen:
-            continue
-        seen.add(q)
-        right = {"+": a + b, "-": a - b, "*": a * b}[op]
-        wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))  # carry / off-by-one style slips
-        rows.append(item(f"arith-{len(rows)}", q, [str(right), str(abs(wrong))], 0, "math",
-                         "synthetic/arithmetic"))
-    log.append(f"generated {len(rows)} unique problems (seed {SEED}); wrong = right + one of "
-               "{-10,-2,-1,+1,+2,+10}")
-    splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL], "train": rows[TEST + VAL:]}
-    splits = {k: two_way(v, rng) for k, v in splits.items()}
-    splits["train_extra"] = two_way(_more_arithmetic(seen, ARITHMETIC_EXTRA, log), rng)
-    return splits
-
-
-def _more_arithmetic(seen: set[str], n: int, log: list[str]) -> list[dict]:
-    """``n`` further problems from the same generator on a separate seed stream, skipping every
-    question already generated (so none repeats a train/validation/test question)."""
-    rng = random.Random(f"{SEED}-arithmetic-extra")
+def _arithmetic_problems(rng: random.Random, n: int, seen: set[str], prefix: str) -> list[dict]:
+    """``n`` unique two-way problems (right answer first; wrong = right + a carry or off-by-one
+    slip), skipping and recording every question in ``seen``."""
     rows: list[dict] = []
     while len(rows) < n:
         op = rng.choice("+-*")
@@ -460,9 +432,28 @@ def _more_arithmetic(seen: set[str], n: int, log: list[str]) -> list[dict]:
             continue
         seen.add(q)
         right = {"+": a + b, "-": a - b, "*": a * b}[op]
-        wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))
-        rows.append(item(f"arith-extra-{len(rows)}", q, [str(right), str(abs(wrong))], 0, "math",
+        wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))  # carry / off-by-one style slips
+        rows.append(item(f"{prefix}{len(rows)}", q, [str(right), str(abs(wrong))], 0, "math",
                          "synthetic/arithmetic"))
+    return rows
+
+
+def build_arithmetic(log: list[str]) -> dict:
+    rng = random.Random(f"{SEED}-arithmetic")
+    seen: set[str] = set()
+    rows = _arithmetic_problems(rng, TRAIN + VAL + TEST, seen, "arith-")
+    log.append(f"generated {len(rows)} unique problems (seed {SEED}); wrong = right + one of "
+               "{-10,-2,-1,+1,+2,+10}")
+    splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL], "train": rows[TEST + VAL:]}
+    splits = {k: two_way(v, rng) for k, v in splits.items()}
+    splits["train_extra"] = two_way(_more_arithmetic(seen, ARITHMETIC_EXTRA, log), rng)
+    return splits
+
+
+def _more_arithmetic(seen: set[str], n: int, log: list[str]) -> list[dict]:
+    """``n`` further problems from the same generator on a separate seed stream, skipping every
+    question already generated (so none repeats a train/validation/test question)."""
+    rows = _arithmetic_problems(random.Random(f"{SEED}-arithmetic-extra"), n, seen, "arith-extra-")
     log.append(f"train_extra: {n} more unique problems (seed stream '{SEED}-arithmetic-extra'), "
                "none repeating a train/validation/test question")
     return rows
