@@ -144,6 +144,14 @@ def test_cli_finetune_fast(tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["reused"]
     bad = cli("finetune", "--model", "no-such-model", "--dataset", "sst2")
     assert bad.returncode != 0 and "steer-lens: error:" in bad.stderr and "Traceback" not in bad.stderr
+    # the experts table (analyses/tuned_experts.py) lists it with the command that rebuilds it
+    table = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md"],
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    text = (tmp_path / "experts.md").read_text()
+    assert "| tiny-sst2 | target | sst2 | 32 (train+train_extra) | 8 x 4 |" in text
+    assert "--dataset sst2 --steps 8 --batch-size 4 --lr 0.001 --seed 0 --train-limit 32" in text
 
 
 def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
@@ -154,11 +162,3 @@ def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
     assert moved and all(n.startswith("model.layers.2.") or n == "model.norm.weight" for n in moved), moved
     with pytest.raises(ValueError, match="has 3 blocks"):
         finetune(tiny_dir["gemma3"], planted, FinetuneSettings(steps=1, train_layers=4), log=None)
-    # the experts table (analyses/tuned_experts.py) lists it with the command that rebuilds it
-    table = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md"],
-                           capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0, table.stderr
-    text = (tmp_path / "experts.md").read_text()
-    assert "| tiny-sst2 | target | sst2 | 32 (train+train_extra) | 8 x 4 |" in text
-    assert "--dataset sst2 --steps 8 --batch-size 4 --lr 0.001 --seed 0 --train-limit 32" in text
