@@ -181,17 +181,19 @@ def _data_hash(items: Sequence[Item]) -> str:
 
 
 def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings | None = None,
-             *, log: Callable[[str], None] | None = print, log_every: int = 10) -> FinetuneResult:
+             *, log: Callable[[str], None] | None = print, log_every: int = 10,
+             device: str | None = None) -> FinetuneResult:
     """Fine-tune a fresh copy of ``base`` (registry name, HF folder or .gguf) on ``dataset``'s
     training rows; returns the tuned plain HF model (evaluate it with ``save_expert`` /
-    ``build_expert``, which reload it through ``load_model``)."""
+    ``build_expert``, which reload it through ``load_model``). ``device``: where to train
+    ("cpu" default, "cuda", ...); the weights stay float32 for AdamW."""
     from transformers import get_scheduler
 
     settings = settings or FinetuneSettings()
     ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     items, splits = training_items(ds, settings.train_splits, limit=settings.train_limit, seed=settings.seed)
     torch.manual_seed(settings.seed)
-    hf, tokenizer, name = load_hf(base)
+    hf, tokenizer, name = load_hf(base, device=device)
     text = _text_side(hf, tokenizer, name)
     encoded = encode_all(text, [(it.prompt(), it.completions()[it.answer]) for it in items],
                          chat_template=settings.chat_template)
@@ -284,7 +286,7 @@ def evaluate_splits(model, dataset: MCDataset, train_items: Sequence[Item], *, t
 
 def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: MCDataset | None = None,
                 train_eval: int = 200, eval_limit: int | None = None, base_validation: dict | None = None,
-                log: Callable[[str], None] | None = print) -> dict:
+                log: Callable[[str], None] | None = print, device: str | None = None) -> dict:
     """Write the tuned model as a local HF folder (safetensors, config, tokenizer) plus
     ``expert_card.json``, atomically: the weights go to a temporary sibling, are reloaded with
     ``load_model`` and evaluated there, and the folder is renamed into place. Returns the card."""
@@ -296,7 +298,7 @@ def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: M
         result.hf.save_pretrained(tmp, safe_serialization=True)
         result.tokenizer.save_pretrained(tmp)
         t0 = time.perf_counter()
-        accuracy = evaluate_splits(load_model(tmp), ds, result.items, train_eval=train_eval,
+        accuracy = evaluate_splits(load_model(tmp, device=device), ds, result.items, train_eval=train_eval,
                                    eval_limit=eval_limit, seed=result.settings.seed,
                                    chat_template=result.settings.chat_template)
         eval_seconds = time.perf_counter() - t0
@@ -350,7 +352,7 @@ def read_card(folder: str | os.PathLike) -> dict | None:
 def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings | None = None,
                  *, root: Path | None = None, force: bool = False, train_eval: int = 200,
                  eval_limit: int | None = None, eval_base: bool = True,
-                 log: Callable[[str], None] | None = print) -> tuple[Path, dict, bool]:
+                 log: Callable[[str], None] | None = print, device: str | None = None) -> tuple[Path, dict, bool]:
     """Fine-tune, evaluate and save an expert, or reuse the cached one built with the same
     settings. Returns ``(folder, card, reused)``; ``load_model(folder)`` loads the expert."""
     settings = settings or FinetuneSettings()
@@ -363,11 +365,11 @@ def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: Fi
         return folder, card, True
     base_validation = None
     if eval_base and "validation" in ds.splits:
-        base_validation = _accuracy(load_model(base), ds.split("validation", limit=eval_limit, seed=settings.seed),
+        base_validation = _accuracy(load_model(base, device=device), ds.split("validation", limit=eval_limit, seed=settings.seed),
                                     settings.chat_template)
         if log:
             log(f"base {base} validation accuracy {base_validation['accuracy']:.3f}")
-    result = finetune(base, ds, settings, log=log)
+    result = finetune(base, ds, settings, log=log, device=device)
     card = save_expert(result, folder, dataset=ds, train_eval=train_eval, eval_limit=eval_limit,
-                       base_validation=base_validation, log=log)
+                       base_validation=base_validation, log=log, device=device)
     return folder, card, False

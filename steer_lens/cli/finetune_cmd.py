@@ -42,6 +42,8 @@ def register(sub, parent) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if the cached expert exists")
     p.add_argument("--card-copy", default=None, help="also write the expert card to this file")
     p.add_argument("--fast", action="store_true", help="tiny random model, few steps (smoke test)")
+    p.add_argument("--device", default=None, help="where to train and evaluate: cpu (default), cuda, cuda:N, mps "
+                   "(weights stay float32 for AdamW)")
 
 
 def _fast(args) -> None:
@@ -73,7 +75,8 @@ def run(args) -> int:
                                 train_layers=args.train_layers)
     folder, card, reused = build_expert(args.model, dataset, settings, root=Path(args.root) if args.root else None,
                                         force=args.force, train_eval=args.train_eval,
-                                        eval_limit=args.eval_limit, eval_base=not args.no_base_eval, log=log)
+                                        eval_limit=args.eval_limit, eval_base=not args.no_base_eval, log=log,
+                                        device=args.device)
     if args.card_copy:
         from ..io import write_json
 

@@ -134,7 +134,7 @@ def test_saved_expert_loads_with_same_logits_and_is_cached(tiny_dir, planted, tm
 
 def test_cli_finetune_fast(tmp_path):
     res = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "experts", "--json",
-              "--card-copy", tmp_path / "cards" / "tiny-sst2.json")
+              "--card-copy", tmp_path / "cards" / "tiny-sst2.json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert not info["reused"] and (tmp_path / "experts").is_dir()
@@ -144,6 +144,8 @@ def test_cli_finetune_fast(tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["reused"]
     bad = cli("finetune", "--model", "no-such-model", "--dataset", "sst2")
     assert bad.returncode != 0 and "steer-lens: error:" in bad.stderr and "Traceback" not in bad.stderr
+    bad_device = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "e2", "--device", "tpu9")
+    assert bad_device.returncode != 0 and "device" in bad_device.stderr and "Traceback" not in bad_device.stderr
     # the experts table (analyses/tuned_experts.py) lists it with the command that rebuilds it
     table = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
                             "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md"],
