@@ -86,7 +86,7 @@ def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
 LABEL_MAIN = "expertsteer_label"
 # which random control each method is judged against (same hooks and norms as its matched method)
 CONTROL_OF = {"expertsteer_label": "random_label", "expertsteer_label_lowest_mi": "random_label",
-              "label_caa": "random_label", "expertsteer_ridge_field": "random_field",
+              "label_caa": "random_label_caa", "expertsteer_ridge_field": "random_field",
               "expertsteer_label_field": "random_label_field"}
 
 
@@ -126,7 +126,7 @@ def significance_summary(rows: list[dict]) -> list[dict]:
     for m in _by_dataset(rows).values():
         for method, r in m.items():
             if method in ("unsteered", "expert_unsteered", "random", "reverse_random", "random_label", "random_field",
-                          "random_label_field"):
+                          "random_label_field", "random_label_caa"):
                 continue
             rev = method.startswith("reverse_")
             for label, ref in (("unsteered", "expert_unsteered" if rev else "unsteered"),
@@ -231,7 +231,8 @@ lowest-MI rule (`expertsteer_autoencoder`, `_ridge`, `_procrustes`, `expertsteer
 the validation rule (`expertsteer_label`: `pair_shortlist` expert layers of the middle half with the
 best train-only label separation, each paired with the target layer at the same depth, chosen on
 VALIDATION). `random` / `random_label` = random unit vectors at the hooks, norms and selected strength
-of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own). `*_field` methods steer
+of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own); `random_label_caa` the
+same for `label_caa`. `*_field` methods steer
 each token along the gradient of the pair's RFM at that token (`steer_lens.field`, ridge alignment);
 their controls `random_field` / `random_label_field` are the same mode on RFMs refitted to shuffled
 labels, at the matched method's hooks, norms and strength.""",

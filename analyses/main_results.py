@@ -52,15 +52,16 @@ ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                # context-dependent: each token steered along the RFM's gradient there (steer_lens.field)
                "expertsteer_ridge_field": ("ridge", "lowest", "correct", "field"),
                "expertsteer_label_field": ("ridge", "validation", "label", "field")}
-CORE = ["unsteered", "expert_unsteered", "label_caa", "expertsteer_label", "random_label", "caa", "self_rfm",
-        "expertsteer_autoencoder", "random"]
+CORE = ["unsteered", "expert_unsteered", "label_caa", "random_label_caa", "expertsteer_label", "random_label", "caa",
+        "self_rfm", "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
              "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
              "random_label_field"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
-TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "iti"}  # rows that do not depend on the expert
+TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "random_label_caa", "iti"}  # rows that do not depend on the expert
 CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
+            "random_label_caa": "label_caa",
             "reverse_random": "reverse_expertsteer_autoencoder",
             # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
             "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
@@ -232,6 +233,11 @@ class Runner:
         def plan_of(method):
             """The plan a cached row was fitted with (refitted deterministically, seeded)."""
             row = self.cached(name, method, todo[method])
+            if method in ("caa", "self_rfm", "label_caa"):  # the target's own direction at the chosen layer
+                contrast = "label" if method == "label_caa" else "correct"
+                acts, layers = target_acts(contrast)
+                fit = fit_self_rfm if method == "self_rfm" else fit_caa
+                return fit(T, *contrasts[contrast], row["layers"][0], acts=acts, acts_layers=layers)
             variant = method.removeprefix("reverse_")
             expert, target = (T, E) if method.startswith("reverse_") else (E, T)
             cands = es_candidates(variant, expert, target)

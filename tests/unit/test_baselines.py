@@ -207,10 +207,13 @@ def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
     import main_results as mr
 
     mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "label_caa",
-             "expertsteer_label", "random_label"])
+             "random_label_caa", "expertsteer_label", "random_label"])
     cache = next((tmp_path / "cache").iterdir())
     rows = {m: json.loads((cache / f"arithmetic_2way__{m}.json").read_text())
-            for m in ("label_caa", "expertsteer_label", "random_label")}
+            for m in ("label_caa", "random_label_caa", "expertsteer_label", "random_label")}
+    own = rows["random_label_caa"]  # the target's label direction has its own random control
+    assert own["matched_to"] == "label_caa" and own["layers"] == rows["label_caa"]["layers"]
+    assert own["strength"] == rows["label_caa"]["strength"]
     for m in ("label_caa", "expertsteer_label"):  # label directions: signed strengths searched
         assert min(c["strength"] for c in rows[m]["val_curve"]) < 0 < max(c["strength"] for c in rows[m]["val_curve"])
     es = rows["expertsteer_label"]
