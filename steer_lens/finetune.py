@@ -63,6 +63,7 @@ class FinetuneSettings:
     balance: bool = True  # sample rows with weight 1 / (count of their answer index)
     train_layers: int | None = None  # train only the last N blocks (+ final norm); None: all blocks
     chat_template: bool | None = None  # as in evaluation: the model's template when it has one
+    dtype: str = "float32"  # weights (and AdamW state) dtype: "bfloat16" halves GPU memory
 
     def __post_init__(self) -> None:
         problems = []
@@ -76,6 +77,8 @@ class FinetuneSettings:
             problems.append(f"warmup is a share of the steps in [0, 1), got {self.warmup}")
         if self.train_layers is not None and self.train_layers < 1:
             problems.append(f"train_layers must be >= 1 or None, got {self.train_layers}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            problems.append(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.train_limit is not None and self.train_limit < 1:
             problems.append(f"train_limit must be >= 1 or None, got {self.train_limit}")
         if problems:
@@ -186,14 +189,14 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
     """Fine-tune a fresh copy of ``base`` (registry name, HF folder or .gguf) on ``dataset``'s
     training rows; returns the tuned plain HF model (evaluate it with ``save_expert`` /
     ``build_expert``, which reload it through ``load_model``). ``device``: where to train
-    ("cpu" default, "cuda", ...); the weights stay float32 for AdamW."""
+    ("cpu" default, "cuda", ...); ``settings.dtype``: the weights' (and AdamW state's) dtype."""
     from transformers import get_scheduler
 
     settings = settings or FinetuneSettings()
     ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     items, splits = training_items(ds, settings.train_splits, limit=settings.train_limit, seed=settings.seed)
     torch.manual_seed(settings.seed)
-    hf, tokenizer, name = load_hf(base, device=device)
+    hf, tokenizer, name = load_hf(base, device=device, dtype=settings.dtype)
     text = _text_side(hf, tokenizer, name)
     encoded = encode_all(text, [(it.prompt(), it.completions()[it.answer]) for it in items],
                          chat_template=settings.chat_template)
@@ -248,8 +251,11 @@ def settings_key(base: str | os.PathLike, dataset: str | MCDataset, settings: Fi
     """Hash of what determines the tuned weights: base model, dataset (and its rows), settings."""
     ident = str(base) if str(base) in REGISTRY else str(Path(base).expanduser().resolve())
     name = dataset if isinstance(dataset, str) else dataset.name
+    fields = asdict(settings)
+    if fields["dtype"] == "float32":  # the default, absent from keys made before it existed
+        del fields["dtype"]
     blob = json.dumps({"format": CARD_FORMAT, "base": ident, "dataset": str(name),
-                       "data": data_sha256, "settings": asdict(settings)}, sort_keys=True, default=str)
+                       "data": data_sha256, "settings": fields}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -298,7 +304,7 @@ def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: M
         result.hf.save_pretrained(tmp, safe_serialization=True)
         result.tokenizer.save_pretrained(tmp)
         t0 = time.perf_counter()
-        accuracy = evaluate_splits(load_model(tmp, device=device), ds, result.items, train_eval=train_eval,
+        accuracy = evaluate_splits(load_model(tmp, device=device, dtype=result.settings.dtype), ds, result.items, train_eval=train_eval,
                                    eval_limit=eval_limit, seed=result.settings.seed,
                                    chat_template=result.settings.chat_template)
         eval_seconds = time.perf_counter() - t0

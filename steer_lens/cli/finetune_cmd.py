@@ -42,8 +42,9 @@ def register(sub, parent) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if the cached expert exists")
     p.add_argument("--card-copy", default=None, help="also write the expert card to this file")
     p.add_argument("--fast", action="store_true", help="tiny random model, few steps (smoke test)")
-    p.add_argument("--device", default=None, help="where to train and evaluate: cpu (default), cuda, cuda:N, mps "
-                   "(weights stay float32 for AdamW)")
+    p.add_argument("--device", default=None, help="where to train and evaluate: cpu (default), cuda, cuda:N, mps")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="weights and optimizer dtype (default float32; part of the expert's cache key)")
 
 
 def _fast(args) -> None:
@@ -72,7 +73,7 @@ def run(args) -> int:
     settings = FinetuneSettings(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                 train_splits=splits, train_limit=args.train_limit,
                                 weight_decay=args.weight_decay, warmup=args.warmup, balance=not args.no_balance,
-                                train_layers=args.train_layers)
+                                train_layers=args.train_layers, dtype=args.dtype)
     folder, card, reused = build_expert(args.model, dataset, settings, root=Path(args.root) if args.root else None,
                                         force=args.force, train_eval=args.train_eval,
                                         eval_limit=args.eval_limit, eval_base=not args.no_base_eval, log=log,

@@ -164,3 +164,21 @@ def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
     assert moved and all(n.startswith("model.layers.2.") or n == "model.norm.weight" for n in moved), moved
     with pytest.raises(ValueError, match="has 3 blocks"):
         finetune(tiny_dir["gemma3"], planted, FinetuneSettings(steps=1, train_layers=4), log=None)
+
+
+def test_cache_keys_of_existing_experts_are_unchanged_and_dtype_is_part_of_the_key():
+    """The committed cards' experts keep their cache folders (settings added later default out of the
+    key), and another dtype is another expert."""
+    import dataclasses
+
+    from steer_lens.finetune import FinetuneSettings, expert_folder
+
+    root = Path(__file__).resolve().parents[2] / "results" / "tuned_experts" / "cards"
+    card = json.loads((root / "gemma-3-270m-sst2.json").read_text())
+    settings = FinetuneSettings(**{k: v for k, v in card["settings"].items()})
+    folder = expert_folder(card["base_model"], card["dataset"], settings)
+    assert folder.name == "gemma-3-270m-sst2-da2e015fa406"  # the folder it was built into (its log)
+    other = expert_folder(card["base_model"], card["dataset"], dataclasses.replace(settings, dtype="bfloat16"))
+    assert other.name != folder.name
+    with pytest.raises(ValueError, match="dtype must be"):
+        FinetuneSettings(dtype="int8")
