@@ -69,7 +69,7 @@ def main(argv=None) -> Path:
     name = f"{Path(a.target).name}__{Path(a.expert).name}"
     out = a.out or str(HERE.parent / "results" / "paper_setup" / name)
     args = ["--target", a.target, "--expert", a.expert, "--datasets", *a.datasets, "--reverse", "--out", out,
-            "--dtype", a.dtype]
+            "--cache", str(Path(out) / "cache"), "--dtype", a.dtype]
     args += ["--device-map", a.device_map] if a.device_map else ["--device", a.device]
     return main_results.main(args + extra)
 
