@@ -91,10 +91,12 @@ def test_paper_setup_dry_run(tmp_path, analyses_path):
     import paper_setup
 
     readme = paper_setup.main(["--dry-run", "--datasets", "arithmetic_2way", "--out", str(tmp_path)])
-    cache = next((tmp_path / "cache").iterdir())
-    config = json.loads((cache / "config.json").read_text())
-    assert config["dtype"] == "bfloat16" and config["protocol"] == 3 and "expert" in config
-    rows = {p.name.split("__")[1][:-5]: json.loads(p.read_text()) for p in cache.glob("arithmetic_2way__*.json")}
+    folders = {"expert" in json.loads((f / "config.json").read_text()): f for f in (tmp_path / "cache").iterdir()}
+    config = json.loads((folders[True] / "config.json").read_text())  # rows that depend on the expert
+    assert config["dtype"] == "bfloat16" and config["protocol"] == 3 and "target" in config
+    assert "expert" not in json.loads((folders[False] / "config.json").read_text())  # target-only rows
+    rows = {p.name.split("__")[1][:-5]: json.loads(p.read_text())
+            for f in folders.values() for p in f.glob("arithmetic_2way__*.json")}
     assert {"unsteered", "expert_unsteered", "caa", "label_caa", "expertsteer_autoencoder", "random",
             "expertsteer_label", "random_label"} <= set(rows)
     assert rows["random_label"]["strength"] == rows["expertsteer_label"]["strength"]
