@@ -214,16 +214,14 @@ def test_why_resid_mid_is_refused(tiny_llama, one_thread):
     ln2.hook_in) reaches only the MLP; the residual carried to hook_resid_post does not contain it.
     At hook_attn_out it does, which is what an o_proj bias reproduces. If TransformerLens changes
     the alias, this test fails and resid_mid can be folded like attn_out."""
-    from steer_lens.steer import steer
-
     ids, _ = encode(tiny_llama, TEXTS[:1])
     c = torch.randn(tiny_llama.cfg.d_model, generator=torch.Generator().manual_seed(1))
     names = ["blocks.2.hook_resid_post", "blocks.2.hook_mlp_out"]
 
-    def carried(hook):  # what reached resid_post besides the MLP's own change
+    def carried(hook):  # what reached resid_post besides the MLP's own change (a raw hook: steer() refuses resid_mid)
         with torch.no_grad():
             _, base = tiny_llama.run_with_cache(ids, names_filter=names)
-            with steer(tiny_llama, {hook: c}, 1.0, scale="absolute"):
+            with tiny_llama.hooks(fwd_hooks=[(hook, lambda x, hook=None: x + c)]):
                 _, moved = tiny_llama.run_with_cache(ids, names_filter=names)
         return (moved[names[0]] - base[names[0]]) - (moved[names[1]] - base[names[1]])
 
