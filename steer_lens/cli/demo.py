@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from ..data import COMPACT_DATASETS
 from .common import add_command, emit, load_model, positive_int, table
 from .fit_cmd import add_fit_args, fit_plan, plan_summary, save_plan
-from .run_cmd import add_search_args, render_comparison, render_generations, search_of, side_by_side
+from ..protocol import render_comparison
+from .run_cmd import add_search_args, render_generations, search_of, side_by_side
 
 PROMPT = "Write one sentence about a movie you just watched."
 COLUMNS = ["dataset", "domain", "n", "majority", "expert", "unsteered", "ExpertSteer", "random",

@@ -90,7 +90,7 @@ def render(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> P
             [[n] + [f"{r.get(k, float('nan')):.3f}" for k in keys] for n, r in reports.items()], ["aligner"] + keys), ""]
     ev_path = folder / "evaluation.json"
     if ev_path.exists():
-        from .run_cmd import render_comparison
+        from ..protocol import render_comparison
 
         res = json.loads(ev_path.read_text())
         md += ["## Evaluation", "", "```", render_comparison(res), "```", ""]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..protocol import render_comparison  # noqa: F401  (re-exported for demo and report)
+from ..protocol import render_comparison
 from .common import (add_command, add_model_args, emit, load_model, load_plan, log, positive_int, strength,
                      strengths)
 
