@@ -124,7 +124,10 @@ class Study:
             paths = {s: self.cache / f"{name}__{method}__{s:+.3f}.json" for s in a.grid}
             todo = [s for s in a.grid if not paths[s].exists()]
             if todo and method not in plans:
-                plans[method] = fit_method(method, T, self.expert, train)
+                if method == "random" and "expertsteer_autoencoder" in plans:  # its hooks: no second fit
+                    plans[method] = random_plan(plans["expertsteer_autoencoder"], seed=0)
+                else:
+                    plans[method] = fit_method(method, T, self.expert, train)
             # the missing strengths in one sweep (lower blocks once), then one cached JSON per point
             swept = dict(zip(todo, sweep(T, val, plans[method], todo, batch_size=a.batch_size))) if todo else {}
             for s in a.grid:
