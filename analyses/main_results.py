@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, pooled_activations,  # noqa: E402
-                                  random_plan)
+                                  random_plan, shortlist_layers)
 from steer_lens.data import COMPACT_DATASETS, contrast_prompts, list_datasets, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.field import shuffled_field_plan  # noqa: E402
@@ -81,6 +81,8 @@ class Runner:
                 "iti_heads", "layer_shortlist", "protocol"]
         if args.protocol >= 3:
             keys += ["refine_rounds", "pair_shortlist"]
+            if args.layer_ties != "lowest":  # the rule before spread ties: its caches keep their keys
+                keys += ["layer_ties"]
         cfg = {k: getattr(args, k) for k in keys}
         if args.target != TARGET:
             cfg.update(target=args.target)
@@ -184,7 +186,7 @@ class Runner:
                 acts, layers = target_acts(contrast)
                 L = T.cfg.n_layers
                 _, scores = choose_layer(*acts, layers, candidates=range(L // 4, 3 * L // 4 + 1))
-                short = sorted(scores, key=lambda k: (-scores[k], k))[: a.layer_shortlist]
+                short = shortlist_layers(scores, a.layer_shortlist, a.layer_ties)
                 f = fit_caa if kind == "caa" else fit_self_rfm
                 pos, neg = contrasts[contrast]
                 plans = {layer: f(T, pos, neg, layer, acts=acts, acts_layers=layers) for layer in short}
@@ -220,7 +222,8 @@ class Runner:
                 else:
                     fits[key] = {pair: es_config(variant, pairs=[pair]).fit(expert, target, pos, neg,
                                                                            activations=acts)
-                                 for pair in shortlist_pairs(acts[0], len(pos), expert, target, a.pair_shortlist)}
+                                 for pair in shortlist_pairs(acts[0], len(pos), expert, target, a.pair_shortlist,
+                                                                 a.layer_ties)}
             return fits[key]
 
         def es(variant, expert=E, target=T, base_method="unsteered"):
@@ -272,7 +275,8 @@ class Runner:
         return [self.cached(name, m, todo[m]) for m in methods]
 
 
-def shortlist_pairs(expert_acts: torch.Tensor, n_pos: int, expert, target, k: int) -> list[tuple[int, int]]:
+def shortlist_pairs(expert_acts: torch.Tensor, n_pos: int, expert, target, k: int,
+                    ties: str = "spread") -> list[tuple[int, int]]:
     """TRAIN only: the ``k`` expert layers in the middle half whose split-half mean-difference
     direction best separates positives from negatives, each paired with the target layer at the
     same relative depth. ``expert_acts``: (prompts, expert layer, d) with positives first."""
@@ -280,8 +284,7 @@ def shortlist_pairs(expert_acts: torch.Tensor, n_pos: int, expert, target, k: in
     layers = list(range(Le))
     _, scores = choose_layer(expert_acts[:n_pos], expert_acts[n_pos:], layers,
                              candidates=range(Le // 4, 3 * Le // 4 + 1))
-    best = sorted(scores, key=lambda e: (-scores[e], e))[:k]
-    return [(e, depth_match(e, Le, Lt)) for e in best]
+    return [(e, depth_match(e, Le, Lt)) for e in shortlist_layers(scores, k, ties)]
 
 
 def _jsonable(obj):
@@ -348,6 +351,10 @@ def parse(argv=None):
                         "2: the session-2/3 grid and methods (results/)")
     p.add_argument("--layer-shortlist", type=int, default=2,
                    help="CAA/self-RFM: layers shortlisted on train, then chosen on validation")
+    p.add_argument("--layer-ties", choices=["spread", "lowest"], default="spread",
+                   help="protocol 3: layers tied at the shortlist's cut-off train score (saturated for label "
+                        "contrasts) are spread over depth (default) or taken lowest first (the rule of the "
+                        "first protocol-3 rows)")
     p.add_argument("--n-pairs", type=int, default=2)
     p.add_argument("--iti-heads", type=int, default=8)
     p.add_argument("--reverse", nargs="*", default=None, help="datasets for SmolLM2 -> Gemma (default: first)")
@@ -381,6 +388,7 @@ def parse(argv=None):
     a.strengths = a.strengths or ([0.025, 0.05, 0.1, 0.2, 0.4] if v3 else [0.025, 0.05, 0.1, 0.2])
     if not v3:
         a.methods = [m for m in a.methods if m in PROTOCOL2_METHODS]
+        a.layer_ties = "lowest"  # protocol 2 is frozen as it ran
     if a.fast:
         a.datasets = a.datasets or ["arithmetic_2way"]
         a.limit_test, a.limit_val, a.limit_train, a.strengths, a.ae_epochs = 8, 6, 20, [0.5, 1.0], 50

@@ -38,13 +38,12 @@ import random
 import re
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from steer_lens.baselines import choose_layer, fit_caa, fit_self_rfm
+from steer_lens.baselines import choose_layer, fit_caa, fit_self_rfm, shortlist_layers
 from steer_lens.data import Item, contrast_prompts, load_dataset
 from steer_lens.io import write_json, write_text
 from steer_lens.pipeline import ExpertSteer
@@ -112,7 +111,8 @@ class Fitter:
         L = target.cfg.n_layers
         window = list(range(L // 4, 3 * L // 4 + 1))  # the same train-only layer rule as dose_response
         t_all = self.xt[:, window]
-        self.layer, _ = choose_layer(t_all[: self.n], t_all[self.n:], window)
+        _, scores = choose_layer(t_all[: self.n], t_all[self.n:], window)
+        (self.layer,) = shortlist_layers(scores, 1)  # the main results' rule (ties spread over depth)
         self.clean_pairs: dict[str, list[tuple[int, int]]] = {}
 
     def _select(self, idx, flip):

@@ -67,5 +67,28 @@ def choose_layer(pos: Float[Tensor, "n layer d"], neg: Float[Tensor, "n layer d"
     return best, scores
 
 
+def shortlist_layers(scores: Mapping[int, float], k: int, ties: str = "spread") -> list[int]:
+    """The ``k`` best layers by train score (e.g. ``choose_layer``'s), in score order.
+
+    ``ties="spread"``: layers tied at the cut-off score are not broken by index. A saturated
+    score (every layer separates the train pairs perfectly, as a label contrast whose answer
+    tokens differ does) says nothing about depth, and "lowest index first" would shortlist the
+    first layers of the window only. The free slots go to tied layers spread evenly over the tied
+    set (the members at quantiles (i + 0.5) / slots, in depth order). ``ties="lowest"``: the
+    lowest layers first (the rule before; kept to reproduce old runs)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if ties not in ("spread", "lowest"):
+        raise ValueError(f"ties must be 'spread' or 'lowest', got {ties!r}")
+    order = sorted(scores, key=lambda layer: (-scores[layer], layer))
+    if len(order) <= k or ties == "lowest":
+        return order[:k]
+    cut = scores[order[k - 1]]
+    above = [layer for layer in order if scores[layer] > cut]
+    tied = sorted(layer for layer in order if scores[layer] == cut)
+    slots = k - len(above)
+    return above + [tied[int((i + 0.5) * len(tied) / slots)] for i in range(slots)]
+
+
 def resid_hook(model, layer: int, hook: str = "resid_post") -> str:
     return hook_name(model, hook, layer)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, pooled_activations,
-                                  random_plan)
+                                  random_plan, shortlist_layers)
 from steer_lens.baselines.iti import head_activations
 from steer_lens.data import Item, MCDataset, contrast_prompts
 
@@ -53,6 +53,20 @@ def test_self_rfm_and_layer_choice(tiny_model, contrast):
     (v,) = plan.vectors.values()
     i = layers.index(layer)
     assert float((acts[0][:, i].mean(0) - acts[1][:, i].mean(0)) @ v) > 0  # oriented to positives
+
+
+def test_shortlist_spreads_saturated_ties_over_depth():
+    """A saturated train score (every layer 1.0, as for SST-2's label contrast in layers 7-22 of
+    SmolLM2) carries no depth information: the shortlist spreads over the window instead of
+    taking its first layers; real score differences still rank first."""
+    window = {layer: 1.0 for layer in range(7, 23)}
+    assert shortlist_layers(window, 2) == [11, 19] and shortlist_layers(window, 1) == [15]
+    assert shortlist_layers(window, 2, ties="lowest") == [7, 8]  # the rule before
+    assert shortlist_layers({1: 0.9, 2: 0.8, 3: 0.8, 4: 0.8, 5: 0.7}, 2) == [1, 3]  # tie only at the cut-off
+    assert shortlist_layers({1: 0.6, 2: 0.9, 3: 0.7}, 2) == [2, 3]  # distinct scores: best first
+    assert shortlist_layers({4: 0.5}, 3) == [4]
+    with pytest.raises(ValueError, match="ties must be"):
+        shortlist_layers(window, 2, ties="random")
 
 
 def test_iti_heads_project_into_the_residual(tiny_llama, contrast):

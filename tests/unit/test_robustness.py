@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steer_lens.data import Item, contrast_prompts, load_dataset
+from steer_lens.data import contrast_prompts, load_dataset
 
 ANALYSES = Path(__file__).resolve().parents[2] / "analyses"
 
