@@ -154,6 +154,23 @@ def test_cli_finetune_fast(tmp_path):
     text = (tmp_path / "experts.md").read_text()
     assert "| tiny-sst2 | target | sst2 | 32 (train+train_extra) | 8 x 4 |" in text
     assert "--dataset sst2 --steps 8 --batch-size 4 --lr 0.001 --seed 0 --train-limit 32" in text
+    assert "no expert has been run through the main protocol yet" in (tmp_path / "README.md").read_text()
+    # README.md: the expert's own rows next to the target-only rows of the main run
+    head = "dataset,method,accuracy,ci_low,ci_high,n,layers,strength,model,val_accuracy,p_mcnemar_vs_unsteered,pred_share"
+    (tmp_path / "tiny-sst2-0123456789").mkdir()
+    (tmp_path / "tiny-sst2-0123456789" / "main_results.csv").write_text(
+        head + "\nsst2,expert_unsteered,0.8,0.7,0.9,10,,0.0,tiny-sst2,,1.0,0.5\n"
+        "sst2,expertsteer_label,0.7,0.6,0.8,10,14,0.3,target,0.65,0.01,0.5\n")
+    (tmp_path / "base.csv").write_text(head + "\nsst2,unsteered,0.5,0.4,0.6,10,,0.0,target,,1.0,1.0\n"
+                                       "sst2,expert_unsteered,0.6,0.5,0.7,10,,0.0,base-expert,,1.0,0.5\n")
+    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
+                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
+    lines = [x for x in steering.splitlines() if x.startswith("| tiny-sst2 |")]
+    assert [x.split(" | ")[2] for x in lines] == ["expert_unsteered", "unsteered", "expertsteer_label"]
+    assert "0.800 [0.700, 0.900]" in lines[0] and "tiny-sst2" in lines[0]  # the tuned expert, not the base one
 
 
 def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
