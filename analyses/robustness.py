@@ -23,6 +23,7 @@ Both models are run once per dataset (train activations captured at every layer)
 reuses that capture. Resumable: each result is a JSON file under ``results/robustness/cache/``.
 
     python analyses/robustness.py                          # the three datasets (about an hour each on 1 core)
+    python analyses/robustness.py --report-only            # README, points.csv, figure from the cache
     python analyses/robustness.py --datasets sst2 --methods caa self_rfm
     python analyses/robustness.py --fast                   # tiny random models, seconds
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -45,6 +47,7 @@ import torch
 
 from steer_lens.baselines import choose_layer, fit_caa, fit_self_rfm, shortlist_layers
 from steer_lens.data import Item, contrast_prompts, load_dataset
+from steer_lens.evaluate import evaluate
 from steer_lens.io import write_json, write_text
 from steer_lens.pipeline import ExpertSteer
 from steer_lens.protocol import point
@@ -160,8 +163,12 @@ class Study:
     def __init__(self, args, target, expert):
         self.a, self.T, self.E = args, target, expert
         self.out = Path(args.out)
-        self.cache = self.out / "cache"
+        # one folder per setting: results of other settings are never mixed in
+        keys = ["grid", "noise", "sizes", "bootstrap", "n_pairs", "limit_train", "limit_val", "limit_test", "fast"]
+        cfg = {k: getattr(args, k) for k in keys}
+        self.cache = self.out / "cache" / hashlib.sha1(json.dumps(cfg).encode()).hexdigest()[:10]
         self.cache.mkdir(parents=True, exist_ok=True)
+        write_json(self.cache / "config.json", cfg)
 
     def cached(self, key: str, compute):
         path = self.cache / f"{key}.json"
@@ -263,11 +270,13 @@ class Study:
             for kind in ("clean", "typos", "distractor"):
                 def perturbed(kind=kind):
                     items = test if kind == "clean" else perturb(test, kind)
+                    un = self.cached(f"{name}__unsteered_{kind}", lambda: point(0.0, evaluate(
+                        self.T, items, batch_size=a.batch_size)))  # shared by the methods
                     s = g["s_accuracy"]
-                    res = sweep(self.T, items, clean(), [0.0, s] if s else [0.0], batch_size=a.batch_size)
-                    un, st = res[0], res[-1]
-                    return {"strength": s, "n": un.n, "unsteered": un.accuracy, "steered": st.accuracy,
-                            "steered_ci": [st.ci_low, st.ci_high], "unsteered_ci": [un.ci_low, un.ci_high]}
+                    st = point(s, evaluate(self.T, items, plan=clean(), strength=s, batch_size=a.batch_size)) \
+                        if s else un
+                    return {"strength": s, "n": un["n"], "unsteered": un["accuracy"], "steered": st["accuracy"],
+                            "steered_ci": [st["ci_low"], st["ci_high"]], "unsteered_ci": [un["ci_low"], un["ci_high"]]}
                 record("perturbation", kind, perturbed)
         return rows
 
@@ -417,8 +426,8 @@ def main(argv=None) -> Path:
     command = "python analyses/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def all_rows():  # every cached result row (the per-method grids are not rows)
-        return [json.loads(f.read_text()) for f in sorted((out / "cache").glob("*__*__*.json"))
-                if not f.name.endswith("__grid.json")]
+        return [json.loads(f.read_text()) for f in sorted((out / "cache").glob("*/*__*__*.json"))
+                if not f.name.endswith("__grid.json") and "__unsteered_" not in f.name]
 
     if not a.report_only:
         from steer_lens.models import load_model

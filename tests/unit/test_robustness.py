@@ -84,8 +84,8 @@ def test_expertsteer_refit_keeps_fixed_pairs(robustness, fitter):
 def test_robustness_fast_writes_every_study(tmp_path, robustness):
     md = robustness.main(["--fast", "--out", str(tmp_path), "--datasets", "sst2",
                           "--methods", "caa", "expertsteer_ridge"])
-    rows = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*__*__*.json")
-            if not p.name.endswith("__grid.json")]
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/*__*__*.json")
+            if not p.name.endswith("__grid.json") and "__unsteered_" not in p.name]
     studies = {(r["method"], r["study"]) for r in rows}
     assert studies == {(m, s) for m in ("caa", "expertsteer_ridge")
                        for s in ("bootstrap", "noise", "size", "perturbation")}
