@@ -89,3 +89,19 @@ def target_model(args):
         return load_model("smollm2-135m-instruct")
     _TMP.append(tempfile.TemporaryDirectory())
     return load_model(tiny_models(Path(_TMP[-1].name))[1])
+
+
+def greedy_generation(model, batches, new_tokens: int, context=None) -> Callable[[], None]:
+    """A closure generating ``new_tokens`` greedily (KV cache on) from each padded batch, inside
+    ``context()`` (e.g. ``lambda: plan.apply(model, 0.1)``) or without steering."""
+    import contextlib
+
+    import torch
+
+    def go():
+        for batch in batches:
+            with (context() if context else contextlib.nullcontext()), torch.no_grad():
+                out = model.generate(batch.tokens, max_new_tokens=new_tokens, do_sample=False,
+                                     use_past_kv_cache=True, stop_at_eos=False, return_type="tokens", verbose=False)
+            assert out.shape[1] == batch.tokens.shape[1] + new_tokens, out.shape
+    return go

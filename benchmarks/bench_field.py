@@ -50,15 +50,7 @@ def main(argv=None) -> int:
     batches = [pad(model, encode_all(model, [p]), padding_side="left") for p in PROMPTS]
 
     def run(mode: str | None):
-        def go():
-            for batch in batches:
-                ctx = plan.apply(model, 0.1, mode=mode) if mode else torch.no_grad()
-                with ctx, torch.no_grad():
-                    out = model.generate(batch.tokens, max_new_tokens=new_tokens, do_sample=False,
-                                         use_past_kv_cache=True, stop_at_eos=False, return_type="tokens",
-                                         verbose=False)
-                assert out.shape[1] == batch.tokens.shape[1] + new_tokens, out.shape
-        return go
+        return C.greedy_generation(model, batches, new_tokens, (lambda: plan.apply(model, 0.1, mode=mode)) if mode else None)
 
     spent, inner = [], F.field_directions
 

@@ -35,14 +35,7 @@ def main(argv=None) -> int:
     batch = pad(model, encode_all(model, [prompt]), padding_side="left")
 
     def run(steered: bool):
-        def go():
-            ctx = plan.apply(model, 0.1) if steered else torch.no_grad()
-            with ctx, torch.no_grad():
-                out = model.generate(batch.tokens, max_new_tokens=new_tokens, do_sample=False,
-                                     use_past_kv_cache=True, stop_at_eos=False, return_type="tokens",
-                                     verbose=False)
-            assert out.shape[1] == batch.tokens.shape[1] + new_tokens, out.shape
-        return go
+        return C.greedy_generation(model, [batch], new_tokens, (lambda: plan.apply(model, 0.1)) if steered else None)
 
     load_before = C.load()
     times = C.interleaved({"unsteered": run(False), "steered": run(True)}, repeats)
