@@ -57,14 +57,15 @@ def finish_args(args, name: str):
 
 
 @functools.lru_cache(maxsize=2)
-def load_models(fast: bool):
-    """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M, or tiny random stand-ins."""
+def load_models(fast: bool, **tiny):
+    """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M, or tiny random stand-ins
+    (``tiny``: make_tiny_pair's options, e.g. ``n_ctx``)."""
     from steer_lens.models import load_model
 
     if fast:
         from steer_lens.testing import make_tiny_pair
 
-        target, expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_analyses_"))
+        target, expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_analyses_"), **tiny)
         return load_model(target), load_model(expert)
     return load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
 

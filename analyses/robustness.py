@@ -39,7 +39,6 @@ import logging
 import random
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -321,13 +320,11 @@ def _groups(rows):
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lens_common import figure, save_figure
 
     datasets = sorted({r["dataset"] for r in rows})
     methods = sorted({r["method"] for r in rows})
-    fig, axes = plt.subplots(len(datasets), 5, figsize=(22, 3.6 * len(datasets)), squeeze=False)
+    fig, axes = figure(22, 3.6 * len(datasets), ncols=5, nrows=len(datasets))
     for d, ds in enumerate(datasets):
         ax = axes[d]
         for k, m in enumerate(methods):
@@ -353,11 +350,7 @@ def plot(rows: list[dict], path: Path) -> None:
         for a_ in ax[1:]:
             a_.axhline(0, color="grey", lw=0.5)
         ax[4].legend(fontsize=7)
-    fig.tight_layout()
-    from steer_lens.io import atomic_path
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
@@ -430,15 +423,9 @@ def main(argv=None) -> Path:
                 if not f.name.endswith("__grid.json") and "__unsteered_" not in f.name]
 
     if not a.report_only:
-        from steer_lens.models import load_model
+        from lens_common import load_models
 
-        if a.fast:
-            from steer_lens.testing import make_tiny_pair
-
-            t, e = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_robust_"), n_ctx=4096)
-            target, expert = load_model(t), load_model(e)
-        else:
-            target, expert = load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
+        target, expert = load_models(a.fast, **({"n_ctx": 4096} if a.fast else {}))
         study = Study(a, target, expert)
         for name in a.datasets:
             study.dataset(name)
