@@ -81,27 +81,46 @@ class Runner:
                 "iti_heads", "layer_shortlist", "protocol"]
         if args.protocol >= 3:
             keys += ["refine_rounds", "pair_shortlist"]
-            if args.layer_ties != "lowest":  # the rule before spread ties: its caches keep their keys
+            # rules added later enter the key only when they differ from the rule the older rows used
+            if args.layer_ties != "lowest":
                 keys += ["layer_ties"]
-        cfg = {k: getattr(args, k) for k in keys}
+            if args.refine != "best":
+                keys += ["refine"]
+        models = {}
         if args.target != TARGET:
-            cfg.update(target=args.target)
+            models.update(target=args.target)
         if args.dtype not in (None, "float32"):  # another precision is another experiment
-            cfg.update(dtype=args.dtype)
+            models.update(dtype=args.dtype)
+        cfg = {**{k: getattr(args, k) for k in keys}, **models}
         target_cfg = dict(cfg)  # rows of target-only methods do not depend on the expert
-        if args.expert != EXPERT:
-            cfg.update(expert=args.expert)
+        expert = {"expert": args.expert} if args.expert != EXPERT else {}
+        cfg.update(expert)
         self.config = cfg
         root = Path(args.cache or Path(args.out) / "cache")
-        self.cache, self.target_cache = (root / hashlib.sha1(json.dumps(c).encode()).hexdigest()[:10]
-                                         for c in (cfg, target_cfg))
+
+        def folder(c: dict) -> Path:
+            return root / hashlib.sha1(json.dumps(c).encode()).hexdigest()[:10]
+
+        self.cache, self.target_cache = folder(cfg), folder(target_cfg)
+        # protocol 3: the unsteered rows select nothing, so no selection rule is part of their key
+        self.eval_cache = {}
+        if args.protocol >= 3:
+            ev = {"rows": "unsteered test", "limit_test": args.limit_test, "fast": args.fast, **models}
+            self.eval_cache = {"unsteered": folder(ev), "expert_unsteered": folder({**ev, "model": "expert", **expert})}
         self.fits: dict[str, dict] = {}  # per dataset: captures, plans, the shared strength-0 validation
-        for folder, c in ((self.target_cache, target_cfg), (self.cache, cfg)):
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / "config.json", c)
+        for path, c in ((self.target_cache, target_cfg), (self.cache, cfg)):
+            path.mkdir(parents=True, exist_ok=True)
+            write_json(path / "config.json", c)
+        for method, path in self.eval_cache.items():
+            path.mkdir(parents=True, exist_ok=True)
+            write_json(path / "config.json", {"method": method, "expert": args.expert if method == "expert_unsteered"
+                                              else None, "limit_test": args.limit_test, **models})
 
     def row_path(self, dataset: str, method: str) -> Path:
-        """Target-only methods share one cache across experts (same target, same settings)."""
+        """Target-only methods share one cache across experts (same target, same settings); the
+        unsteered rows (protocol 3) one across selection rules."""
+        if method in self.eval_cache:
+            return self.eval_cache[method] / f"{dataset}__{method}.json"
         return (self.target_cache if method in TARGET_ONLY else self.cache) / f"{dataset}__{method}.json"
 
     def search(self, signed: bool = False) -> StrengthSearch:
@@ -110,8 +129,12 @@ class Runner:
             return StrengthSearch.fixed(a.strengths, signed=signed)
         return StrengthSearch(grid=tuple(a.strengths), refine_rounds=a.refine_rounds, signed=signed)
 
-    def screen(self, signed: bool = False) -> StrengthSearch:
-        """Candidates (layers, pairs) are compared on the coarse grid; the best one is then refined."""
+    def screen(self, signed: bool = False) -> StrengthSearch | None:
+        """``--refine best``: candidates (layers, pairs) are compared on the coarse grid and only the
+        best one is refined. ``all`` (None): every candidate gets the full search; a window narrower
+        than the grid's steps is found only by refining the candidate that has it."""
+        if self.args.refine == "all":
+            return None
         return dataclasses.replace(self.search(signed), refine_rounds=0, extend=())
 
     def cached(self, dataset: str, method: str, compute):
@@ -310,8 +333,10 @@ def cached_rows(runner: Runner, datasets: list[str]) -> list[dict]:
     """Every row cached for this configuration (by any run), ``datasets`` first in their order."""
     order = CORE + REVERSE + ABLATIONS + EXTRA
     files = set(runner.cache.glob("*__*.json"))
-    if runner.target_cache != runner.cache:  # the target-only rows of this run's datasets
-        files |= {runner.row_path(d, m) for d in datasets for m in TARGET_ONLY if runner.row_path(d, m).exists()}
+    shared = TARGET_ONLY | set(runner.eval_cache)
+    seen = list(datasets) + sorted({f.name.split("__")[0] for f in files} - set(datasets))
+    # the target-only and unsteered rows (other folders) of this run's datasets and of those cached here
+    files |= {runner.row_path(d, m) for d in seen for m in shared if runner.row_path(d, m).exists()}
     rows = [json.loads(f.read_text()) for f in sorted(files)]
     rank = {d: i for i, d in enumerate(datasets + sorted({r["dataset"] for r in rows} - set(datasets)))}
     return sorted(rows, key=lambda r: (rank[r["dataset"]], order.index(r["method"]) if r["method"] in order
@@ -351,6 +376,9 @@ def parse(argv=None):
                         "2: the session-2/3 grid and methods (results/)")
     p.add_argument("--layer-shortlist", type=int, default=2,
                    help="CAA/self-RFM: layers shortlisted on train, then chosen on validation")
+    p.add_argument("--refine", choices=["all", "best"], default="all",
+                   help="protocol 3: refine the strength of every candidate layer / pair (default) or only of "
+                        "the one best on the coarse grid (the rule of the first protocol-3 rows)")
     p.add_argument("--layer-ties", choices=["spread", "lowest"], default="spread",
                    help="protocol 3: layers tied at the shortlist's cut-off train score (saturated for label "
                         "contrasts) are spread over depth (default) or taken lowest first (the rule of the "
@@ -388,7 +416,7 @@ def parse(argv=None):
     a.strengths = a.strengths or ([0.025, 0.05, 0.1, 0.2, 0.4] if v3 else [0.025, 0.05, 0.1, 0.2])
     if not v3:
         a.methods = [m for m in a.methods if m in PROTOCOL2_METHODS]
-        a.layer_ties = "lowest"  # protocol 2 is frozen as it ran
+        a.layer_ties, a.refine = "lowest", "best"  # protocol 2 is frozen as it ran
     if a.fast:
         a.datasets = a.datasets or ["arithmetic_2way"]
         a.limit_test, a.limit_val, a.limit_train, a.strengths, a.ae_epochs = 8, 6, 20, [0.5, 1.0], 50

@@ -91,12 +91,15 @@ def test_paper_setup_dry_run(tmp_path, analyses_path):
     import paper_setup
 
     readme = paper_setup.main(["--dry-run", "--datasets", "arithmetic_2way", "--out", str(tmp_path)])
-    folders = {"expert" in json.loads((f / "config.json").read_text()): f for f in (tmp_path / "cache").iterdir()}
-    config = json.loads((folders[True] / "config.json").read_text())  # rows that depend on the expert
+    configs = {f: json.loads((f / "config.json").read_text()) for f in (tmp_path / "cache").iterdir()}
+    # selection folders: rows that depend on the expert, and target-only rows (no "method": that marks
+    # the unsteered rows' folders, shared by every selection rule)
+    folders = {"expert" in c: f for f, c in configs.items() if "method" not in c}
+    config = configs[folders[True]]
     assert config["dtype"] == "bfloat16" and config["protocol"] == 3 and "target" in config
-    assert "expert" not in json.loads((folders[False] / "config.json").read_text())  # target-only rows
+    assert "expert" not in configs[folders[False]]
     rows = {p.name.split("__")[1][:-5]: json.loads(p.read_text())
-            for f in folders.values() for p in f.glob("arithmetic_2way__*.json")}
+            for f in configs for p in f.glob("arithmetic_2way__*.json")}
     assert {"unsteered", "expert_unsteered", "caa", "label_caa", "expertsteer_autoencoder", "random",
             "expertsteer_label", "random_label"} <= set(rows)
     assert rows["random_label"]["strength"] == rows["expertsteer_label"]["strength"]

@@ -222,9 +222,11 @@ def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
 
     mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "label_caa",
              "random_label_caa", "expertsteer_label", "random_label"])
-    cache = next((tmp_path / "cache").iterdir())
+    cache = next((tmp_path / "cache").glob("*/arithmetic_2way__label_caa.json")).parent
     rows = {m: json.loads((cache / f"arithmetic_2way__{m}.json").read_text())
             for m in ("label_caa", "random_label_caa", "expertsteer_label", "random_label")}
+    (unsteered,) = (tmp_path / "cache").glob("*/arithmetic_2way__unsteered.json")
+    assert unsteered.parent != cache  # selects nothing: shared by every selection rule
     own = rows["random_label_caa"]  # the target's label direction has its own random control
     assert own["matched_to"] == "label_caa" and own["layers"] == rows["label_caa"]["layers"]
     assert own["strength"] == rows["label_caa"]["strength"]
@@ -232,10 +234,18 @@ def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
         assert min(c["strength"] for c in rows[m]["val_curve"]) < 0 < max(c["strength"] for c in rows[m]["val_curve"])
     es = rows["expertsteer_label"]
     assert len(es["candidate_val"]) == 2  # --fast shortlists 2 pairs on train, validation picks one
+    # --refine all: every candidate is refined beyond the coarse grid (0, +-0.5, +-1), not just the best
+    assert all(len(curve) > 5 for curve in es["candidate_val"].values())
     assert len(es["pairs"]) == 1 and str((es["pairs"][0]["expert_layer"], es["pairs"][0]["target_layer"])) in es["candidate_val"]
     assert es["plan_settings"]["alignment"] == "ridge"
     ctrl = rows["random_label"]
     assert ctrl["strength"] == es["strength"] and ctrl["layers"] == es["layers"] and ctrl["matched_to"] == "expertsteer_label"
+    # the older rule (refine only the best coarse candidate) has its own folder, and reuses the unsteered row
+    before = unsteered.stat().st_mtime_ns
+    mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--refine", "best", "--methods", "unsteered", "label_caa"])
+    (old,) = [p for p in (tmp_path / "cache").glob("*/arithmetic_2way__label_caa.json") if p.parent != cache]
+    assert unsteered.stat().st_mtime_ns == before
+    assert len(json.loads(old.read_text())["layer_val"]) == 2
 
 
 def test_another_expert_shares_the_target_only_rows(tmp_path):
@@ -253,11 +263,17 @@ def test_another_expert_shares_the_target_only_rows(tmp_path):
     other = make_tiny_model(tmp_path / "other_expert", "gemma3", d_model=32, n_layers=2, seed=7)
     mr.main(["--fast", "--out", str(tmp_path / "other"), "--cache", str(cache), "--expert", str(other), "--reverse",
              "--methods", "unsteered", "expert_unsteered", "expertsteer_autoencoder"])
-    folders = {json.loads((f / "config.json").read_text()).get("expert"): f for f in cache.iterdir()}
+    configs = {f: json.loads((f / "config.json").read_text()) for f in cache.iterdir()}
+    folders = {c.get("expert"): f for f, c in configs.items() if "method" not in c}  # selection rules
     main, tuned = folders[None], folders[str(other)]
-    assert (main / "arithmetic_2way__unsteered.json").exists() and not (tuned / "arithmetic_2way__unsteered.json").exists()
-    assert {p.name for p in tuned.glob("*__*.json")} == {"arithmetic_2way__expert_unsteered.json",
-                                                        "arithmetic_2way__expertsteer_autoencoder.json"}
+    assert {p.name for p in main.glob("*__*.json")} == {"arithmetic_2way__expertsteer_autoencoder.json"}
+    assert {p.name for p in tuned.glob("*__*.json")} == {"arithmetic_2way__expertsteer_autoencoder.json"}
+    # the unsteered rows select nothing: one folder for the target, one per expert
+    (unsteered,) = [f for f, c in configs.items() if c.get("method") == "unsteered"]
+    assert {p.name for p in unsteered.glob("*__*.json")} == {"arithmetic_2way__unsteered.json"}
+    (expert_rows,) = [f for f, c in configs.items() if c.get("method") == "expert_unsteered"
+                      and c["expert"] == str(other)]
+    assert {p.name for p in expert_rows.glob("*__*.json")} == {"arithmetic_2way__expert_unsteered.json"}
     plans = [json.loads((f / "arithmetic_2way__expertsteer_autoencoder.json").read_text())["plan_settings"]
              for f in (main, tuned)]
     assert plans[0] == plans[1]  # same settings, different expert models (separate rows)
