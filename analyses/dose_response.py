@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import logging
@@ -140,7 +141,7 @@ class Study:
                     loss = neutral_loss(T)
                 row = {**point(s, res), "dataset": name, "method": method, "neutral_loss": loss,
                        "layers": sorted(int(h.split(".")[1]) for h in plan.vectors),
-                       "format": val[0].format, "n_choices": len(val[0].choices)}
+                       "format": val[0].format, "n_choices": len(val[0].choices), "shared_labels": same_choices(val)}
                 write_json(path, row)
                 log.info("%s / %s / %+.2f: acc %.3f shares %s loss %.3f", name, method, s, row["accuracy"],
                          [round(x, 2) for x in row["shares"]], loss)
@@ -216,6 +217,26 @@ def _fluent_range(pts: list[dict], loss0: float) -> str:
     return f"[{min(ok):g}, {max(ok):g}]" if ok else ""
 
 
+def same_choices(items) -> bool:
+    """Whether every item offers the same choices (SST-2's "negative"/"positive"): only then is
+    "answer 1 minus answer 0" one label direction. Where the choices differ per item (numbers,
+    MMLU options) choice 1 is just the second option's text, and positive control (a) does not apply."""
+    return len({tuple(it.choices) for it in items}) == 1
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_same_choices(dataset: str) -> bool:
+    return same_choices(load_dataset(dataset).split("validation"))
+
+
+def shared_labels(point: dict) -> bool:
+    """``same_choices`` of a point's validation items (points cached before it was recorded: looked
+    up in the bundled dataset)."""
+    if "shared_labels" in point:
+        return point["shared_labels"]
+    return _bundled_same_choices(point["dataset"])
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """One line per (dataset, method): the numbers the positive-control questions need."""
     out = []
@@ -228,7 +249,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         zero = next((p for p in pts if p["strength"] == 0), pts[0])
         share1 = np.array([(p["shares"] + [0, 0])[1] for p in pts])
         loss0 = zero["neutral_loss"]
-        line = {"dataset": ds, "method": method, "layers": " ".join(map(str, pts[0]["layers"])),
+        line = {"dataset": ds, "method": method, "shared_labels": shared_labels(pts[0]),
+                "layers": " ".join(map(str, pts[0]["layers"])),
                 "n_choices": pts[0].get("n_choices", len(pts[0]["shares"])),
                 "n_val": zero["n"], "acc_at_0": round(zero["accuracy"], 3),
                 "best_acc": round(max(p["accuracy"] for p in pts), 3),
@@ -325,10 +347,12 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
     write_text(out / "points.csv", buf.getvalue())
     for name in sorted({r["dataset"] for r in rows}):
         plot_dataset(name, [r for r in rows if r["dataset"] == name], out / f"{name}.png")
-    cols = ["dataset", "method", "layers", "n_val", "acc_at_0", "best_acc", "best_strength", "share1_min",
+    cols = ["dataset", "method", "shared_labels", "layers", "n_val", "acc_at_0", "best_acc", "best_strength",
+            "share1_min",
             "share1_max", "share1_spearman", "share1_monotone_fluent", "fluent_range", "loss_ratio_at_1",
             "loss_ratio_at_2"]
-    two_way = [r for r in summary if r["method"] == "label_caa" and r["n_choices"] == 2]
+    two_way = [r for r in summary if r["method"] == "label_caa" and r["n_choices"] == 2 and r["shared_labels"]]
+    per_item = [r for r in summary if r["method"] == "label_caa" and r["n_choices"] == 2 and not r["shared_labels"]]
     behaviours = [r for r in summary if r["method"] == "caa" and "bprob_at_0" in r]
     md = ["# Dose-response and positive controls", "",
           f"Made by `{command}` (`analyses/dose_response.py`; every number is computed from the cached points).",
@@ -343,8 +367,13 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
                "two-way sets with Spearman rho >= 0.9 over the whole signed grid, and on "
                f"{len(ok_fluent)} of {len(two_way)} non-decreasingly over the strengths where the model stays "
                "fluent (neutral-text loss < 1.5x unsteered: `fluent_range`). Criterion: min share <= 0.1, "
-               "max >= 0.9.", "",
+               "max >= 0.9. The control needs a label shared by every item (the same two choices, e.g. "
+               "negative/positive); sets whose choices differ per item are listed apart.", "",
                _md_table(two_way, cols), ""]
+    if per_item:
+        md += ["Two-way sets whose choices differ per item (choice 1 is only the second option's text, so 'answer 1 "
+               "minus answer 0' is no single label direction; the control does not apply):", "",
+               _md_table(per_item, cols), ""]
     if topic:
         md += ["## Positive control (b): topic vector in generation", "",
                f"ActAdd-style vector ('{topic['topic']}' sentences minus neutral ones, layer {topic['layer']}), "

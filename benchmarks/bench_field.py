@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     batches = [pad(model, encode_all(model, [p]), padding_side="left") for p in PROMPTS]
 
     def run(mode: str | None):
-        return C.greedy_generation(model, batches, new_tokens, (lambda: plan.apply(model, 0.1, mode=mode)) if mode else None)
+        steer = (lambda: plan.apply(model, 0.1, mode=mode)) if mode else None
+        return C.greedy_generation(model, batches, new_tokens, steer)
 
     spent, inner = [], F.field_directions
 

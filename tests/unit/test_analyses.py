@@ -72,9 +72,12 @@ def test_positive_control_summary_detects_monotone_label_shift(analyses_path):
 
     rows = [{"dataset": "d", "method": "label_caa", "strength": s, "accuracy": 0.5, "shares": [1 - x, x],
              "pred_share": max(x, 1 - x), "neutral_loss": 2.0 + abs(s), "layers": [3], "n": 10, "n_choices": 2,
-             "format": "mc", "behaviour_prob": None}
+             "format": "mc", "behaviour_prob": None, "shared_labels": True}
             for s, x in [(-1, 0.0), (-0.1, 0.2), (0, 0.4), (0.1, 0.7), (1, 1.0)]]
     (line,) = dose_response.summarise(rows)
+    assert line["shared_labels"] is True
+    assert dose_response.shared_labels({"dataset": "sst2"})
+    assert not dose_response.shared_labels({"dataset": "svamp_2way"})  # numbers differ per item
     assert (line["share1_min"], line["share1_max"], line["share1_spearman"]) == (0.0, 1.0, 1.0)
     assert line["loss_ratio_at_1"] == 1.5
     assert line["share1_monotone_fluent"] is True and line["fluent_range"] == "[-0.1, 0.1]"  # loss < 3.0
