@@ -15,9 +15,9 @@ where steering has a measurable effect; caa_sycophancy with CAA's own behaviour 
 
 Effect = the change (steered minus unsteered) of the rate the contrast points at: the share of
 choice-1 answers for a label contrast, accuracy (= rate of the matching behaviour) for the behaviour
-contrast. The fixed strength is the clean vector's strength of largest effect on the positive
-grid (VALIDATION); the perturbation strength is the one of best validation accuracy (0 included),
-chosen on clean validation items only. Strength = × median residual norm at each steered hook.
+contrast, in the clean vector's sense. The fixed strength is the clean vector's strength of largest
+|effect| on the signed grid (VALIDATION; ``effect_strength``); the perturbation strength is the one of
+best validation accuracy (0 included), chosen on clean validation items only. Strength = × median residual norm at each steered hook.
 
 Both models are run once per dataset (train activations captured at every layer); every refit
 reuses that capture. Resumable: each result is a JSON file under ``results/robustness/cache/``.
@@ -151,6 +151,17 @@ def cosine(a, b) -> float:
                                                                 dim=0).item() for h in common]))
 
 
+def effect_strength(points: list[dict], contrast: str) -> tuple[float, float]:
+    """(strength, sign): the nonzero grid strength where the clean vector moves the contrast's rate
+    most (ties: the smaller |strength|), and the sign of that move. A direction fitted in the
+    auto-encoder's basis has no orientation in the target's, so both signs are searched; effects
+    are then reported in the clean vector's sense (its own effect is positive)."""
+    base = rate(next(p for p in points if p["strength"] == 0), contrast)
+    best = max((p for p in points if p["strength"] != 0),
+               key=lambda p: (abs(rate(p, contrast) - base), -abs(p["strength"]), p["strength"]))
+    return best["strength"], 1.0 if rate(best, contrast) >= base else -1.0
+
+
 def rate(p: dict, contrast: str) -> float:
     """The rate the contrast points at: share of choice 1 (label) or accuracy (correct)."""
     return (p["shares"] + [0.0, 0.0])[1] if contrast == "label" else p["accuracy"]
@@ -208,16 +219,14 @@ class Study:
             def grid():
                 pts = [point(s, r) for s, r in zip(a.grid, sweep(self.T, val, clean(), a.grid,
                                                                   batch_size=a.batch_size))]
-                zero = next(p for p in pts if p["strength"] == 0)
-                pos_pts = [p for p in pts if p["strength"] > 0]
-                eff = max(pos_pts, key=lambda p: (rate(p, contrast) - rate(zero, contrast), -p["strength"]))
                 acc = max(pts, key=lambda p: (p["accuracy"], -abs(p["strength"])))
-                return {"points": pts, "s_effect": eff["strength"], "s_accuracy": acc["strength"],
+                return {"points": pts, "s_accuracy": acc["strength"],
                         "layers": sorted(int(h.split(".")[1]) for h in clean().vectors),
                         "pairs": pairs_of(clean()) if method in ES_ALIGNMENT else []}
 
             g = self.cached(f"{key}__grid", grid)
             base = rate(next(p for p in g["points"] if p["strength"] == 0), contrast)
+            s_eff, sign = effect_strength(g["points"], contrast)
             fixed = [tuple(p) for p in g["pairs"]] or None
             common = {"dataset": name, "method": method, "contrast": contrast, "n_train": n,
                       "layers": " ".join(map(str, g["layers"]))}
@@ -229,9 +238,10 @@ class Study:
                                                                   **compute()}))
 
             def effect(plan) -> dict:
-                (res,) = sweep(self.T, val, plan, [g["s_effect"]], batch_size=a.batch_size)
-                p = point(g["s_effect"], res)
-                return {"effect": rate(p, contrast) - base, "val_accuracy": p["accuracy"]}
+                (res,) = sweep(self.T, val, plan, [s_eff], batch_size=a.batch_size)
+                p = point(s_eff, res)
+                return {"effect": sign * (rate(p, contrast) - base), "val_accuracy": p["accuracy"],
+                        "effect_strength": s_eff}
 
             # stability: bootstrap resamples of the train pairs
             for b in range(a.bootstrap):

@@ -100,3 +100,14 @@ def test_robustness_fast_writes_every_study(tmp_path, robustness):
     assert "| sst2 | caa |" in text and (tmp_path / "robustness.png").stat().st_size > 1000
     again = robustness.main(["--fast", "--out", str(tmp_path), "--report-only"])
     assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]
+
+
+def test_effect_strength_searches_both_signs(robustness):
+    """A direction whose orientation is arbitrary (auto-encoder basis) moves the answers at negative
+    strengths: the effect strength is found there and effects are reported in its sense."""
+    def pt(s, share1):
+        return {"strength": s, "shares": [1 - share1, share1], "accuracy": 0.5}
+    pts = [pt(-0.5, 1.0), pt(-0.25, 1.0), pt(-0.1, 0.1), pt(0.0, 0.0), pt(0.1, 0.0), pt(0.25, 0.05)]
+    assert robustness.effect_strength(pts, "label") == (-0.25, 1.0)  # largest move, smaller |strength|
+    down = [pt(-0.1, 0.5), pt(0.0, 0.5), pt(0.1, 0.2)]
+    assert robustness.effect_strength(down, "label") == (0.1, -1.0)
