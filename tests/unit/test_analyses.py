@@ -119,3 +119,26 @@ def test_topic_reading_states_the_rise_and_the_collapse(analyses_path):
     assert "rises monotonically from 0.02" in text and "0.42 at strength 0.5" in text and "falls to 0.00" in text
     rows[1]["topic_rate"] = 0.01
     assert "non-monotonically" in dose_response.topic_reading({"rows": rows})
+
+
+def test_caa_diagnosis_fast(tmp_path, analyses_path):
+    """Every (template, layer) of one behaviour set is swept; the strength-0 point is the unsteered
+    model's P(behaviour) with that template (reference: evaluate), and the report counts the sets."""
+    import json
+
+    import caa_diagnosis
+    from lens_common import load_models
+    from steer_lens.data import load_dataset
+    from steer_lens.evaluate import evaluate
+
+    md = caa_diagnosis.main(["--fast", "--out", str(tmp_path)])
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/*__chat*__L*.json")]
+    assert {r["chat_template"] for r in rows} == {True, False} and len({r["layer"] for r in rows}) == 2
+    target, _ = load_models(True, n_ctx=4096)
+    val = load_dataset("caa_sycophancy").split("validation", limit=4)
+    for r in rows:
+        assert r["raw_norm_ratio"] > 0
+        zero = next(p for p in r["points"] if p["strength"] == 0)
+        ref = evaluate(target, val, chat_template=r["chat_template"]).behaviour_prob
+        assert abs(zero["behaviour_prob"] - ref) < 1e-5
+    assert "Datasets where some (template, layer) moves P(behaviour)" in md.read_text()
