@@ -87,7 +87,8 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
                             f"[{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]", "n": r["n"],
                             "layers": r.get("layers", ""), "strength": r.get("strength", ""),
                             "val acc": r.get("val_accuracy", ""),
-                            "p vs unsteered": f"{float(p):.3g}" if p not in ("", None) else "",
+                            "p vs unsteered": "" if p in ("", None) else ("< 1e-4" if float(p) == 0  # CSV: 4 d.p.
+                                                                          else f"{float(p):.3g}"),
                             "share of top answer": r.get("pred_share", "")})
     return out
 
