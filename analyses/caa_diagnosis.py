@@ -62,6 +62,29 @@ def diagnose(target, name: str, chat: bool, layers: list[int], args, cache: Path
     return rows
 
 
+def letter_decomposition(target, name: str, layers: list[int], limit_train: int) -> list[dict]:
+    """How much of CAA's contrast is the answer letter itself. Per item, positive minus negative
+    activation (read at the letter) is signed by which letter matches the behaviour; if those signed
+    differences all point one way (the "A minus B" direction), the context barely changes the letter's
+    representation, and the CAA mean over letter-balanced items is ~(2 x share of A - 1) x that
+    direction: a letter-imbalance artefact, not a behaviour."""
+    train = load_dataset(name).split("train", limit=limit_train)
+    pos, neg = contrast_prompts(train)
+    a_matches = torch.tensor([c.strip() == "(A" for _, c in pos])
+    P, N = pooled_activations(target, pos, neg, layers, position="last")
+    sign = torch.where(a_matches, 1.0, -1.0)[:, None]
+    out = []
+    for i, layer in enumerate(layers):
+        d = P[:, i] - N[:, i]
+        letter = (d * sign).mean(0)
+        cos = torch.nn.functional.cosine_similarity(d * sign, letter[None], dim=1)
+        out.append({"dataset": name, "layer": layer, "share_A_matches": round(float(a_matches.float().mean()), 3),
+                    "median_cos_item_to_letter_dir": round(float(cos.median()), 3),
+                    "caa_norm_over_letter_norm": round(float(d.mean(0).norm() / letter.norm()), 3),
+                    "caa_norm_over_item_norm": round(float(d.mean(0).norm() / d.norm(dim=1).mean()), 3)})
+    return out
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
@@ -77,7 +100,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
+def write_outputs(out: Path, rows: list[dict], command: str, letters: list[dict] | None = None) -> Path:
     from main_report import _md_table
 
     summary = summarise(rows)
@@ -88,6 +111,12 @@ def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
           f"Datasets where some (template, layer) moves P(behaviour) by >= 0.10 in the strength's sign at "
           f"|strength| <= 1: {n_ok} of {len({r['dataset'] for r in summary})}.", "",
           _md_table(summary, list(summary[0]) if summary else []), ""]
+    if letters:
+        md += ["## How much of the contrast is the letter (`letter_decomposition`, train items)", "",
+               "Per item, (matching minus non-matching activation at the answer letter) x (+1 if the matching letter "
+               "is A, else -1); cosine of each to their mean (the A-minus-B direction), and the CAA vector's norm "
+               "relative to that direction and to the items' differences.", "",
+               _md_table(letters, list(letters[0])), ""]
     notes = out / "notes.md"
     if notes.exists():
         md += [notes.read_text()]
@@ -106,6 +135,7 @@ def parse(argv=None):
     p.add_argument("--fast", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--letters-only", action="store_true", help="only the letter decomposition (one capture per set)")
     a = p.parse_args(argv)
     if 0.0 not in a.grid:
         p.error("--grid must contain 0 (the unsteered point)")
@@ -132,10 +162,15 @@ def main(argv=None) -> Path:
         L = target.cfg.n_layers
         layers = sorted({min(L - 1, round(f * L)) for f in ((0.3, 0.75) if a.fast else DEPTHS)})
         for name in a.datasets:
-            for chat in (True, False):
-                diagnose(target, name, chat, layers, a, cache)
+            path = cache / f"{name}__letters.json"
+            if not path.exists():
+                write_json(path, letter_decomposition(target, name, layers, a.limit_train))
+            if not a.letters_only:
+                for chat in (True, False):
+                    diagnose(target, name, chat, layers, a, cache)
     rows = [json.loads(f.read_text()) for f in sorted((out / "cache").glob("*/*__chat*__L*.json"))]
-    return write_outputs(out, rows, command)
+    letters = [r for f in sorted((out / "cache").glob("*/*__letters.json")) for r in json.loads(f.read_text())]
+    return write_outputs(out, rows, command, letters)
 
 
 if __name__ == "__main__":

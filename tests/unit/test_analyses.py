@@ -142,3 +142,7 @@ def test_caa_diagnosis_fast(tmp_path, analyses_path):
         ref = evaluate(target, val, chat_template=r["chat_template"]).behaviour_prob
         assert abs(zero["behaviour_prob"] - ref) < 1e-5
     assert "Datasets where some (template, layer) moves P(behaviour)" in md.read_text()
+    (letters,) = (tmp_path / "cache").glob("*/caa_sycophancy__letters.json")
+    for r in json.loads(letters.read_text()):
+        assert -1 <= r["median_cos_item_to_letter_dir"] <= 1 and r["caa_norm_over_item_norm"] >= 0
+    assert "How much of the contrast is the letter" in md.read_text()
