@@ -35,6 +35,12 @@ def _status(key: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {key}; this benchmark needs Linux")
 
 
+def _ratio(a: int, b: int, page: int = 4096) -> float:
+    """a / b with peaks below one page counted as one page: a small capture can fit in memory the
+    allocator already holds (the tiny --fast model: peak growth 0), which would divide by zero."""
+    return max(a, page) / max(b, page)
+
+
 def child(args) -> dict:
     """One measurement in this process: peak bytes above the start, seconds, tokens, and the
     bytes of activations captured (tokens x layers x d_model x 4)."""
@@ -87,8 +93,8 @@ def main(argv=None) -> int:
             print(f"{mode} {times}x: {runs[f'{mode}_{times}x']}", flush=True)
     mb = {k: v["peak_bytes"] / 2**20 for k, v in runs.items()}
     C.write(args, "capture_memory", {
-        "capture_peak_memory_ratio": runs["stream_4x"]["peak_bytes"] / runs["stream_1x"]["peak_bytes"],
-        "in_memory_peak_memory_ratio": runs["memory_4x"]["peak_bytes"] / runs["memory_1x"]["peak_bytes"],
+        "capture_peak_memory_ratio": _ratio(runs["stream_4x"]["peak_bytes"], runs["stream_1x"]["peak_bytes"]),
+        "in_memory_peak_memory_ratio": _ratio(runs["memory_4x"]["peak_bytes"], runs["memory_1x"]["peak_bytes"]),
         "peak_mb": mb, "runs": runs, "n_prompts_1x": n, "batch_size": BATCH, "shard_size": SHARD,
         "position": "all", "layers": "all",
         "note": "peak RSS above the RSS just before the capture (model weights excluded), one fresh "
