@@ -86,6 +86,8 @@ class Runner:
                 keys += ["layer_ties"]
             if args.refine != "best":
                 keys += ["refine"]
+            if args.expert_layers is not None:
+                keys += ["expert_layers"]
         models = {}
         if args.target != TARGET:
             models.update(target=args.target)
@@ -246,7 +248,7 @@ class Runner:
                     fits[key] = {pair: es_config(variant, pairs=[pair]).fit(expert, target, pos, neg,
                                                                            activations=acts)
                                  for pair in shortlist_pairs(acts[0], len(pos), expert, target, a.pair_shortlist,
-                                                                 a.layer_ties)}
+                                                             a.layer_ties, window=a.expert_layers)}
             return fits[key]
 
         def es(variant, expert=E, target=T, base_method="unsteered"):
@@ -299,14 +301,18 @@ class Runner:
 
 
 def shortlist_pairs(expert_acts: torch.Tensor, n_pos: int, expert, target, k: int,
-                    ties: str = "spread") -> list[tuple[int, int]]:
-    """TRAIN only: the ``k`` expert layers in the middle half whose split-half mean-difference
-    direction best separates positives from negatives, each paired with the target layer at the
-    same relative depth. ``expert_acts``: (prompts, expert layer, d) with positives first."""
+                    ties: str = "spread", window: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """TRAIN only: the ``k`` expert layers in ``window`` (first, last expert layer, inclusive;
+    default the middle half) whose split-half mean-difference direction best separates positives
+    from negatives, each paired with the target layer at the same relative depth.
+    ``expert_acts``: (prompts, expert layer, d) with positives first."""
     Le, Lt = expert.cfg.n_layers, target.cfg.n_layers
+    lo, hi = window if window is not None else (Le // 4, 3 * Le // 4)
+    if not 0 <= lo <= hi < Le:
+        raise ValueError(f"expert layer window {lo}..{hi} is outside the expert's layers 0..{Le - 1}: "
+                         f"pass --expert-layers FIRST LAST with 0 <= FIRST <= LAST < {Le}")
     layers = list(range(Le))
-    _, scores = choose_layer(expert_acts[:n_pos], expert_acts[n_pos:], layers,
-                             candidates=range(Le // 4, 3 * Le // 4 + 1))
+    _, scores = choose_layer(expert_acts[:n_pos], expert_acts[n_pos:], layers, candidates=range(lo, hi + 1))
     return [(e, depth_match(e, Le, Lt)) for e in shortlist_layers(scores, k, ties)]
 
 
@@ -383,6 +389,9 @@ def parse(argv=None):
                    help="protocol 3: layers tied at the shortlist's cut-off train score (saturated for label "
                         "contrasts) are spread over depth (default) or taken lowest first (the rule of the "
                         "first protocol-3 rows)")
+    p.add_argument("--expert-layers", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="validation pair rule: shortlist expert layers FIRST..LAST (inclusive; default the middle "
+                        "half), e.g. the blocks a tuned expert trained")
     p.add_argument("--n-pairs", type=int, default=2)
     p.add_argument("--iti-heads", type=int, default=8)
     p.add_argument("--reverse", nargs="*", default=None, help="datasets for SmolLM2 -> Gemma (default: first)")

@@ -295,3 +295,21 @@ def test_fast_runner_field_methods_and_their_random_field_control(tmp_path):
     assert es["plan_settings"]["mode"] == "field" and es["plan_settings"]["alignment"] == "ridge"
     assert ctrl["matched_to"] == "expertsteer_ridge_field" and ctrl["strength"] == es["strength"]
     assert ctrl["layers"] == es["layers"] and ctrl["plan_settings"]["control"] == "shuffled_labels"  # a field, not vectors
+
+
+def test_shortlist_pairs_window_picks_the_planted_layer_inside_it():
+    """The validation pair rule's expert-layer window: the separating layer is found when the
+    window holds it, ignored when it does not, and a window outside the model is refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    from types import SimpleNamespace
+
+    import main_results as mr
+
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(40, 8, 16, generator=g)
+    acts[:20, 7, 0] += 5.0  # only expert layer 7 (outside the middle half 2..6) separates
+    expert, target = SimpleNamespace(cfg=SimpleNamespace(n_layers=8)), SimpleNamespace(cfg=SimpleNamespace(n_layers=16))
+    assert mr.shortlist_pairs(acts, 20, expert, target, 1, window=(6, 7)) == [(7, mr.depth_match(7, 8, 16))]
+    assert all(e in range(2, 7) for e, _ in mr.shortlist_pairs(acts, 20, expert, target, 3))
+    with pytest.raises(ValueError, match="--expert-layers"):
+        mr.shortlist_pairs(acts, 20, expert, target, 1, window=(6, 8))
