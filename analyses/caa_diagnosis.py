@@ -146,15 +146,14 @@ def parse(argv=None):
 
 def main(argv=None) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lens_common import start_run
+
     a = parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(a.threads)
-    out = Path(a.out)
+    out, command = start_run("caa_diagnosis", a, argv)
     settings = {k: getattr(a, k) for k in ("grid", "limit_train", "limit_val", "fast")}
     cache = out / "cache" / hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
     cache.mkdir(parents=True, exist_ok=True)
     write_json(cache / "config.json", settings)
-    command = "python analyses/caa_diagnosis.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not a.report_only:
         from lens_common import load_models
 

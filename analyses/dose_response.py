@@ -422,11 +422,10 @@ def parse(argv=None):
 
 def main(argv=None) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lens_common import start_run
+
     a = parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    command = "python analyses/dose_response.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out, command = start_run("dose_response", a, argv)
     if a.report_only:
         rows = [json.loads(f.read_text()) for f in sorted((out / "cache").glob("*__*.json"))]
         topic_path = out / "cache" / "topic.json"

@@ -56,6 +56,14 @@ def finish_args(args, name: str):
     return args
 
 
+def start_run(script: str, args, argv) -> tuple[Path, str]:
+    """Logging, torch threads; returns (output folder, the command line that reproduces the run)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    command = f"python analyses/{script}.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    return Path(args.out), command
+
+
 @functools.lru_cache(maxsize=2)
 def load_models(fast: bool, **tiny):
     """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M, or tiny random stand-ins
