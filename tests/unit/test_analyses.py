@@ -146,3 +146,21 @@ def test_caa_diagnosis_fast(tmp_path, analyses_path):
     for r in json.loads(letters.read_text()):
         assert -1 <= r["median_cos_item_to_letter_dir"] <= 1 and r["caa_norm_over_item_norm"] >= 0
     assert "How much of the contrast is the letter" in md.read_text()
+
+
+def test_tuned_directions_fast(tmp_path, analyses_path):
+    """One row per requested expert layer (clipped to the tiny expert), each paired at matched
+    depth; AUROCs and cosines are in range and the table lands in the README with its command."""
+    import csv
+
+    import tuned_directions
+    from steer_lens.pipeline import depth_match
+
+    out = tuned_directions.main(["--fast", "--out", str(tmp_path), "--layers", "0", "1", "9"])
+    rows = list(csv.DictReader(open(out / "tuned_directions.csv")))
+    assert [int(r["expert_layer"]) for r in rows] == [0, 1, 2]
+    assert all(int(r["target_layer"]) == depth_match(int(r["expert_layer"]), 3, 4) for r in rows)
+    for r in rows:
+        assert all(0.0 <= float(r[k]) <= 1.0 for k in ("expert_probe", "knows_in_expert", "knows_in_target"))
+        assert -1.0 <= float(r["cos_target_label"]) <= 1.0
+    assert "--fast" in (out / "README.md").read_text()

@@ -1,0 +1,118 @@
+"""Does a task-tuned expert hand the target a better label direction than its base model?
+
+For each expert (e.g. base Gemma and Gemma tuned on SST-2) and each expert layer in ``--layers``,
+the ExpertSteer label-contrast vector is fitted exactly as ``analyses/main_results.py`` fits
+``expertsteer_label`` (ridge alignment, one pair at matched depth, the same ``--limit-train``
+train items) and read three ways:
+
+- ``expert_probe``: cross-validated logistic-probe AUROC of the item's TRUE answer at that expert
+  layer, on held-out TEST prompts (prompt + choice-1 completion): what the expert knows there;
+- ``knows_in_expert`` / ``knows_in_target``: AUROC of the true answer when the same held-out rows
+  (aligned expert activations / the target's own activations at the steered layer) are projected
+  on the steering vector: does the direction read the item-level knowledge, where it was found and
+  where it is added? (A fixed vector can only shift every item alike; this asks whether it points
+  along the knowledge at all.)
+- ``cos_target_label``: cosine with the target's own label-CAA direction at the steered layer (the
+  direction that is known to move its answers; ``results/protocol3``).
+
+    python analyses/tuned_directions.py --experts gemma-3-270m <tuned folder> --layers 5 9 14 15 16 17
+    python analyses/tuned_directions.py --fast
+
+Writes ``results/tuned_directions/tuned_directions.csv`` and ``README.md`` (table + command).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lens_common import ROOT, load_models, markdown, start_run, write_csv  # noqa: E402
+from steer_lens.activations import capture  # noqa: E402
+from steer_lens.baselines import fit_caa, pooled_activations  # noqa: E402
+from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
+from steer_lens.io import write_text  # noqa: E402
+from steer_lens.models import load_model  # noqa: E402
+from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
+from steer_lens.probes import logistic_probe_auroc, projection_auroc  # noqa: E402
+
+
+def held_out(model, test) -> torch.Tensor:
+    """(item, layer, d): ExpertSteer's pooled activations of prompt + choice-1 completion."""
+    es = ExpertSteer()
+    rows = contrast_prompts(test, by="label")[0]
+    return capture(model, rows, layers=range(model.cfg.n_layers), hook=es.hook, position=es.position,
+                   chat_template=es.chat_template, batch_size=es.batch_size).tensor
+
+
+def expert_rows(name: str, expert, target, layers, train, test, t_test, caa) -> list[dict]:
+    """One row per expert layer (see the module docstring). ``t_test``: the target's held-out
+    activations (``held_out``); ``caa``: target layer -> its label-CAA vector."""
+    pos, neg = contrast_prompts(train, by="label")
+    acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))  # as main_results fits
+    x_test = held_out(expert, test)
+    truth = torch.tensor([it.answer == 1 for it in test])
+    rows = []
+    for e in layers:
+        t = depth_match(e, expert.cfg.n_layers, target.cfg.n_layers)
+        plan = ExpertSteer(alignment="ridge", pairs=[(e, t)]).fit(expert, target, pos, neg, activations=acts)
+        v = plan.vectors[f"blocks.{t}.hook_resid_post"].float()
+        z = plan.aligners[(e, t)].transform(x_test[:, e].double()).float()
+        rows.append({"expert": name, "expert_layer": e, "target_layer": t,
+                     "expert_probe": logistic_probe_auroc(x_test[truth, e], x_test[~truth, e]),
+                     "knows_in_expert": projection_auroc(z[truth], z[~truth], v),
+                     "knows_in_target": projection_auroc(t_test[truth, t], t_test[~truth, t], v),
+                     "cos_target_label": float(torch.nn.functional.cosine_similarity(v, caa(t), dim=0))})
+    return rows
+
+
+def parse(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="analyses/tuned_directions.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--experts", nargs="+", default=["gemma-3-270m"], help="registry names or tuned HF folders")
+    p.add_argument("--layers", type=int, nargs="+", default=[5, 9, 14, 15, 16, 17], help="expert layers")
+    p.add_argument("--dataset", default="sst2")
+    p.add_argument("--limit-train", type=int, default=64, help="as main_results (2 contrast prompts each)")
+    p.add_argument("--limit-test", type=int, default=200)
+    p.add_argument("--out", default=str(ROOT / "results" / "tuned_directions"))
+    p.add_argument("--fast", action="store_true", help="tiny random models, few items")
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> Path:
+    a = parse(argv)
+    out, command = start_run("tuned_directions", a, argv)
+    ds = load_dataset("arithmetic_2way" if a.fast else a.dataset)
+    train = ds.split("train", limit=8 if a.fast else a.limit_train)
+    test = ds.split("test", limit=12 if a.fast else a.limit_test)
+    target, tiny_expert = load_models(a.fast)
+    label_pos, label_neg = contrast_prompts(train, by="label")
+    t_layers = list(range(target.cfg.n_layers))
+    label_acts = pooled_activations(target, label_pos, label_neg, t_layers)
+
+    def caa(layer: int) -> torch.Tensor:  # the target's own label-CAA direction at ``layer``
+        plan = fit_caa(target, label_pos, label_neg, layer, acts=label_acts, acts_layers=t_layers)
+        return plan.vectors[f"blocks.{layer}.hook_resid_post"].float()
+
+    t_test = held_out(target, test)
+    rows = []
+    for name in a.experts:
+        expert = tiny_expert if a.fast else load_model(name)
+        layers = [min(e, expert.cfg.n_layers - 1) for e in a.layers] if a.fast else a.layers
+        rows += expert_rows(Path(name).name, expert, target, sorted(set(layers)), train, test, t_test, caa)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "tuned_directions.csv", rows)
+    write_text(out / "README.md", "\n".join([
+        "# Tuned vs base expert: what the label direction carries", "", f"Made by `{command}`.", "",
+        (__doc__ or "").split("\n\n    python")[0], "",
+        f"Dataset {ds.name}: {len(train)} train items, {len(test)} test items.", "",
+        markdown(rows), ""]))
+    return out
+
+
+if __name__ == "__main__":
+    main()
