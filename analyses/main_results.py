@@ -321,6 +321,7 @@ def _jsonable(obj):
 
 
 TARGET, EXPERT = "smollm2-135m-instruct", "gemma-3-270m"
+WINDOW_FOLDER = "expert_layers_{}_{}"  # the report of a run with --expert-layers, under its default out
 
 
 def load_models(fast: bool, target: str = TARGET, expert: str = EXPERT, **kw):
@@ -391,7 +392,7 @@ def parse(argv=None):
                         "first protocol-3 rows)")
     p.add_argument("--expert-layers", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
                    help="validation pair rule: shortlist expert layers FIRST..LAST (inclusive; default the middle "
-                        "half), e.g. the blocks a tuned expert trained")
+                        "half), e.g. the blocks a tuned expert trained; report in <default out>/expert_layers_FIRST_LAST")
     p.add_argument("--n-pairs", type=int, default=2)
     p.add_argument("--iti-heads", type=int, default=8)
     p.add_argument("--reverse", nargs="*", default=None, help="datasets for SmolLM2 -> Gemma (default: first)")
@@ -419,6 +420,9 @@ def parse(argv=None):
     if a.expert != EXPERT:
         default_out = root / "tuned_experts" / Path(a.expert).name
         a.cache = a.cache or (str(root / "protocol3" / "cache") if v3 and not a.fast else None)
+    if a.expert_layers is not None and a.out is None:  # another pair window: its own table, the same cache
+        a.cache = a.cache or str(default_out / "cache")
+        default_out = default_out / WINDOW_FOLDER.format(*a.expert_layers)
     a.out = a.out or str(default_out)
     a.limit_val = a.limit_val or (100 if v3 else 24)
     a.limit_test = a.limit_test or (500 if v3 else 100)
@@ -440,7 +444,8 @@ def main(argv=None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     if a.report_only:
-        return write_cached_report(a, Runner(a, None, None))
+        return write_cached_report(a, Runner(a, None, None), {"target": Path(a.target).name,
+                                                               "expert": Path(a.expert).name})
     target, expert = load_models(a.fast, a.target, a.expert, device=a.device, dtype=a.dtype,
                                  device_map=a.device_map)
     runner = Runner(a, target, expert)

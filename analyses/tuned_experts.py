@@ -64,38 +64,54 @@ STEERING = ["expert_unsteered", "unsteered", "label_caa", "random_label_caa", "e
             "expertsteer_label_lowest_mi", "caa", "self_rfm", "expertsteer_autoencoder", "random", "expertsteer_ridge"]
 
 
+EXPERT_METHODS = {"expertsteer_label", "random_label", "expertsteer_label_lowest_mi", "expertsteer_autoencoder", "random",
+                  "expertsteer_ridge"}  # rows that depend on the expert
+
+
 def _csv(path: Path) -> list[dict]:
     return list(csv.DictReader(path.open())) if path.is_file() else []
 
 
+def _row(expert: str, window: str, method: str, r: dict) -> dict:
+    p = r.get("p_mcnemar_vs_unsteered") or ""
+    return {"expert": expert, "expert layers": window, "dataset": r["dataset"], "method": method,
+            "model": r["model"], "test acc [95% CI]": f"{float(r['accuracy']):.3f} "
+            f"[{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]", "n": r["n"],
+            "layers": r.get("layers", ""), "strength": r.get("strength", ""), "val acc": r.get("val_accuracy", ""),
+            "p vs unsteered": "" if p in ("", None) else ("< 1e-4" if float(p) == 0  # CSV: 4 d.p.
+                                                          else f"{float(p):.3g}"),
+            "share of top answer": r.get("pred_share", "")}
+
+
 def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
-    """One line per (expert, method) from each expert's main-results folder; target-only rows come
-    from the main protocol-3 run (same target, same settings, shared cache)."""
+    """One line per (expert, pair window, method) from each expert's main-results folder and its
+    ``expert_layers_<first>_<last>`` subfolders (runs with ``--expert-layers``); target-only rows
+    come from the main protocol-3 run (same target, same settings, shared cache). A window run is
+    followed by the base expert's rows in the same window (``<base_csv folder>/<window>/``), the
+    comparison that says what the tuning changed."""
     base = {(r["dataset"], r["method"]): r for r in _csv(base_csv)}
     out = []
     for folder in sorted(p for p in root.iterdir() if (p / "main_results.csv").is_file()):
         name = next((n for n in cards if folder.name.startswith(n + "-")), folder.name)
-        rows = {(r["dataset"], r["method"]): r for r in _csv(folder / "main_results.csv")}
-        for ds in sorted({d for d, _ in rows}):
-            for m in STEERING:
-                r = rows.get((ds, m)) or (base.get((ds, m)) if m != "expert_unsteered" else None)
-                if r is None:
-                    continue
-                p = r.get("p_mcnemar_vs_unsteered") or ""
-                out.append({"expert": name, "dataset": ds, "method": m,
-                            "model": r["model"], "test acc [95% CI]": f"{float(r['accuracy']):.3f} "
-                            f"[{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]", "n": r["n"],
-                            "layers": r.get("layers", ""), "strength": r.get("strength", ""),
-                            "val acc": r.get("val_accuracy", ""),
-                            "p vs unsteered": "" if p in ("", None) else ("< 1e-4" if float(p) == 0  # CSV: 4 d.p.
-                                                                          else f"{float(p):.3g}"),
-                            "share of top answer": r.get("pred_share", "")})
+        for sub in [folder] + sorted(folder.glob("expert_layers_*_*")):
+            window = "middle half" if sub == folder else "-".join(sub.name.split("_")[2:])
+            rows = {(r["dataset"], r["method"]): r for r in _csv(sub / "main_results.csv")}
+            base_window = {(r["dataset"], r["method"]): r for r in _csv(base_csv.parent / sub.name / "main_results.csv")
+                           if sub != folder}
+            for ds in sorted({d for d, _ in rows}):
+                for m in STEERING:
+                    r = rows.get((ds, m)) or (base.get((ds, m)) if m != "expert_unsteered" and sub == folder else None)
+                    if r is not None:
+                        out.append(_row(name, window, m, r))
+                for m in STEERING:
+                    if m in EXPERT_METHODS and (ds, m) in base_window:
+                        out.append(_row(name, window, f"{m} (base expert)", base_window[(ds, m)]))
     return out
 
 
 def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
     rows = steering_rows(root, cards, base_csv)
-    cols = ["expert", "dataset", "method", "model", "test acc [95% CI]", "n", "layers", "strength", "val acc",
+    cols = ["expert", "expert layers", "dataset", "method", "model", "test acc [95% CI]", "n", "layers", "strength", "val acc",
             "p vs unsteered", "share of top answer"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                       + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])

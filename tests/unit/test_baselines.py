@@ -313,3 +313,18 @@ def test_shortlist_pairs_window_picks_the_planted_layer_inside_it():
     assert all(e in range(2, 7) for e, _ in mr.shortlist_pairs(acts, 20, expert, target, 3))
     with pytest.raises(ValueError, match="--expert-layers"):
         mr.shortlist_pairs(acts, 20, expert, target, 1, window=(6, 8))
+
+
+def test_expert_layers_runs_report_apart_but_share_the_cache():
+    """A pair-window run must not overwrite the default table; its rows stay in the shared cache
+    (the window is part of the config key)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import main_results as mr
+
+    default = mr.parse(["--datasets", "sst2"])
+    window = mr.parse(["--datasets", "sst2", "--expert-layers", "14", "17"])
+    assert Path(window.out) == Path(default.out) / "expert_layers_14_17"
+    assert Path(window.cache) == Path(default.out) / "cache" and default.cache is None
+    tuned = mr.parse(["--expert", "/x/gemma-tuned", "--expert-layers", "14", "17"])
+    assert Path(tuned.out).parts[-2:] == ("gemma-tuned", "expert_layers_14_17")
+    assert Path(tuned.cache) == Path(default.out) / "cache"  # target-only rows still shared

@@ -169,8 +169,21 @@ def test_cli_finetune_fast(tmp_path):
     assert again.returncode == 0, again.stderr
     steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
     lines = [x for x in steering.splitlines() if x.startswith("| tiny-sst2 |")]
-    assert [x.split(" | ")[2] for x in lines] == ["expert_unsteered", "unsteered", "expertsteer_label"]
+    assert [x.split(" | ")[3] for x in lines] == ["expert_unsteered", "unsteered", "expertsteer_label"]
     assert "0.800 [0.700, 0.900]" in lines[0] and "tiny-sst2" in lines[0]  # the tuned expert, not the base one
+    # a run with --expert-layers 2 3: its rows, then the base expert's rows in the same window
+    for folder, acc in ((tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3", "0.55"),
+                        (tmp_path / "expert_layers_2_3", "0.66")):
+        folder.mkdir()
+        (folder / "main_results.csv").write_text(head + f"\nsst2,expertsteer_label,{acc},0.5,0.7,10,3,0.3,target,,0.5,0.5\n")
+    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
+                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
+    window = [x.split(" | ") for x in steering.splitlines() if x.startswith("| tiny-sst2 | 2-3 |")]
+    assert [(x[3], x[5][:5]) for x in window] == [("expertsteer_label", "0.550"),
+                                                   ("expertsteer_label (base expert)", "0.660")]
 
 
 def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
