@@ -13,7 +13,10 @@ train items) and read three ways:
   where it is added? (A fixed vector can only shift every item alike; this asks whether it points
   along the knowledge at all.)
 - ``cos_target_label``: cosine with the target's own label-CAA direction at the steered layer (the
-  direction that is known to move its answers; ``results/protocol3``).
+  direction that is known to move its answers; ``results/protocol3``);
+- ``shift_at_<s>``: what the vector does to the answer: the mean change in log p(choice 1) - log p(choice 0)
+  at the first answer token where the two differ, after each test prompt, when the plan steers at signed strength ``s`` (nats; the
+  vector's sign as fitted); ``caa_shift_at_<s>``: the same for the target's own label-CAA at that layer.
 
     python analyses/tuned_directions.py --experts gemma-3-270m <tuned folder> --layers 5 9 14 15 16 17
     python analyses/tuned_directions.py --fast
@@ -36,7 +39,24 @@ from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.io import write_text  # noqa: E402
 from steer_lens.models import load_model  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
-from steer_lens.probes import logistic_probe_auroc, projection_auroc  # noqa: E402
+from steer_lens.probes import direct_effect, logistic_probe_auroc, projection_auroc  # noqa: E402
+
+
+def answer_tokens(tokenizer, first: str, second: str) -> tuple[str, tuple[int, int]]:
+    """(common prefix text, (token of ``first``, token of ``second``) where they first differ)."""
+    a, b = (tokenizer(c, add_special_tokens=False).input_ids for c in (first, second))
+    k = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)
+    if k is None:
+        raise ValueError(f"answers {first!r} and {second!r} tokenize to one prefix of the other; "
+                         "the answer shift needs two answers that differ")
+    return tokenizer.decode(a[:k]), (a[k], b[k])
+
+
+def answer_shift(target, prompts, plan, strength: float, tokens: tuple[int, int]) -> float:
+    """Mean change of log p(tokens[1]) - log p(tokens[0]) after each prompt when ``plan`` steers at
+    ``strength`` (nats)."""
+    dlp = direct_effect(target, prompts, plan=plan, strength=strength).mean_dlogprob
+    return float(dlp[tokens[1]] - dlp[tokens[0]])
 
 
 def held_out(model, test) -> torch.Tensor:
@@ -47,9 +67,10 @@ def held_out(model, test) -> torch.Tensor:
                    chat_template=es.chat_template, batch_size=es.batch_size).tensor
 
 
-def expert_rows(name: str, expert, target, layers, train, test, t_test, caa) -> list[dict]:
+def expert_rows(name: str, expert, target, layers, train, test, t_test, caa, shift) -> list[dict]:
     """One row per expert layer (see the module docstring). ``t_test``: the target's held-out
-    activations (``held_out``); ``caa``: target layer -> its label-CAA vector."""
+    activations (``held_out``); ``caa``: target layer -> its label-CAA plan; ``shift``: plan ->
+    {column: answer shift}."""
     pos, neg = contrast_prompts(train, by="label")
     acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))  # as main_results fits
     x_test = held_out(expert, test)
@@ -58,13 +79,16 @@ def expert_rows(name: str, expert, target, layers, train, test, t_test, caa) -> 
     for e in layers:
         t = depth_match(e, expert.cfg.n_layers, target.cfg.n_layers)
         plan = ExpertSteer(alignment="ridge", pairs=[(e, t)]).fit(expert, target, pos, neg, activations=acts)
-        v = plan.vectors[f"blocks.{t}.hook_resid_post"].float()
+        hook = f"blocks.{t}.hook_resid_post"
+        v, own = plan.vectors[hook].float(), caa(t)
         z = plan.aligners[(e, t)].transform(x_test[:, e].double()).float()
         rows.append({"expert": name, "expert_layer": e, "target_layer": t,
                      "expert_probe": logistic_probe_auroc(x_test[truth, e], x_test[~truth, e]),
                      "knows_in_expert": projection_auroc(z[truth], z[~truth], v),
                      "knows_in_target": projection_auroc(t_test[truth, t], t_test[~truth, t], v),
-                     "cos_target_label": float(torch.nn.functional.cosine_similarity(v, caa(t), dim=0))})
+                     "cos_target_label": float(torch.nn.functional.cosine_similarity(v, own.vectors[hook].float(),
+                                                                                     dim=0)),
+                     **shift(plan), **{f"caa_{k}": x for k, x in shift(own).items()}})
     return rows
 
 
@@ -77,6 +101,8 @@ def parse(argv=None):
     p.add_argument("--dataset", default="sst2")
     p.add_argument("--limit-train", type=int, default=64, help="as main_results (2 contrast prompts each)")
     p.add_argument("--limit-test", type=int, default=200)
+    p.add_argument("--shift-strengths", type=float, nargs="+", default=[-0.3, 0.3])
+    p.add_argument("--shift-items", type=int, default=32, help="test prompts for the answer shift")
     p.add_argument("--out", default=str(ROOT / "results" / "tuned_directions"))
     p.add_argument("--fast", action="store_true", help="tiny random models, few items")
     p.add_argument("--threads", type=int, default=1)
@@ -94,16 +120,21 @@ def main(argv=None) -> Path:
     t_layers = list(range(target.cfg.n_layers))
     label_acts = pooled_activations(target, label_pos, label_neg, t_layers)
 
-    def caa(layer: int) -> torch.Tensor:  # the target's own label-CAA direction at ``layer``
-        plan = fit_caa(target, label_pos, label_neg, layer, acts=label_acts, acts_layers=t_layers)
-        return plan.vectors[f"blocks.{layer}.hook_resid_post"].float()
+    def caa(layer: int):  # the target's own label-CAA plan at ``layer``
+        return fit_caa(target, label_pos, label_neg, layer, acts=label_acts, acts_layers=t_layers)
+
+    prefix, tokens = answer_tokens(target.tokenizer, *test[0].completions()[:2])
+    prompts = [it.prompt() + prefix for it in test[:a.shift_items]]
+
+    def shift(plan) -> dict:
+        return {f"shift_at_{s:+g}": answer_shift(target, prompts, plan, s, tokens) for s in a.shift_strengths}
 
     t_test = held_out(target, test)
     rows = []
     for name in a.experts:
         expert = tiny_expert if a.fast else load_model(name)
         layers = [min(e, expert.cfg.n_layers - 1) for e in a.layers] if a.fast else a.layers
-        rows += expert_rows(Path(name).name, expert, target, sorted(set(layers)), train, test, t_test, caa)
+        rows += expert_rows(Path(name).name, expert, target, sorted(set(layers)), train, test, t_test, caa, shift)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "tuned_directions.csv", rows)
     write_text(out / "README.md", "\n".join([

@@ -163,4 +163,17 @@ def test_tuned_directions_fast(tmp_path, analyses_path):
     for r in rows:
         assert all(0.0 <= float(r[k]) <= 1.0 for k in ("expert_probe", "knows_in_expert", "knows_in_target"))
         assert -1.0 <= float(r["cos_target_label"]) <= 1.0
+        # the target's own label-CAA pushes the answer one way at +s and the other way at -s
+        assert float(r["caa_shift_at_+0.3"]) * float(r["caa_shift_at_-0.3"]) < 0
     assert "--fast" in (out / "README.md").read_text()
+
+
+def test_answer_tokens_skips_the_common_prefix(analyses_path):
+    import tuned_directions
+    from lens_common import load_models
+
+    tok = load_models(True)[0].tokenizer
+    prefix, (a, b) = tuned_directions.answer_tokens(tok, "208", "209")
+    assert tok.decode([a]).endswith("8") and tok.decode([b]).endswith("9") and "209".startswith(prefix)
+    with pytest.raises(ValueError, match="differ"):
+        tuned_directions.answer_tokens(tok, "20", "20")
