@@ -26,6 +26,7 @@ Writes ``results/tuned_directions/tuned_directions.csv`` and ``README.md`` (tabl
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -69,8 +70,8 @@ def held_out(model, test) -> torch.Tensor:
 
 def expert_rows(name: str, expert, target, layers, train, test, t_test, caa, shift) -> list[dict]:
     """One row per expert layer (see the module docstring). ``t_test``: the target's held-out
-    activations (``held_out``); ``caa``: target layer -> its label-CAA plan; ``shift``: plan ->
-    {column: answer shift}."""
+    activations (``held_out``); ``caa``: target layer -> (its label-CAA vector, {column: answer
+    shift}); ``shift``: plan -> {column: answer shift}."""
     pos, neg = contrast_prompts(train, by="label")
     acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))  # as main_results fits
     x_test = held_out(expert, test)
@@ -80,15 +81,14 @@ def expert_rows(name: str, expert, target, layers, train, test, t_test, caa, shi
         t = depth_match(e, expert.cfg.n_layers, target.cfg.n_layers)
         plan = ExpertSteer(alignment="ridge", pairs=[(e, t)]).fit(expert, target, pos, neg, activations=acts)
         hook = f"blocks.{t}.hook_resid_post"
-        v, own = plan.vectors[hook].float(), caa(t)
+        v, (own, own_shift) = plan.vectors[hook].float(), caa(t)
         z = plan.aligners[(e, t)].transform(x_test[:, e].double()).float()
         rows.append({"expert": name, "expert_layer": e, "target_layer": t,
                      "expert_probe": logistic_probe_auroc(x_test[truth, e], x_test[~truth, e]),
                      "knows_in_expert": projection_auroc(z[truth], z[~truth], v),
                      "knows_in_target": projection_auroc(t_test[truth, t], t_test[~truth, t], v),
-                     "cos_target_label": float(torch.nn.functional.cosine_similarity(v, own.vectors[hook].float(),
-                                                                                     dim=0)),
-                     **shift(plan), **{f"caa_{k}": x for k, x in shift(own).items()}})
+                     "cos_target_label": float(torch.nn.functional.cosine_similarity(v, own, dim=0)),
+                     **shift(plan), **{f"caa_{k}": x for k, x in own_shift.items()}})
     return rows
 
 
@@ -120,8 +120,10 @@ def main(argv=None) -> Path:
     t_layers = list(range(target.cfg.n_layers))
     label_acts = pooled_activations(target, label_pos, label_neg, t_layers)
 
-    def caa(layer: int):  # the target's own label-CAA plan at ``layer``
-        return fit_caa(target, label_pos, label_neg, layer, acts=label_acts, acts_layers=t_layers)
+    @functools.cache  # one fit and one shift per target layer, shared by every expert
+    def caa(layer: int) -> tuple[torch.Tensor, dict]:  # the target's own label-CAA at ``layer``
+        plan = fit_caa(target, label_pos, label_neg, layer, acts=label_acts, acts_layers=t_layers)
+        return plan.vectors[f"blocks.{layer}.hook_resid_post"].float(), shift(plan)
 
     prefix, tokens = answer_tokens(target.tokenizer, *test[0].completions()[:2])
     prompts = [it.prompt() + prefix for it in test[:a.shift_items]]
