@@ -328,3 +328,22 @@ def test_expert_layers_runs_report_apart_but_share_the_cache():
     tuned = mr.parse(["--expert", "/x/gemma-tuned", "--expert-layers", "14", "17"])
     assert Path(tuned.out).parts[-2:] == ("gemma-tuned", "expert_layers_14_17")
     assert Path(tuned.cache) == Path(default.out) / "cache"  # target-only rows still shared
+
+
+def test_label_section_compares_the_field_with_its_control_and_the_fixed_vector():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    from main_report import label_section
+
+    def row(method, correct):
+        return {"dataset": "d", "method": method, "ids": list(range(len(correct))), "correct": correct}
+
+    n = 40
+    rows = [row("unsteered", [False] * n), row("expertsteer_label", [True] * 20 + [False] * 20),
+            row("random_label", [False] * n), row("expertsteer_label_field", [True] * n),
+            row("random_label_field", [False] * n)]
+    lines = {tuple(x.split(" | ")[1:3]): x for x in label_section(rows).splitlines() if x.startswith("| d |")}
+    assert set(lines) == {("expertsteer_label", "random_label"), ("expertsteer_label", "unsteered"),
+                          ("expertsteer_label_field", "random_label_field"),
+                          ("expertsteer_label_field", "expertsteer_label"), ("expertsteer_label_field", "unsteered")}
+    assert " | 1.0 | " in lines[("expertsteer_label_field", "random_label_field")]  # 40 of 40 vs 0 of 40
+    assert " | 0.5 | " in lines[("expertsteer_label_field", "expertsteer_label")]
