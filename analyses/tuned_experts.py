@@ -91,9 +91,9 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     comparison that says what the tuning changed."""
     base = {(r["dataset"], r["method"]): r for r in _csv(base_csv)}
     out = []
-    for folder in sorted(p for p in root.iterdir() if (p / "main_results.csv").is_file()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         name = next((n for n in cards if folder.name.startswith(n + "-")), folder.name)
-        for sub in [folder] + sorted(folder.glob("expert_layers_*_*")):
+        for sub in [s for s in [folder, *sorted(folder.glob("expert_layers_*_*"))] if (s / "main_results.csv").is_file()]:
             window = "middle half" if sub == folder else "-".join(sub.name.split("_")[2:])
             rows = {(r["dataset"], r["method"]): r for r in _csv(sub / "main_results.csv")}
             base_window = {(r["dataset"], r["method"]): r for r in _csv(base_csv.parent / sub.name / "main_results.csv")
