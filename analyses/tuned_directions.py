@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lens_common import ROOT, load_models, markdown, start_run, write_csv  # noqa: E402
 from steer_lens.activations import capture  # noqa: E402
-from steer_lens.baselines import fit_caa, pooled_activations  # noqa: E402
+from steer_lens.baselines import fit_caa  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.io import write_text  # noqa: E402
 from steer_lens.models import load_model  # noqa: E402
@@ -60,21 +60,21 @@ def answer_shift(target, prompts, plan, strength: float, tokens: tuple[int, int]
     return float(dlp[tokens[1]] - dlp[tokens[0]])
 
 
-def held_out(model, test) -> torch.Tensor:
-    """(item, layer, d): ExpertSteer's pooled activations of prompt + choice-1 completion."""
+def pooled(model, prompts) -> torch.Tensor:
+    """(prompt, layer, d): ExpertSteer's default pooled activations (every layer), one model."""
     es = ExpertSteer()
-    rows = contrast_prompts(test, by="label")[0]
-    return capture(model, rows, layers=range(model.cfg.n_layers), hook=es.hook, position=es.position,
+    return capture(model, list(prompts), layers=range(model.cfg.n_layers), hook=es.hook, position=es.position,
                    chat_template=es.chat_template, batch_size=es.batch_size).tensor
 
 
-def expert_rows(name: str, expert, target, layers, train, test, t_test, caa, shift) -> list[dict]:
-    """One row per expert layer (see the module docstring). ``t_test``: the target's held-out
-    activations (``held_out``); ``caa``: target layer -> (its label-CAA vector, {column: answer
-    shift}); ``shift``: plan -> {column: answer shift}."""
+def expert_rows(name: str, expert, target, layers, train, test, t_acts, caa, shift) -> list[dict]:
+    """One row per expert layer (see the module docstring). ``t_acts``: the target's (train label
+    contrast, held-out) activations from ``pooled``, captured once for every expert; ``caa``: target
+    layer -> (its label-CAA vector, {column: answer shift}); ``shift``: plan -> {column: answer shift}."""
     pos, neg = contrast_prompts(train, by="label")
-    acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))  # as main_results fits
-    x_test = held_out(expert, test)
+    t_train, t_test = t_acts
+    acts = (pooled(expert, list(pos) + list(neg)), t_train)  # what ExpertSteer.capture returns
+    x_test = pooled(expert, contrast_prompts(test, by="label")[0])  # prompt + choice-1 completion
     truth = torch.tensor([it.answer == 1 for it in test])
     rows = []
     for e in layers:
@@ -118,7 +118,8 @@ def main(argv=None) -> Path:
     target, tiny_expert = load_models(a.fast)
     label_pos, label_neg = contrast_prompts(train, by="label")
     t_layers = list(range(target.cfg.n_layers))
-    label_acts = pooled_activations(target, label_pos, label_neg, t_layers)
+    t_train = pooled(target, list(label_pos) + list(label_neg))  # once: ExpertSteer fits and label-CAA
+    label_acts = (t_train[:len(label_pos)], t_train[len(label_pos):])
 
     @functools.cache  # one fit and one shift per target layer, shared by every expert
     def caa(layer: int) -> tuple[torch.Tensor, dict]:  # the target's own label-CAA at ``layer``
@@ -131,12 +132,12 @@ def main(argv=None) -> Path:
     def shift(plan) -> dict:
         return {f"shift_at_{s:+g}": answer_shift(target, prompts, plan, s, tokens) for s in a.shift_strengths}
 
-    t_test = held_out(target, test)
+    t_acts = (t_train, pooled(target, contrast_prompts(test, by="label")[0]))
     rows = []
     for name in a.experts:
         expert = tiny_expert if a.fast else load_model(name)
         layers = [min(e, expert.cfg.n_layers - 1) for e in a.layers] if a.fast else a.layers
-        rows += expert_rows(Path(name).name, expert, target, sorted(set(layers)), train, test, t_test, caa, shift)
+        rows += expert_rows(Path(name).name, expert, target, sorted(set(layers)), train, test, t_acts, caa, shift)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "tuned_directions.csv", rows)
     write_text(out / "README.md", "\n".join([
