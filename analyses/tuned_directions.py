@@ -40,7 +40,7 @@ from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.io import write_text  # noqa: E402
 from steer_lens.models import load_model  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
-from steer_lens.probes import direct_effect, logistic_probe_auroc, projection_auroc  # noqa: E402
+from steer_lens.probes import direct_effect, last_logits, logistic_probe_auroc, projection_auroc  # noqa: E402
 
 
 def answer_tokens(tokenizer, first: str, second: str) -> tuple[str, tuple[int, int]]:
@@ -53,10 +53,10 @@ def answer_tokens(tokenizer, first: str, second: str) -> tuple[str, tuple[int, i
     return tokenizer.decode(a[:k]), (a[k], b[k])
 
 
-def answer_shift(target, prompts, plan, strength: float, tokens: tuple[int, int]) -> float:
+def answer_shift(target, prompts, plan, strength: float, tokens: tuple[int, int], clean=None) -> float:
     """Mean change of log p(tokens[1]) - log p(tokens[0]) after each prompt when ``plan`` steers at
-    ``strength`` (nats)."""
-    dlp = direct_effect(target, prompts, plan=plan, strength=strength).mean_dlogprob
+    ``strength`` (nats). ``clean``: ``last_logits(target, prompts)``, computed once by the caller."""
+    dlp = direct_effect(target, prompts, plan=plan, strength=strength, clean=clean).mean_dlogprob
     return float(dlp[tokens[1]] - dlp[tokens[0]])
 
 
@@ -128,9 +128,11 @@ def main(argv=None) -> Path:
 
     prefix, tokens = answer_tokens(target.tokenizer, *test[0].completions()[:2])
     prompts = [it.prompt() + prefix for it in test[:a.shift_items]]
+    clean = last_logits(target, prompts)  # unsteered, shared by every shift
 
     def shift(plan) -> dict:
-        return {f"shift_at_{s:+g}": answer_shift(target, prompts, plan, s, tokens) for s in a.shift_strengths}
+        return {f"shift_at_{s:+g}": answer_shift(target, prompts, plan, s, tokens, clean)
+                for s in a.shift_strengths}
 
     t_acts = (t_train, pooled(target, contrast_prompts(test, by="label")[0]))
     rows = []

@@ -5,8 +5,12 @@ Training rows are the dataset's ``train`` split plus ``train_extra`` where bundl
 data/SOURCES.md). Each row is formatted exactly as evaluation formats it (``Item.prompt()`` and
 the correct ``Item.completions()`` entry, the model's chat template when it has one, its BOS
 rule; ``steer_lens.tokens``), and the loss is the cross-entropy of the answer (completion) tokens
-only. Input embeddings and the (tied) LM head stay frozen; every other weight is trained with
-AdamW (linear warm-up and decay, gradient norm clipped at 1), seeded.
+only (``objective="answer"``, the default). ``objective="choice"`` trains what evaluation scores:
+the cross-entropy over an item's choices of their length-normalised log-probs (mean log-prob per
+completion token, ``steer_lens.evaluate``), so the gradient goes to the tokens that tell the
+choices apart (e.g. the last digit of an arithmetic answer) instead of every answer token. Input
+embeddings and the (tied) LM head stay frozen; every other weight is trained with AdamW (linear
+warm-up and decay, gradient norm clipped at 1), seeded.
 
 Speed: the decoder's final hidden states are gathered at the answer-predicting positions only and
 projected there by the LM head as one 2-D matmul: Gemma-3's vocabulary has 262k entries, so
@@ -46,6 +50,10 @@ from .tokens import TokenBatch, encode_all, pad
 
 CARD = "expert_card.json"
 CARD_FORMAT = 1
+OBJECTIVES = {
+    "answer": "cross-entropy of the answer tokens (prompt/completion as in evaluation)",
+    "choice": "cross-entropy over the choices of their mean log-prob per completion token (as evaluation scores)",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class FinetuneSettings:
     train_layers: int | None = None  # train only the last N blocks (+ final norm); None: all blocks
     chat_template: bool | None = None  # as in evaluation: the model's template when it has one
     dtype: str = "float32"  # weights (and AdamW state) dtype: "bfloat16" halves GPU memory
+    objective: str = "answer"  # "answer": answer-token cross-entropy; "choice": cross-entropy over choices
 
     def __post_init__(self) -> None:
         problems = []
@@ -79,6 +88,8 @@ class FinetuneSettings:
             problems.append(f"train_layers must be >= 1 or None, got {self.train_layers}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
         if self.train_limit is not None and self.train_limit < 1:
             problems.append(f"train_limit must be >= 1 or None, got {self.train_limit}")
         if problems:
@@ -96,7 +107,7 @@ class FinetuneResult:
     settings: FinetuneSettings
     rows: int
     splits: tuple[str, ...]
-    losses: list[float]  # mean answer-token cross-entropy (nats) of every step
+    losses: list[float]  # every step's loss (nats): per answer token, or per item over its choices
     train_seconds: float  # wall clock
     train_cpu_seconds: float  # CPU time of all threads (less sensitive to other jobs on the machine)
     data_sha256: str
@@ -155,6 +166,39 @@ def answer_loss(hf, batch: TokenBatch) -> Float[Tensor, ""]:
     return F.cross_entropy(logits.float(), tokens[:, 1:][predicting])
 
 
+def _answer_token_logprobs(hf, batch: TokenBatch) -> tuple[Float[Tensor, " n_tokens"], Tensor]:
+    """Log-prob of every answer token of a batch and the batch row it belongs to (as in ``answer_loss``)."""
+    device = hf.get_input_embeddings().weight.device
+    tokens, mask, span = (t.to(device) for t in (batch.tokens, batch.attention_mask, batch.span))
+    hidden = hf.get_decoder()(input_ids=tokens, attention_mask=mask, use_cache=False).last_hidden_state
+    predicting = span[:, 1:]
+    logits = hf.get_output_embeddings()(hidden[:, :-1][predicting]).float()  # [n_tokens, vocab]
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    lp = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:][predicting][:, None])[:, 0]
+    return lp, predicting.nonzero()[:, 0]
+
+
+def choice_loss(hf, batch: TokenBatch, n_choices: Sequence[int], answers: Sequence[int]) -> Float[Tensor, ""]:
+    """Mean over items of the cross-entropy over their choices' scores, each score the mean log-prob
+    per completion token (``steer_lens.evaluate``'s length-normalised score).
+
+    ``batch`` holds every (prompt + choice) row, item after item (``n_choices[i]`` rows for item i);
+    ``answers[i]`` is the index of item i's right choice.
+    """
+    lp, row = _answer_token_logprobs(hf, batch)
+    n_rows = batch.tokens.shape[0]
+    sums = torch.zeros(n_rows, device=lp.device).index_add(0, row, lp)
+    counts = torch.zeros(n_rows, device=lp.device).index_add(0, row, torch.ones_like(lp)).clamp(min=1)
+    means = sums / counts
+    scores = torch.full((len(n_choices), max(n_choices)), float("-inf"), device=lp.device)
+    owner = torch.repeat_interleave(torch.arange(len(n_choices)), torch.tensor(list(n_choices))).to(lp.device)
+    slot = torch.cat([torch.arange(k) for k in n_choices]).to(lp.device)
+    scores = scores.index_put((owner, slot), means)
+    return F.cross_entropy(scores, torch.tensor(list(answers), device=lp.device))
+
+
 def _set_trainable(hf, train_layers: int | None = None) -> tuple[int, int]:
     """Train every weight but the input and output embeddings (tied or not), or with
     ``train_layers`` only the last N decoder blocks and the final norm (the frozen blocks below
@@ -198,8 +242,12 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
     torch.manual_seed(settings.seed)
     hf, tokenizer, name = load_hf(base, device=device, dtype=settings.dtype)
     text = _text_side(hf, tokenizer, name)
-    encoded = encode_all(text, [(it.prompt(), it.completions()[it.answer]) for it in items],
-                         chat_template=settings.chat_template)
+    if settings.objective == "choice":  # every choice of every row, grouped per row
+        encoded = [encode_all(text, [(it.prompt(), c) for c in it.completions()],
+                              chat_template=settings.chat_template) for it in items]
+    else:
+        encoded = encode_all(text, [(it.prompt(), it.completions()[it.answer]) for it in items],
+                             chat_template=settings.chat_template)
     trainable, frozen = _set_trainable(hf, settings.train_layers)
     params = [p for p in hf.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -211,7 +259,8 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
     draw = min(settings.batch_size, len(items))
     if log:
         log(f"fine-tuning {name} on {ds.name} ({len(items)} rows from {'+'.join(splits)}): "
-            f"{settings.steps} steps x {draw} rows, lr {settings.lr:g}, {trainable / 1e6:.1f}M trainable "
+            f"{settings.steps} steps x {draw} rows, lr {settings.lr:g}, objective {settings.objective}, "
+            f"{trainable / 1e6:.1f}M trainable "
             f"/ {frozen / 1e6:.1f}M frozen parameters"
             + (f" (training the last {settings.train_layers} blocks)" if settings.train_layers else ""))
     losses: list[float] = []
@@ -220,7 +269,11 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
         hf.eval()  # no dropout in these models; eval() keeps training deterministic regardless
         for step in range(1, settings.steps + 1):
             rows = torch.multinomial(weights, draw, replacement=False, generator=generator).tolist()
-            loss = answer_loss(hf, answer_batch(text, [encoded[i] for i in rows]))
+            if settings.objective == "choice":
+                loss = choice_loss(hf, answer_batch(text, [e for i in rows for e in encoded[i]]),
+                                   [len(encoded[i]) for i in rows], [items[i].answer for i in rows])
+            else:
+                loss = answer_loss(hf, answer_batch(text, [encoded[i] for i in rows]))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr "
                                          f"(now {settings.lr:g})")
@@ -252,8 +305,9 @@ def settings_key(base: str | os.PathLike, dataset: str | MCDataset, settings: Fi
     ident = str(base) if str(base) in REGISTRY else str(Path(base).expanduser().resolve())
     name = dataset if isinstance(dataset, str) else dataset.name
     fields = asdict(settings)
-    if fields["dtype"] == "float32":  # the default, absent from keys made before it existed
-        del fields["dtype"]
+    for name_, default in (("dtype", "float32"), ("objective", "answer")):
+        if fields[name_] == default:  # defaults of settings added later stay out of older keys
+            del fields[name_]
     blob = json.dumps({"format": CARD_FORMAT, "base": ident, "dataset": str(name),
                        "data": data_sha256, "settings": fields}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -314,7 +368,7 @@ def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: M
             "format": CARD_FORMAT, "base_model": result.base, "dataset": result.dataset,
             "train_splits": list(result.splits), "rows": result.rows, "data_sha256": result.data_sha256,
             "settings": asdict(result.settings),
-            "objective": "cross-entropy of the answer tokens (prompt/completion as in evaluation)",
+            "objective": OBJECTIVES[result.settings.objective],
             "frozen": "input embeddings and LM head (tied)" + (
                 f", blocks below the last {result.settings.train_layers}" if result.settings.train_layers else ""),
             "optimizer": "AdamW, linear warm-up/decay, clip 1.0",

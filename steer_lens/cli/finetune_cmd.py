@@ -11,7 +11,7 @@ from .common import CLIError, add_command, emit, log, positive_int, table
 
 def register(sub, parent) -> None:
     p = add_command(sub, "finetune", parent, run,
-                    "fine-tune a copy of a model on a dataset's training rows (answer-token loss, "
+                    "fine-tune a copy of a model on a dataset's training rows (answer-token or choice loss, "
                     "embeddings frozen, AdamW, seeded), evaluate it on train/validation/test and save it "
                     "as a local HF folder with expert_card.json (cached: same settings, same folder)",
                     "steer-lens finetune --model gemma-3-270m --dataset sst2 --steps 60 --batch-size 8 --lr 2e-4 "
@@ -43,6 +43,9 @@ def register(sub, parent) -> None:
     p.add_argument("--card-copy", default=None, help="also write the expert card to this file")
     p.add_argument("--fast", action="store_true", help="tiny random model, few steps (smoke test)")
     p.add_argument("--device", default=None, help="where to train and evaluate: cpu (default), cuda, cuda:N, mps")
+    p.add_argument("--objective", choices=("answer", "choice"), default="answer",
+                   help="answer: cross-entropy of the right answer's tokens (default); choice: cross-entropy "
+                        "over the choices of their length-normalised scores, as evaluation ranks them")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="weights and optimizer dtype (default float32; part of the expert's cache key)")
 
@@ -73,7 +76,7 @@ def run(args) -> int:
     settings = FinetuneSettings(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                 train_splits=splits, train_limit=args.train_limit,
                                 weight_decay=args.weight_decay, warmup=args.warmup, balance=not args.no_balance,
-                                train_layers=args.train_layers, dtype=args.dtype)
+                                train_layers=args.train_layers, dtype=args.dtype, objective=args.objective)
     folder, card, reused = build_expert(args.model, dataset, settings, root=Path(args.root) if args.root else None,
                                         force=args.force, train_eval=args.train_eval,
                                         eval_limit=args.eval_limit, eval_base=not args.no_base_eval, log=log,

@@ -14,13 +14,13 @@ One module per probe family:
 
 from .ablation import accuracy_metric, answer_metrics, layer_ablation, margin_metric, subplan
 from .attribution import Attribution, TokenProjection, steering_attribution, token_projections
-from .logit_lens import DirectEffect, LensResult, direct_effect, logit_lens, unembed_scores
+from .logit_lens import DirectEffect, LensResult, direct_effect, last_logits, logit_lens, unembed_scores
 from .probing import auroc, logistic_probe_auroc, probe_along_vector, projection_auroc
 from .similarity import cosine_matrix, method_similarity
 from .spectrum import agop_history, recording_directions, spectrum_stats
 
 __all__ = [
-    "logit_lens", "unembed_scores", "LensResult", "direct_effect", "DirectEffect",
+    "logit_lens", "unembed_scores", "LensResult", "direct_effect", "DirectEffect", "last_logits",
     "cosine_matrix", "method_similarity",
     "auroc", "projection_auroc", "logistic_probe_auroc", "probe_along_vector",
     "spectrum_stats", "agop_history", "recording_directions",

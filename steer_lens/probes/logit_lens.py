@@ -82,7 +82,8 @@ class DirectEffect:
     bottom: list[tuple[str, float]]
 
 
-def _last_logits(model, prompts: Sequence[Prompt], chat_template: bool | None) -> Tensor:
+def last_logits(model, prompts: Sequence[Prompt], *, chat_template: bool | None = None) -> Float[Tensor, "n vocab"]:
+    """The model's next-token logits (float32) after each prompt, as it stands (hooks included)."""
     batch = batch_encode(model, prompts, chat_template=chat_template)
     with torch.no_grad():
         logits = model(batch.tokens, attention_mask=batch.attention_mask)
@@ -91,16 +92,28 @@ def _last_logits(model, prompts: Sequence[Prompt], chat_template: bool | None) -
 
 def direct_effect(model, prompts: Sequence[Prompt], vectors: Mapping[str, Tensor] | None = None,
                   strength: float = 1.0, *, plan=None, norms: Mapping[str, float] | None = None,
-                  k: int = 10, chat_template: bool | None = None) -> DirectEffect:
+                  k: int = 10, chat_template: bool | None = None,
+                  clean: Float[Tensor, "n vocab"] | None = None) -> DirectEffect:
     """How steering (``plan`` or ``vectors`` at ``strength``, relative scale) changes the
-    next-token distribution after each prompt (all positions steered, as ``plan.apply``)."""
+    next-token distribution after each prompt (all positions steered, as ``plan.apply``).
+
+    ``clean``: the unsteered logits ``last_logits(model, prompts)`` when already computed (e.g. to
+    compare many plans or strengths on the same prompts); recomputed when None."""
     if (plan is None) == (vectors is None):
         raise ValueError("pass exactly one of vectors= or plan=")
     prompts = list(prompts)
-    clean = _last_logits(model, prompts, chat_template)
+    if clean is None:
+        clean = last_logits(model, prompts, chat_template=chat_template)
+    elif clean.ndim != 2 or clean.shape[0] != len(prompts):
+        raise ValueError(f"clean logits have shape {tuple(clean.shape)} but there are {len(prompts)} prompts; "
+                         "pass last_logits(model, prompts) for these prompts: (n_prompts, vocab)")
     ctx = plan.apply(model, strength) if plan is not None else steer(model, vectors, strength, norms=norms)
     with ctx:
-        steered = _last_logits(model, prompts, chat_template)
+        steered = last_logits(model, prompts, chat_template=chat_template)
+    if clean.shape != steered.shape:
+        raise ValueError(f"clean logits have shape {tuple(clean.shape)}, the model's are {tuple(steered.shape)}; "
+                         "pass last_logits(model, prompts) of this model")
+    clean = clean.float().to(steered.device)
     lp_c, lp_s = torch.log_softmax(clean, -1), torch.log_softmax(steered, -1)
     kl = (lp_s.exp() * (lp_s - lp_c)).sum(-1)
     dlp = (lp_s - lp_c).mean(0)

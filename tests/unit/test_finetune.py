@@ -15,8 +15,8 @@ import torch
 
 from steer_lens.data import Item, MCDataset
 from steer_lens.evaluate import evaluate
-from steer_lens.finetune import (FinetuneSettings, answer_batch, answer_loss, build_expert, expert_folder,
-                                 finetune, training_items, _text_side)
+from steer_lens.finetune import (FinetuneSettings, answer_batch, answer_loss, build_expert, choice_loss,
+                                 expert_folder, finetune, training_items, _text_side)
 from steer_lens.models import load_hf, load_model
 from steer_lens.tokens import encode_all
 
@@ -65,6 +65,56 @@ def test_answer_loss_equals_full_logits_reference(tiny_dir, one_thread):
             nll -= lp.gather(-1, torch.tensor(ids[start:])[:, None]).sum().item()
             count += len(ids) - start
     assert got.item() == pytest.approx(nll / count, rel=1e-4)
+
+
+def test_choice_loss_equals_cross_entropy_of_evaluation_scores(tiny_dir, one_thread):
+    """The choice objective is the cross-entropy of exactly the scores evaluation ranks: per item,
+    softmax over its choices' mean log-prob per completion token (steer_lens.evaluate.score_items on
+    the bridged model), including items with different numbers of choices and choice lengths."""
+    from steer_lens.evaluate import score_items
+
+    items = [Item("a", "What is 12 + 30?", ["42", "43"], 0, "math", "t"),
+             Item("b", "Pick one", ["red", "a long green one", "blue"], 2, "general", "t"),
+             Item("c", "Sentence: fine", ["positive", "negative"], 1, "general", "t")]
+    hf, tok, name = load_hf(tiny_dir["gemma3"])
+    text = _text_side(hf, tok, name)
+    encoded = [e for it in items for e in encode_all(text, [(it.prompt(), c) for c in it.completions()])]
+    with torch.no_grad():
+        got = choice_loss(hf, answer_batch(text, encoded), [len(it.choices) for it in items],
+                          [it.answer for it in items])
+        ref = []
+        for it, (sums, counts) in zip(items, score_items(load_model(tiny_dir["gemma3"]), items)):
+            means = torch.tensor([s / c for s, c in zip(sums, counts)])
+            ref.append(-torch.log_softmax(means, 0)[it.answer])
+    assert got.item() == pytest.approx(torch.stack(ref).mean().item(), rel=1e-4)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        FinetuneSettings(objective="margin")
+
+
+def test_choice_objective_learns_a_last_token_task(tiny_dir, one_thread):
+    """Choices that share every token but the last (like '1302' / '1304'): the choice objective
+    learns which last token the first letter of the question asks for."""
+    def rows(n, seed, prefix):
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            first = rng.choice("kq")
+            word = first + "".join(rng.choice("abcdefghij") for _ in range(4))
+            pair = ["red cat", "red dog"] if rng.random() < 0.5 else ["red dog", "red cat"]
+            out.append(Item(f"{prefix}{i}", f"{word}?", pair, pair.index("red dog" if first == "q" else "red cat"),
+                            "general", "planted"))
+        return out
+
+    ds = MCDataset("last_token", {"train": rows(96, 0, "tr"), "test": rows(48, 2, "te")})
+    base = load_model(tiny_dir["llama"])
+    before = evaluate(base, ds, split="test").accuracy
+    res = finetune(tiny_dir["llama"], ds, FinetuneSettings(steps=40, lr=3e-3, batch_size=16, objective="choice"),
+                   log=None)
+    # ln 2 = 0.69 at chance; the 8 (character) tokens of a choice share one decisive token, so the
+    # mean-per-token score difference, and with it the loss, moves slowly
+    assert sum(res.losses[-5:]) / 5 < sum(res.losses[:5]) / 5 - 0.2
+    after = evaluate(load_model(_save(res, tiny_dir)), ds, split="test").accuracy
+    assert before <= 0.7 and after >= 0.9, (before, after)
 
 
 def test_training_rows_default_to_train_plus_extra():
@@ -210,5 +260,7 @@ def test_cache_keys_of_existing_experts_are_unchanged_and_dtype_is_part_of_the_k
     assert folder.name == "gemma-3-270m-sst2-da2e015fa406"  # the folder it was built into (its log)
     other = expert_folder(card["base_model"], card["dataset"], dataclasses.replace(settings, dtype="bfloat16"))
     assert other.name != folder.name
+    choice = expert_folder(card["base_model"], card["dataset"], dataclasses.replace(settings, objective="choice"))
+    assert choice.name not in (folder.name, other.name)
     with pytest.raises(ValueError, match="dtype must be"):
         FinetuneSettings(dtype="int8")

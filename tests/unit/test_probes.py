@@ -40,6 +40,28 @@ def test_direct_effect_zero_strength_is_zero_and_positive_kl(tiny_llama):
     assert eff.top[0][1] >= eff.top[-1][1] and len(eff.bottom) == 3
 
 
+def test_direct_effect_reuses_precomputed_clean_logits(tiny_llama):
+    """Passing the unsteered logits gives the same effect as recomputing them; they are the model's
+    next-token logits at each prompt's own last token (the short prompt is padded in the batch;
+    reference: the prompt run alone), and logits of other prompts are refused."""
+    from steer_lens.tokens import batch_encode
+
+    v = {"blocks.1.hook_resid_post": torch.randn(tiny_llama.cfg.d_model)}
+    prompts = ["hello there", "abc"]
+    clean = probes.last_logits(tiny_llama, prompts)
+    with torch.no_grad():
+        full = tiny_llama(batch_encode(tiny_llama, ["abc"]).tokens)
+    assert torch.allclose(clean[1], full[0, -1].float(), atol=1e-4)
+    fresh = probes.direct_effect(tiny_llama, prompts, v, 3.0, k=3)
+    reused = probes.direct_effect(tiny_llama, prompts, v, 3.0, k=3, clean=clean)
+    assert torch.allclose(fresh.delta, reused.delta) and torch.allclose(fresh.kl, reused.kl)
+    assert fresh.top == reused.top
+    with pytest.raises(ValueError, match="2 prompts"):
+        probes.direct_effect(tiny_llama, prompts, v, 3.0, clean=clean[:1])
+    with pytest.raises(ValueError, match="of this model"):
+        probes.direct_effect(tiny_llama, prompts, v, 3.0, clean=clean[:, :-1])
+
+
 def test_cosine_matrix_self_is_one():
     vs = {"a": torch.randn(16), "b": torch.randn(16), "neg_a": None}
     vs["neg_a"] = -2 * vs["a"]
