@@ -88,6 +88,8 @@ class Runner:
                 keys += ["refine"]
             if args.expert_layers is not None:
                 keys += ["expert_layers"]
+            if args.extend_flat:
+                keys += ["extend_flat"]
         models = {}
         if args.target != TARGET:
             models.update(target=args.target)
@@ -129,7 +131,8 @@ class Runner:
         a = self.args
         if a.protocol < 3:
             return StrengthSearch.fixed(a.strengths, signed=signed)
-        return StrengthSearch(grid=tuple(a.strengths), refine_rounds=a.refine_rounds, signed=signed)
+        return StrengthSearch(grid=tuple(a.strengths), refine_rounds=a.refine_rounds, signed=signed,
+                              extend_flat=a.extend_flat)
 
     def screen(self, signed: bool = False) -> StrengthSearch | None:
         """``--refine best``: candidates (layers, pairs) are compared on the coarse grid and only the
@@ -393,6 +396,9 @@ def parse(argv=None):
     p.add_argument("--expert-layers", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
                    help="validation pair rule: shortlist expert layers FIRST..LAST (inclusive; default the middle "
                         "half), e.g. the blocks a tuned expert trained; report in <default out>/expert_layers_FIRST_LAST")
+    p.add_argument("--extend-flat", action="store_true",
+                   help="strength search: also try larger strengths while no strength has changed the answers "
+                        "(StrengthSearch.extend_flat); report in <default out>/extend_flat")
     p.add_argument("--n-pairs", type=int, default=2)
     p.add_argument("--iti-heads", type=int, default=8)
     p.add_argument("--reverse", nargs="*", default=None, help="datasets for SmolLM2 -> Gemma (default: first)")
@@ -423,6 +429,9 @@ def parse(argv=None):
     if a.expert_layers is not None and a.out is None:  # another pair window: its own table, the same cache
         a.cache = a.cache or str(default_out / "cache")
         default_out = default_out / WINDOW_FOLDER.format(*a.expert_layers)
+    if a.extend_flat and a.out is None:  # another strength rule: its own table, the same cache
+        a.cache = a.cache or str(default_out / "cache")
+        default_out = default_out / "extend_flat"
     a.out = a.out or str(default_out)
     a.limit_val = a.limit_val or (100 if v3 else 24)
     a.limit_test = a.limit_test or (500 if v3 else 100)

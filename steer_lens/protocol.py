@@ -8,7 +8,8 @@ rule changes in one place:
   the right choice minus the best wrong one), then the smaller |strength|.
 * ``search_strength`` explores strengths on validation only: strength 0 (= do not steer) is
   always a candidate; a coarse log grid; while the best point is the largest strength tried the
-  search extends upward (``extend``); then each of ``refine_rounds`` rounds bisects the intervals
+  search extends upward (``extend``; with ``extend_flat`` also while no point has changed the
+  model's answers, see ``FLAT``); then each of ``refine_rounds`` rounds bisects the intervals
   next to the best point and the interval where the answers change most (``change``: predicted-
   choice distribution and accuracy), so a narrow window between two grid steps, where a shift
   flips the model's answers, is found. ``signed=True`` also searches negative strengths (label
@@ -42,6 +43,10 @@ class StrengthSearch:
     extend: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in turn while the best is the largest tried
     refine_rounds: int = 3
     signed: bool = False
+    # also extend while the curve is flat (no point's answers differ from strength 0's by more than
+    # FLAT): a direction too weak for the grid otherwise has an interior "best" point and is never
+    # tried stronger. Off by default: the rows cached before it was added used the rule without it.
+    extend_flat: bool = False
 
     def __post_init__(self) -> None:
         for name in ("grid", "extend"):
@@ -79,6 +84,9 @@ def change(a: Mapping, b: Mapping) -> float:
     k = max(len(sa), len(sb))
     sa, sb = sa + [0.0] * (k - len(sa)), sb + [0.0] * (k - len(sb))
     return 0.5 * sum(abs(x - y) for x, y in zip(sa, sb)) + abs(a["accuracy"] - b["accuracy"])
+
+
+FLAT = 0.02  # ``change`` from the strength-0 point at or below which a curve counts as flat
 
 
 def rank(p: Mapping) -> tuple:
@@ -121,6 +129,13 @@ def search_strength(score: Callable[[float], dict], search: StrengthSearch = Str
         return max(tried.values(), key=rank)
 
     ladder = sorted(search.extend)
+    while search.extend_flat:  # extend (both signs if signed) while no strength changed the answers
+        base = tried[0.0]
+        top = max(abs(s) for s in tried)
+        nxt = [s for s in ladder if s > top]
+        if not nxt or max(change(p, base) for p in tried.values()) > FLAT:
+            break
+        visit_all([sign * nxt[0] for sign in signs])
     while True:  # extend upward while the best point sits on the largest |strength| tried
         b = best()
         top = max(abs(s) for s in tried)

@@ -51,6 +51,8 @@ def add_search_args(p) -> None:
                    help="do not try larger strengths when the best is the largest tried")
     p.add_argument("--signed", action="store_true",
                    help="also try negative strengths (label directions, whose useful sign depends on the model)")
+    p.add_argument("--extend-flat", action="store_true",
+                   help="also try larger strengths while no strength has changed the answers (a flat curve)")
 
 
 def search_of(args):
@@ -60,7 +62,7 @@ def search_of(args):
     default = StrengthSearch()
     return StrengthSearch(grid=tuple(abs(s) for s in args.strengths if s != 0) or default.grid,
                           extend=() if args.no_extend else default.extend, refine_rounds=args.refine_rounds,
-                          signed=args.signed)
+                          signed=args.signed, extend_flat=args.extend_flat)
 
 
 def run_evaluate(args) -> int:

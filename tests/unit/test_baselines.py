@@ -330,6 +330,24 @@ def test_expert_layers_runs_report_apart_but_share_the_cache():
     assert Path(tuned.cache) == Path(default.out) / "cache"  # target-only rows still shared
 
 
+def test_extend_flat_runs_report_apart_with_their_own_keys():
+    """``--extend-flat`` changes what every searched row may select: its own table and cache keys,
+    the unsteered rows (nothing selected) shared; without it the keys of the cached rows are unchanged."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import main_results as mr
+
+    default = mr.parse(["--datasets", "sst2"])
+    flat = mr.parse(["--datasets", "sst2", "--extend-flat"])
+    assert Path(flat.out) == Path(default.out) / "extend_flat" and Path(flat.cache) == Path(default.out) / "cache"
+    both = mr.parse(["--datasets", "sst2", "--extend-flat", "--expert-layers", "14", "17"])
+    assert Path(both.out) == Path(default.out) / "expert_layers_14_17" / "extend_flat"
+    r0, r1 = mr.Runner(default, None, None), mr.Runner(flat, None, None)
+    assert r0.cache.name == "9645f4ecb5"  # the committed protocol-3 rows keep their key
+    assert r1.cache.name != r0.cache.name and r1.target_cache.name != r0.target_cache.name
+    assert r1.eval_cache == {k: v.with_name(v.name) for k, v in r0.eval_cache.items()}
+    assert r1.search().extend_flat and not r0.search().extend_flat
+
+
 def test_label_section_compares_the_field_with_its_control_and_the_fixed_vector():
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
     from main_report import label_section

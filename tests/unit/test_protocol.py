@@ -45,6 +45,35 @@ def test_search_extends_upward_when_the_best_is_the_largest():
     assert max(calls) == 0.2  # the best is inside the grid: no extension
 
 
+def test_flat_curve_extends_only_with_extend_flat():
+    """The blind spot measured with the SST-2-tuned Gemma: a direction that changes no answer up to
+    the grid's top (0.4) has a flat curve whose best point is 0, so the default rule never tries it
+    stronger. With ``extend_flat`` the search climbs the ladder (both signs when signed) until the
+    answers move, then stops climbing once the best point is inside the curve."""
+    def share(s):  # answers move only from |s| = 1 on, towards choice 1 for s > 0
+        return 0.0 if abs(s) < 1 else (1.0 if s > 0 else 0.0)
+
+    def acc(s):
+        return 0.7 if s >= 1 else 0.5
+
+    grid = StrengthSearch(grid=(0.1, 0.2, 0.4), refine_rounds=0, signed=True)
+    score, calls = _curve(acc, share)
+    best, _ = search_strength(score, grid)
+    assert best["strength"] == 0.0 and max(calls) == 0.4  # flat: never tried stronger
+    score, calls = _curve(acc, share)
+    best, _ = search_strength(score, StrengthSearch(grid=(0.1, 0.2, 0.4), refine_rounds=0, signed=True,
+                                                    extend_flat=True))
+    assert best["strength"] == 1.0 and best["accuracy"] == 0.7
+    assert {0.5, -0.5, 1.0, -1.0} <= set(calls) and 2.0 in calls  # 2 tried: the best was the largest
+    assert -2.0 not in calls  # once the answers moved, only the best sign extends
+    score, calls = _curve(lambda s: 0.5)  # truly inert: the whole ladder, then 0 keeps the tie
+    best, _ = search_strength(score, StrengthSearch(grid=(0.1,), refine_rounds=0, extend_flat=True))
+    assert best["strength"] == 0.0 and calls == [0.0, 0.1, 0.5, 1.0, 2.0]
+    score, calls = _curve(lambda s: 0.5, lambda s: min(1.0, 0.5 + s))  # answers move within the grid
+    search_strength(score, StrengthSearch(grid=(0.1, 0.2), refine_rounds=0, extend_flat=True))
+    assert max(calls) == 0.2
+
+
 def test_zero_is_always_a_candidate_and_wins_ties():
     score, calls = _curve(lambda s: 0.5)
     best, _ = search_strength(score, StrengthSearch(grid=(0.1,), refine_rounds=2))
