@@ -38,6 +38,7 @@ from steer_lens.field import shuffled_field_plan  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
 from steer_lens.protocol import StrengthSearch, choose, point  # noqa: E402
+from lens_common import start_run  # noqa: E402
 
 log = logging.getLogger("main_results")
 COMPACT = list(COMPACT_DATASETS)
@@ -450,8 +451,7 @@ def parse(argv=None):
 
 def main(argv=None) -> Path:
     a = parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(a.threads)
+    start_run("main_results", a, argv)  # logging, torch threads
     if a.report_only:
         return write_cached_report(a, Runner(a, None, None), {"target": Path(a.target).name,
                                                                "expert": Path(a.expert).name})
