@@ -177,3 +177,37 @@ def test_answer_tokens_skips_the_common_prefix(analyses_path):
     assert tok.decode([a]).endswith("8") and tok.decode([b]).endswith("9") and "209".startswith(prefix)
     with pytest.raises(ValueError, match="differ"):
         tuned_directions.answer_tokens(tok, "20", "20")
+
+
+def test_knows_answer_probe_map_sees_a_planted_answer_and_not_a_random_one(analyses_path):
+    """The probe map separates right from wrong completions when the right one is always the same
+    word (AUROC near 1 at every layer), and stays near chance when which word is right is a coin
+    flip unrelated to the prompt (both completions of an item share a fold)."""
+    import random
+
+    import knows_answer
+    from lens_common import load_models
+    from steer_lens.data import Item
+
+    target = load_models(True)[0]
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(5)) for _ in range(40)]
+    planted = [Item(f"p{i}", f"{w}?", ["yes", "no"] if i % 2 else ["no", "yes"], 1 - i % 2, "general", "t")
+               for i, w in enumerate(words)]
+    coin = [Item(f"c{i}", f"{w}?", ["yes", "no"], rng.randrange(2), "general", "t") for i, w in enumerate(words)]
+    seen = knows_answer.probe_map(target, planted)
+    blind = knows_answer.probe_map(target, coin)
+    assert len(seen) == target.cfg.n_layers and min(seen) > 0.95, seen
+    assert max(abs(x - 0.5) for x in blind) < 0.25, blind
+
+
+def test_knows_answer_fast(tmp_path, analyses_path):
+    import csv
+
+    import knows_answer
+
+    path = knows_answer.main(["--fast", "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "arithmetic_2way.csv")))
+    assert [r["model"] for r in rows] == ["tiny_target", "tiny_expert"]
+    assert all(0 <= float(r["best_auroc"]) <= 1 and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert "--fast" in path.read_text()
