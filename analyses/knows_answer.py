@@ -62,7 +62,8 @@ def main(argv=None) -> Path:
     items = load_dataset(a.dataset).split("test", limit=16 if a.fast else a.limit_test)
     if a.fast:
         items = [it for it in items if len(it.prompt()) < 200]
-    models = [("tiny_target", load_models(True)[0]), ("tiny_expert", load_models(True)[1])] if a.fast else \
+    # fast: the 3-layer model first, so the table must hold models of different depths
+    models = [("tiny_expert", load_models(True)[1]), ("tiny_target", load_models(True)[0])] if a.fast else \
         [(Path(m).name, load_model(m)) for m in a.models]
     rows = []
     for name, model in models:
@@ -73,8 +74,9 @@ def main(argv=None) -> Path:
                      "best_layer": best, "best_auroc": aurocs[best],
                      **{f"L{i}": x for i, x in enumerate(aurocs)}})
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / f"{a.dataset}.csv", rows)
     width = max(len([k for k in r if k.startswith("L")]) for r in rows)
+    rows = [{**r, **{f"L{i}": r.get(f"L{i}", "") for i in range(width)}} for r in rows]  # models of any depth
+    write_csv(out / f"{a.dataset}.csv", rows)
     summary = [{k: r[k] for k in ("model", "accuracy", "ci95", "best_layer", "best_auroc")} for r in rows]
     per_layer = [{"model": r["model"], **{f"L{i}": r.get(f"L{i}", "") for i in range(0, width, 2)}} for r in rows]
     text = (f"# Where does the model know the answer? ({a.dataset}, {len(items)} test items)\n\n"

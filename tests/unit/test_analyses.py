@@ -208,6 +208,7 @@ def test_knows_answer_fast(tmp_path, analyses_path):
 
     path = knows_answer.main(["--fast", "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "arithmetic_2way.csv")))
-    assert [r["model"] for r in rows] == ["tiny_target", "tiny_expert"]
+    assert [r["model"] for r in rows] == ["tiny_expert", "tiny_target"]  # 3 then 4 layers: one table
+    assert rows[0]["L3"] == "" and rows[1]["L3"] != ""
     assert all(0 <= float(r["best_auroc"]) <= 1 and 0 <= float(r["accuracy"]) <= 1 for r in rows)
     assert "--fast" in path.read_text()
