@@ -85,7 +85,8 @@ def _row(expert: str, window: str, method: str, r: dict) -> dict:
 
 def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     """One line per (expert, pair window, method) from each expert's main-results folder and its
-    ``expert_layers_<first>_<last>`` subfolders (runs with ``--expert-layers``); target-only rows
+    ``expert_layers_<first>_<last>`` subfolders (runs with ``--expert-layers``; ``extend_flat`` below
+    either: runs with ``--extend-flat``); target-only rows
     come from the main protocol-3 run (same target, same settings, shared cache). A window run is
     followed by the base expert's rows in the same window (``<base_csv folder>/<window>/``), the
     comparison that says what the tuning changed."""
@@ -93,10 +94,14 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         name = next((n for n in cards if folder.name.startswith(n + "-")), folder.name)
-        for sub in [s for s in [folder, *sorted(folder.glob("expert_layers_*_*"))] if (s / "main_results.csv").is_file()]:
-            window = "middle half" if sub == folder else "-".join(sub.name.split("_")[2:])
+        windows = sorted(folder.glob("expert_layers_*_*"))
+        subs = [folder, *windows, *[w / "extend_flat" for w in [folder, *windows]]]
+        for sub in [s for s in subs if (s / "main_results.csv").is_file()]:
+            rel = sub.relative_to(folder)
+            window = next(("-".join(p.split("_")[2:]) for p in rel.parts if p.startswith("expert_layers_")),
+                          "middle half") + (", extend-flat search" if "extend_flat" in rel.parts else "")
             rows = {(r["dataset"], r["method"]): r for r in _csv(sub / "main_results.csv")}
-            base_window = {(r["dataset"], r["method"]): r for r in _csv(base_csv.parent / sub.name / "main_results.csv")
+            base_window = {(r["dataset"], r["method"]): r for r in _csv(base_csv.parent / rel / "main_results.csv")
                            if sub != folder}
             for ds in sorted({d for d, _ in rows}):
                 for m in STEERING:

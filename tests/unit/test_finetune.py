@@ -234,6 +234,18 @@ def test_cli_finetune_fast(tmp_path):
     window = [x.split(" | ") for x in steering.splitlines() if x.startswith("| tiny-sst2 | 2-3 |")]
     assert [(x[3], x[5][:5]) for x in window] == [("expertsteer_label", "0.550"),
                                                    ("expertsteer_label (base expert)", "0.660")]
+    # the same window searched with --extend-flat: listed apart, after the window's own rows
+    flat = tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3" / "extend_flat"
+    flat.mkdir()
+    (flat / "main_results.csv").write_text(head + "\nsst2,expertsteer_label,0.61,0.5,0.7,10,3,1.0,target,,0.5,0.5\n")
+    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
+                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    lines = [x.split(" | ") for x in (tmp_path / "README.md").read_text().splitlines() if x.startswith("| tiny-sst2 | 2-3")]
+    assert [(x[1], x[3], x[5][:5]) for x in lines] == [("2-3", "expertsteer_label", "0.550"),
+                                                        ("2-3", "expertsteer_label (base expert)", "0.660"),
+                                                        ("2-3, extend-flat search", "expertsteer_label", "0.610")]
 
 
 def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
