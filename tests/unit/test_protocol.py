@@ -69,6 +69,10 @@ def test_flat_curve_extends_only_with_extend_flat():
     score, calls = _curve(lambda s: 0.5)  # truly inert: the whole ladder, then 0 keeps the tie
     best, _ = search_strength(score, StrengthSearch(grid=(0.1,), refine_rounds=0, extend_flat=True))
     assert best["strength"] == 0.0 and calls == [0.0, 0.1, 0.5, 1.0, 2.0]
+    # one answer of 100 flips (and turns wrong) at 0.4: movement, as in the tuned-Gemma 16 -> 27 run
+    score, calls = _curve(lambda s: 0.49 if s >= 0.4 else 0.5, lambda s: 0.01 if s >= 0.4 else 0.0)
+    search_strength(score, StrengthSearch(grid=(0.1, 0.2, 0.4), refine_rounds=0, extend_flat=True))
+    assert max(calls) == 0.4
     score, calls = _curve(lambda s: 0.5, lambda s: min(1.0, 0.5 + s))  # answers move within the grid
     search_strength(score, StrengthSearch(grid=(0.1, 0.2), refine_rounds=0, extend_flat=True))
     assert max(calls) == 0.2
