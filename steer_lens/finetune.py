@@ -149,25 +149,18 @@ def answer_batch(text_side, encoded: Sequence[tuple[list[int], int]]) -> TokenBa
 
 
 def answer_loss(hf, batch: TokenBatch) -> Float[Tensor, ""]:
-    """Mean cross-entropy (nats per answer token) of the answer tokens of a batch.
+    """Mean cross-entropy (nats per answer token) of the answer tokens of a batch."""
+    lp, _ = _answer_token_logprobs(hf, batch)
+    return -lp.mean()
+
+
+def _answer_token_logprobs(hf, batch: TokenBatch) -> tuple[Float[Tensor, " n_tokens"], Tensor]:
+    """Log-prob (float32) of every answer token of a batch, and the batch row it belongs to.
 
     Position ``p`` predicts token ``p + 1``: the decoder's final (normed) hidden states at the
     positions before each answer token, ``[n_answer_tokens, d_model]``, go through the LM head
     (and the final logit soft-cap where the model has one, as in its HF forward).
     """
-    device = hf.get_input_embeddings().weight.device
-    tokens, mask, span = (t.to(device) for t in (batch.tokens, batch.attention_mask, batch.span))
-    hidden = hf.get_decoder()(input_ids=tokens, attention_mask=mask, use_cache=False).last_hidden_state
-    predicting = span[:, 1:]  # [batch, pos - 1]: the next token is an answer token
-    logits = hf.get_output_embeddings()(hidden[:, :-1][predicting])  # [n_answer_tokens, vocab]
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits.float(), tokens[:, 1:][predicting])
-
-
-def _answer_token_logprobs(hf, batch: TokenBatch) -> tuple[Float[Tensor, " n_tokens"], Tensor]:
-    """Log-prob of every answer token of a batch and the batch row it belongs to (as in ``answer_loss``)."""
     device = hf.get_input_embeddings().weight.device
     tokens, mask, span = (t.to(device) for t in (batch.tokens, batch.attention_mask, batch.span))
     hidden = hf.get_decoder()(input_ids=tokens, attention_mask=mask, use_cache=False).last_hidden_state
