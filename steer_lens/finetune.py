@@ -186,8 +186,9 @@ def choice_loss(hf, batch: TokenBatch, n_choices: Sequence[int], answers: Sequen
     counts = torch.zeros(n_rows, device=lp.device).index_add(0, row, torch.ones_like(lp)).clamp(min=1)
     means = sums / counts
     scores = torch.full((len(n_choices), max(n_choices)), float("-inf"), device=lp.device)
-    owner = torch.repeat_interleave(torch.arange(len(n_choices)), torch.tensor(list(n_choices))).to(lp.device)
-    slot = torch.cat([torch.arange(k) for k in n_choices]).to(lp.device)
+    dev = lp.device
+    owner = torch.repeat_interleave(torch.arange(len(n_choices), device=dev), torch.tensor(list(n_choices), device=dev))
+    slot = torch.cat([torch.arange(k, device=dev) for k in n_choices])
     scores = scores.index_put((owner, slot), means)
     return F.cross_entropy(scores, torch.tensor(list(answers), device=lp.device))
 
