@@ -63,7 +63,8 @@ def _fast(args) -> None:
 
 def run(args) -> int:
     from ..data import load_dataset
-    from ..finetune import FinetuneSettings, build_expert
+    from ..experts import build_expert
+    from ..finetune import FinetuneSettings
 
     if args.fast:
         _fast(args)

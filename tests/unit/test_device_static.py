@@ -41,7 +41,7 @@ ALLOWED = {
         "seeded CPU generator shuffles labels of the RFM's targets, which it copies to the CPU first",
     ("steer_lens/finetune.py", "training_items"):
         "seeded CPU generator picks which dataset items to train on (Python list indices, no model yet)",
-    ("steer_lens/finetune.py", "evaluate_splits"):
+    ("steer_lens/experts.py", "evaluate_splits"):
         "seeded CPU generator picks which train items to score (Python list indices)",
     ("steer_lens/finetune.py", "finetune"):
         "per-item sampling weights for a seeded CPU generator (indices into a Python list)",

@@ -15,8 +15,9 @@ import torch
 
 from steer_lens.data import Item, MCDataset
 from steer_lens.evaluate import evaluate
-from steer_lens.finetune import (FinetuneSettings, answer_batch, answer_loss, build_expert, choice_loss,
-                                 expert_folder, finetune, training_items, _text_side)
+from steer_lens.experts import build_expert, expert_folder
+from steer_lens.finetune import (FinetuneSettings, answer_batch, answer_loss, choice_loss, finetune, training_items,
+                                 _text_side)
 from steer_lens.models import load_hf, load_model
 from steer_lens.tokens import encode_all
 
@@ -263,7 +264,8 @@ def test_cache_keys_of_existing_experts_are_unchanged_and_dtype_is_part_of_the_k
     key), and another dtype is another expert."""
     import dataclasses
 
-    from steer_lens.finetune import FinetuneSettings, expert_folder
+    from steer_lens.experts import expert_folder
+    from steer_lens.finetune import FinetuneSettings
 
     root = Path(__file__).resolve().parents[2] / "results" / "tuned_experts" / "cards"
     card = json.loads((root / "gemma-3-270m-sst2.json").read_text())
