@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -252,6 +253,19 @@ def label_section(rows: list[dict]) -> str:
             + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
 
 
+ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
+
+
+def per_item(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """``{dataset: {method: {"ids": [...], "correct": [...]}}}``: which test items each row got right, so
+    rows of two runs (another expert, another window) can be compared item by item (McNemar, paired bootstrap)."""
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if "ids" in r and "correct" in r:
+            out[r["dataset"]][r["method"]] = {"ids": list(r["ids"]), "correct": [bool(c) for c in r["correct"]]}
+    return dict(out)
+
+
 def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = csv_rows(rows)
@@ -260,6 +274,7 @@ def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> 
     w.writeheader()
     w.writerows(table)
     write_text(out / "main_results.csv", buf.getvalue())
+    write_text(out / ITEMS, json.dumps(per_item(rows), separators=(",", ":")) + "\n")
     by_domain = defaultdict(list)
     for r in table:
         by_domain[(r["domain"], r["method"], r["model"])].append(r["accuracy"])

@@ -17,6 +17,7 @@ import csv
 import json
 from pathlib import Path
 
+from steer_lens.evaluate import mcnemar, paired_bootstrap
 from steer_lens.io import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,26 @@ def _csv(path: Path) -> list[dict]:
     return list(csv.DictReader(path.open())) if path.is_file() else []
 
 
-def _row(expert: str, window: str, method: str, r: dict) -> dict:
+def _items(folder: Path) -> dict:
+    """Per-item correctness of a main-results folder (``items.json``, written by ``main_report``), or {}."""
+    path = folder / "items.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def paired(tuned: dict | None, base: dict | None) -> str:
+    """Tuned minus base expert on the same test items: mean difference [95% CI], McNemar p (exact,
+    uncorrected) and the discordant counts; empty when either row has no per-item record."""
+    if not tuned or not base:
+        return ""
+    if tuned["ids"] != base["ids"]:
+        raise ValueError("the tuned and base rows were scored on different test items; re-run both with the "
+                         "same --limit-test")
+    pb, mc = paired_bootstrap(tuned["correct"], base["correct"]), mcnemar(tuned["correct"], base["correct"])
+    return (f"{pb['diff']:+.3f} [{pb['ci_low']:+.3f}, {pb['ci_high']:+.3f}], p = {mc['p']:.3g} "
+            f"({mc['only_a']} vs {mc['only_b']})")
+
+
+def _row(expert: str, window: str, method: str, r: dict, vs_tuned: str = "") -> dict:
     p = r.get("p_mcnemar_vs_unsteered") or ""
     return {"expert": expert, "expert layers": window, "dataset": r["dataset"], "method": method,
             "model": r["model"], "test acc [95% CI]": f"{float(r['accuracy']):.3f} "
@@ -80,7 +100,7 @@ def _row(expert: str, window: str, method: str, r: dict) -> dict:
             "layers": r.get("layers", ""), "strength": r.get("strength", ""), "val acc": r.get("val_accuracy", ""),
             "p vs unsteered": "" if p in ("", None) else ("< 1e-4" if float(p) == 0  # CSV: 4 d.p.
                                                           else f"{float(p):.3g}"),
-            "share of top answer": r.get("pred_share", "")}
+            "share of top answer": r.get("pred_share", ""), "tuned - base (paired)": vs_tuned}
 
 
 def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
@@ -89,11 +109,16 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     either: runs with ``--extend-flat``); target-only rows
     come from the main protocol-3 run (same target, same settings, shared cache). A window run is
     followed by the base expert's rows in the same window (``<base_csv folder>/<window>/``), the
-    comparison that says what the tuning changed."""
+    comparison that says what the tuning changed. The base expert's window runs are read from
+    ``<root>/<card's base model>/<window>/`` when the base model was run as the expert there (e.g.
+    ``--expert smollm2-135m-instruct``), else from the main run's folder (the default expert)."""
     base = {(r["dataset"], r["method"]): r for r in _csv(base_csv)}
+    bases = {c["base_model"] for c in cards.values()}  # runs of a base model as the expert: <root>/<base model>/
     out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in bases):
         name = next((n for n in cards if folder.name.startswith(n + "-")), folder.name)
+        card_base = cards[name]["base_model"] if name in cards else None
+        base_root = root / card_base if card_base and (root / card_base).is_dir() else base_csv.parent
         windows = sorted(folder.glob("expert_layers_*_*"))
         subs = [folder, *windows, *[w / "extend_flat" for w in [folder, *windows]]]
         for sub in [s for s in subs if (s / "main_results.csv").is_file()]:
@@ -101,8 +126,9 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
             window = next(("-".join(p.split("_")[2:]) for p in rel.parts if p.startswith("expert_layers_")),
                           "middle half") + (", extend-flat search" if "extend_flat" in rel.parts else "")
             rows = {(r["dataset"], r["method"]): r for r in _csv(sub / "main_results.csv")}
-            base_window = {(r["dataset"], r["method"]): r for r in _csv(base_csv.parent / rel / "main_results.csv")
+            base_window = {(r["dataset"], r["method"]): r for r in _csv(base_root / rel / "main_results.csv")
                            if sub != folder}
+            items, base_items = _items(sub), _items(base_root / rel) if sub != folder else {}
             for ds in sorted({d for d, _ in rows}):
                 for m in STEERING:
                     r = rows.get((ds, m)) or (base.get((ds, m)) if m != "expert_unsteered" and sub == folder else None)
@@ -110,14 +136,15 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
                         out.append(_row(name, window, m, r))
                 for m in STEERING:
                     if m in EXPERT_METHODS and (ds, m) in base_window:
-                        out.append(_row(name, window, f"{m} (base expert)", base_window[(ds, m)]))
+                        vs = paired(items.get(ds, {}).get(m), base_items.get(ds, {}).get(m)) if (ds, m) in rows else ""
+                        out.append(_row(name, window, f"{m} (base expert)", base_window[(ds, m)], vs))
     return out
 
 
 def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
     rows = steering_rows(root, cards, base_csv)
     cols = ["expert", "expert layers", "dataset", "method", "model", "test acc [95% CI]", "n", "layers", "strength", "val acc",
-            "p vs unsteered", "share of top answer"]
+            "p vs unsteered", "share of top answer", "tuned - base (paired)"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                       + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
     text = ["# Task-tuned experts as the expert of ExpertSteer", "",
@@ -125,7 +152,10 @@ def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
             "(`analyses/main_results.py --expert <folder> --datasets <its dataset>`): fit on train, layer pairs and "
             "strength chosen on 100 validation items, test scored once; each random control sits at its method's "
             "hooks, norms and strength. Target-only rows (unsteered, label_caa, caa, self_rfm and their controls) "
-            "are shared with `results/protocol3`.", "",
+            "are shared with `results/protocol3`. On a \"(base expert)\" row, *tuned - base (paired)* compares the "
+            "tuned expert's row above it with the base expert's in the same window item by item: mean difference "
+            "[95% paired-bootstrap CI], exact McNemar p (uncorrected) and (items right only with the tuned expert's "
+            "direction vs only with the base one's).", "",
             table if rows else "(no expert has been run through the main protocol yet)", "",
             experts_md.replace("# Task-tuned experts", "## The experts", 1)]
     notes = root / "notes.md"

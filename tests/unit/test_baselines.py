@@ -3,6 +3,7 @@ control matches a plan's hooks/norms, ITI reads per-head outputs, and the runner
 TEST while fitting or selecting."""
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -189,6 +190,10 @@ def test_report_from_rows(tmp_path):
     lines = (tmp_path / "main_results.csv").read_text().splitlines()
     assert lines[0].startswith("dataset,domain,method,accuracy,ci_low,ci_high,n,majority_rate,layers,strength")
     assert lines[2].split(",")[14] == "0.5"  # delta vs unsteered
+    # per-item correctness of every row, for paired comparisons across runs (analyses/tuned_experts.py)
+    items = json.loads((tmp_path / "items.json").read_text())
+    assert items["d"]["random"] == {"ids": list("abcd"), "correct": [True, False, True, False]}
+    assert set(items["d"]) == {"unsteered", "expertsteer_autoencoder", "random"}
 
 
 def test_fast_runner_end_to_end(tmp_path):

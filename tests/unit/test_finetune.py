@@ -235,6 +235,22 @@ def test_cli_finetune_fast(tmp_path):
     window = [x.split(" | ") for x in steering.splitlines() if x.startswith("| tiny-sst2 | 2-3 |")]
     assert [(x[3], x[5][:5]) for x in window] == [("expertsteer_label", "0.550"),
                                                    ("expertsteer_label (base expert)", "0.660")]
+    assert window[1][-1] == " |"  # no per-item record (items.json): no paired comparison
+    # with per-item records (main_report's items.json) the base row carries tuned - base, paired:
+    # 10 items, tuned right on 0-5, base right on 0-1 and 6 -> +0.3, 4 items only tuned, 1 only base
+    ids = [f"i{k}" for k in range(10)]
+    for folder, right in ((tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3", range(6)),
+                          (tmp_path / "expert_layers_2_3", (0, 1, 6))):
+        (folder / "items.json").write_text(json.dumps({"sst2": {"expertsteer_label": {
+            "ids": ids, "correct": [k in right for k in range(10)]}}}))
+    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
+                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    window = [x.split(" | ") for x in (tmp_path / "README.md").read_text().splitlines()
+              if x.startswith("| tiny-sst2 | 2-3 |")]
+    assert window[0][-1] == " |" and window[1][-1].startswith("+0.300 [") and window[1][-1].endswith(
+        "p = 0.375 (4 vs 1) |"), window[1][-1]
     # the same window searched with --extend-flat: listed apart, after the window's own rows
     flat = tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3" / "extend_flat"
     flat.mkdir()
@@ -247,6 +263,19 @@ def test_cli_finetune_fast(tmp_path):
     assert [(x[1], x[3], x[5][:5]) for x in lines] == [("2-3", "expertsteer_label", "0.550"),
                                                         ("2-3", "expertsteer_label (base expert)", "0.660"),
                                                         ("2-3, extend-flat search", "expertsteer_label", "0.610")]
+    # the base model run as the expert itself (--expert target): its window is the base row, not the main run's
+    own = tmp_path / "target" / "expert_layers_2_3"
+    own.mkdir(parents=True)
+    (own / "main_results.csv").write_text(head + "\nsst2,expertsteer_label,0.70,0.5,0.8,10,3,0.3,target,,0.5,0.5\n")
+    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
+                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    text = (tmp_path / "README.md").read_text()
+    lines = [x.split(" | ") for x in text.splitlines() if x.startswith("| tiny-sst2 | 2-3 |")]
+    assert [(x[3], x[5][:5]) for x in lines] == [("expertsteer_label", "0.550"),
+                                                  ("expertsteer_label (base expert)", "0.700")]
+    assert not [x for x in text.splitlines() if x.startswith("| target |")]  # not listed as an expert of its own
 
 
 def test_train_layers_trains_only_the_top_blocks(tiny_dir, planted, one_thread):
