@@ -87,8 +87,10 @@ def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
 LABEL_MAIN = "expertsteer_label"
 # which random control each method is judged against (same hooks and norms as its matched method)
 CONTROL_OF = {"expertsteer_label": "random_label", "expertsteer_label_lowest_mi": "random_label",
-              "label_caa": "random_label_caa", "expertsteer_ridge_field": "random_field",
-              "expertsteer_label_field": "random_label_field"}
+              "label_caa": "random_label_caa", "caa": "random_caa", "self_rfm": "random_self_rfm",
+              "expertsteer_ridge_field": "random_field", "expertsteer_label_field": "random_label_field"}
+# rows that are references, not methods: no significance tally of their own
+REFERENCES = {"unsteered", "expert_unsteered", "random", "reverse_random", *CONTROL_OF.values()}
 
 
 def comparisons(rows: list[dict], main: str = MAIN,
@@ -126,8 +128,7 @@ def significance_summary(rows: list[dict]) -> list[dict]:
     tally: dict = defaultdict(lambda: defaultdict(int))
     for m in _by_dataset(rows).values():
         for method, r in m.items():
-            if method in ("unsteered", "expert_unsteered", "random", "reverse_random", "random_label", "random_field",
-                          "random_label_field", "random_label_caa"):
+            if method in REFERENCES:
                 continue
             rev = method.startswith("reverse_")
             for label, ref in (("unsteered", "expert_unsteered" if rev else "unsteered"),
@@ -232,8 +233,8 @@ lowest-MI rule (`expertsteer_autoencoder`, `_ridge`, `_procrustes`, `expertsteer
 the validation rule (`expertsteer_label`: `pair_shortlist` expert layers of the middle half with the
 best train-only label separation, each paired with the target layer at the same depth, chosen on
 VALIDATION). `random` / `random_label` = random unit vectors at the hooks, norms and selected strength
-of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own); `random_label_caa` the
-same for `label_caa`. `*_field` methods steer
+of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own); `random_label_caa`,
+`random_caa` and `random_self_rfm` the same for `label_caa`, `caa` and `self_rfm`. `*_field` methods steer
 each token along the gradient of the pair's RFM at that token (`steer_lens.field`, ridge alignment);
 their controls `random_field` / `random_label_field` are the same mode on RFMs refitted to shuffled
 labels, at the matched method's hooks, norms and strength.""",

@@ -54,15 +54,16 @@ ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                "expertsteer_ridge_field": ("ridge", "lowest", "correct", "field"),
                "expertsteer_label_field": ("ridge", "validation", "label", "field")}
 CORE = ["unsteered", "expert_unsteered", "label_caa", "random_label_caa", "expertsteer_label", "random_label", "caa",
-        "self_rfm", "expertsteer_autoencoder", "random"]
+        "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
              "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
              "random_label_field"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
-TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "random_label_caa", "iti"}  # rows that do not depend on the expert
+TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "random_label_caa", "random_caa", "random_self_rfm",
+               "iti"}  # rows that do not depend on the expert
 CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
-            "random_label_caa": "label_caa",
+            "random_label_caa": "label_caa", "random_caa": "caa", "random_self_rfm": "self_rfm",
             "reverse_random": "reverse_expertsteer_autoencoder",
             # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
             "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}

@@ -201,17 +201,26 @@ def test_fast_runner_end_to_end(tmp_path):
     import main_results as mr
 
     readme = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
-                      "expertsteer_autoencoder", "random"])
+                      "random_caa", "expertsteer_autoencoder", "random"])
     lines = (tmp_path / "main_results.csv").read_text().splitlines()
-    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "caa",
+    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "caa", "random_caa",
                                                          "expertsteer_autoencoder", "random",
                                                          "reverse_expertsteer_autoencoder", "reverse_random"]
     rows = {line.split(",")[2]: line.split(",") for line in lines[1:]}
     assert rows["random"][9] == rows["expertsteer_autoencoder"][9]  # the control copies the strength
+    # CAA's own control: random unit vectors at CAA's chosen layer, norm and strength, cached with the
+    # target-only rows (it does not depend on the expert)
+    (own,) = (tmp_path / "cache").glob("*/arithmetic_2way__random_caa.json")
+    (caa,) = (tmp_path / "cache").glob("*/arithmetic_2way__caa.json")
+    own, caa = json.loads(own.read_text()), json.loads(caa.read_text())
+    assert own["matched_to"] == "caa" and (own["layers"], own["strength"]) == (caa["layers"], caa["strength"])
+    other = mr.Runner(mr.parse(["--fast", "--out", str(tmp_path / "other"), "--expert", "another-expert"]), None, None)
+    assert other.row_path("d", "random_caa").parent == other.row_path("d", "caa").parent != other.row_path(
+        "d", "random").parent
     assert rows["reverse_random"][9] == rows["reverse_expertsteer_autoencoder"][9]
     assert "caa" in readme.read_text()
     again = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
-                     "expertsteer_autoencoder", "random", "--report-only"])
+                     "random_caa", "expertsteer_autoencoder", "random", "--report-only"])
     assert (tmp_path / "main_results.csv").read_text().splitlines() == lines and again == readme
     # a later run over fewer methods (all cached here) rewrites the report from the whole cache,
     # so it never drops the rows other runs wrote
