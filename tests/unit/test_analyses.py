@@ -212,3 +212,34 @@ def test_knows_answer_fast(tmp_path, analyses_path):
     assert rows[0]["L3"] == "" and rows[1]["L3"] != ""
     assert all(0 <= float(r["best_auroc"]) <= 1 and 0 <= float(r["accuracy"]) <= 1 for r in rows)
     assert "--fast" in path.read_text()
+
+
+def test_random_directions_fast_reproduces_the_main_control(tmp_path, analyses_path):
+    """The refitted plan lands on the cached row's layers, and its seed-0 random direction scores the
+    test items exactly as main_results' own random control did (same hooks, norms, strength)."""
+    import csv
+    import json
+
+    import main_results
+    import random_directions
+
+    main = tmp_path / "main"
+    main_results.main(["--fast", "--out", str(main), "--reverse", "--methods", "unsteered", "expertsteer_autoencoder",
+                       "random"])
+    readme = random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"),
+                                     "--method", "expertsteer_autoencoder", "--seeds", "1", "2"])
+    (control,) = main.glob("cache/*/arithmetic_2way__random.json")
+    control = json.loads(control.read_text())
+    points = {int(r["seed"]): r for r in csv.DictReader(open(tmp_path / "rd" / "points.csv"))}
+    assert sorted(points) == [0, 1, 2] and all(r["same_items"] == "True" for r in points.values())
+    seed0 = json.loads((tmp_path / "rd" / "cache" / "arithmetic_2way__expertsteer_autoencoder__seed0.json").read_text())
+    assert seed0["correct"] == control["correct"] and seed0["layers"] == control["layers"]
+    cos = json.loads((tmp_path / "rd" / "cache" / "arithmetic_2way__expertsteer_autoencoder__cosines.json").read_text())
+    assert set(cos["method"]) == {f"blocks.{layer}.hook_resid_post" for layer in control["layers"]}
+    assert all(-1 <= c <= 1 for d in cos["method"].values() for c in d.values())
+    assert "| arithmetic_2way | expertsteer_autoencoder |" in readme.read_text()
+    # a cached run is not recomputed; a missing row gets a clear error
+    assert random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"),
+                                   "--method", "expertsteer_autoencoder", "--seeds", "1", "2"]) == readme
+    with pytest.raises(SystemExit, match="no cached caa row"):
+        random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"), "--method", "caa"])

@@ -1,0 +1,175 @@
+"""Is a steering row's gain specific to its direction? Many random controls, and where the vector points.
+
+A protocol-3 row (``analyses/main_results.py``) is judged against ONE random control: a random unit vector
+at its hooks, norms and strength (seed 0). This script refits the row's plan exactly as main_results did
+(same train items and settings; the refit must land on the row's layers), scores ``--seeds`` more random
+directions at the same hooks, norms and strength on the same TEST items, and measures the cosine of the
+row's vector with the target's own directions at each steered layer: the label direction (answer 1 minus
+answer 0, ``label_caa``'s recipe) and the correct-minus-wrong direction (``caa``'s). A gain that no random
+direction reaches, from a vector that points along the target's own label direction, is a calibration
+shift along that direction; one with no such cosine would need another explanation.
+
+    python analyses/random_directions.py --dataset sst2 --method expertsteer_autoencoder --seeds 1 2 3 4
+    python analyses/random_directions.py --fast --main-out DIR    # tiny models; DIR from main_results --fast
+
+Resumable: each seed's test result is cached under ``<out>/cache/``. Writes ``<out>/README.md`` and
+``<out>/points.csv`` from every cached result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import main_results as mr  # noqa: E402
+from lens_common import start_run  # noqa: E402
+from steer_lens.baselines import fit_caa, fit_self_rfm, random_plan  # noqa: E402
+from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
+from steer_lens.evaluate import evaluate  # noqa: E402
+from steer_lens.io import write_json, write_text  # noqa: E402
+from steer_lens.pipeline import ExpertSteer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_METHODS = {"caa": ("correct", fit_caa), "self_rfm": ("correct", fit_self_rfm), "label_caa": ("label", fit_caa)}
+ES_METHODS = [m for m, (_, rule, *_rest) in mr.ES_VARIANTS.items() if rule != "validation"]
+
+
+def refit(method: str, row: dict, a, target, expert, contrasts):
+    """The row's plan, refitted deterministically as main_results fitted it."""
+    if method in TARGET_METHODS:
+        contrast, fit = TARGET_METHODS[method]
+        return fit(target, *contrasts[contrast], row["layers"][0])
+    alignment, rule, contrast, *mode = mr.ES_VARIANTS[method]
+    pos, neg = contrasts[contrast]
+    acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))
+    akw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
+    plan = ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw,
+                       mode=mode[0] if mode else "fixed").fit(expert, target, pos, neg, activations=acts)
+    layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
+    if layers != row["layers"]:
+        raise RuntimeError(f"the refit {method} plan steers layers {layers}, the cached row {row['layers']}: the "
+                           "row was made with other settings; pass the same --main-args")
+    return plan
+
+
+def cosines(plan, target, contrasts) -> dict[str, dict[str, float]]:
+    """Per steered hook: cosine of the plan's vector with the target's label and correct-minus-wrong
+    mean-difference directions at that layer."""
+    out = {}
+    for hook, v in plan.vectors.items():
+        layer = int(hook.split(".")[1])
+        own = {c: next(iter(fit_caa(target, *contrasts[c], layer).vectors.values())) for c in ("label", "correct")}
+        out[hook] = {c: float(torch.nn.functional.cosine_similarity(v.float().flatten(), d.float().flatten(), dim=0))
+                     for c, d in own.items()}
+    return out
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default=None, help="default sst2 (fast: arithmetic_2way)")
+    p.add_argument("--method", default="expertsteer_autoencoder", choices=sorted(TARGET_METHODS) + ES_METHODS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4],
+                   help="random-direction seeds (seed 0 is main_results' own control)")
+    p.add_argument("--main-out", default=None, help="main_results --out of the row (default: its protocol-3 folder)")
+    p.add_argument("--out", default=None, help="default results/random_directions")
+    p.add_argument("--fast", action="store_true", help="tiny random models (needs a main_results --fast run)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report-only", action="store_true")
+    a = p.parse_args(argv)
+    a.dataset = a.dataset or ("arithmetic_2way" if a.fast else "sst2")
+    a.out = a.out or str(ROOT / "results" / "random_directions")
+    return a
+
+
+def run(a) -> None:
+    main_args = ["--datasets", a.dataset, *(["--fast"] if a.fast else []), *(["--out", a.main_out] if a.main_out else [])]
+    ma = mr.parse(main_args)
+    row_path = mr.Runner(ma, None, None).row_path(a.dataset, a.method)
+    if not row_path.is_file():
+        raise SystemExit(f"no cached {a.method} row for {a.dataset} at {row_path}: run analyses/main_results.py "
+                         f"{' '.join(main_args)} --methods {a.method} first")
+    row = json.loads(row_path.read_text())
+    cache = Path(a.out) / "cache"
+    todo = [s for s in [0, *a.seeds] if not (cache / f"{a.dataset}__{a.method}__seed{s}.json").is_file()]
+    if not todo and (cache / f"{a.dataset}__{a.method}__cosines.json").is_file():
+        return
+    target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
+    ds = load_dataset(a.dataset)
+    train = ds.split("train", limit=ma.limit_train)
+    contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
+    plan = refit(a.method, row, ma, target, expert, contrasts)
+    cos = {"method": cosines(plan, target, contrasts),
+           "random": {s: cosines(random_plan(plan, seed=s), target, contrasts) for s in [0, *a.seeds]}}
+    write_json(cache / f"{a.dataset}__{a.method}__cosines.json", cos)
+    for s in todo:
+        r = evaluate(target, ds, split="test", limit=ma.limit_test, plan=random_plan(plan, seed=s),
+                     strength=row["strength"], batch_size=ma.batch_size)
+        write_json(cache / f"{a.dataset}__{a.method}__seed{s}.json",
+                   {"seed": s, "strength": row["strength"], "layers": row["layers"], **r.to_dict(),
+                    "method_accuracy": row["accuracy"], "method_ids": row["ids"]})
+
+
+def report(a, command: str) -> Path:
+    """README.md and points.csv from every cached seed and cosine file."""
+    cache = Path(a.out) / "cache"
+    points, lines = [], []
+    for cfile in sorted(cache.glob("*__cosines.json")):
+        dataset, method, _ = cfile.name.split("__")
+        cos = json.loads(cfile.read_text())
+        seeds = [json.loads(f.read_text()) for f in sorted(cache.glob(f"{dataset}__{method}__seed*.json"))]
+        if not seeds:
+            continue
+        acc = seeds[0]["method_accuracy"]
+        rnd = sorted(s["accuracy"] for s in seeds)
+        for s in seeds:
+            points.append({"dataset": dataset, "method": method, "seed": s["seed"], "strength": s["strength"],
+                           "layers": " ".join(map(str, s["layers"])), "accuracy": s["accuracy"],
+                           "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n": s["n"],
+                           "same_items": s["ids"] == s["method_ids"]})
+        mean = lambda key, d: sum(v[key] for v in d.values()) / len(d)  # noqa: E731 (over steered hooks)
+        rcos = [abs(mean("label", d)) for d in cos["random"].values()]
+        lines.append(f"| {dataset} | {method} | {' '.join(map(str, seeds[0]['layers']))} | {seeds[0]['strength']:g} | "
+                     f"{acc:.3f} | {len(rnd)} | {rnd[0]:.3f} - {rnd[-1]:.3f} | {sum(r >= acc for r in rnd)} | "
+                     f"{mean('label', cos['method']):+.3f} | {mean('correct', cos['method']):+.3f} | {max(rcos):.3f} |")
+    buf = io.StringIO()
+    if points:
+        w = csv.DictWriter(buf, fieldnames=list(points[0]))
+        w.writeheader()
+        w.writerows(points)
+    write_text(Path(a.out) / "points.csv", buf.getvalue())
+    text = f"""# Random directions: is a row's gain specific to its direction?
+
+Made by `{command}` (`analyses/random_directions.py`; every number is computed from `cache/`, all points in
+`points.csv`). Each row's plan is refitted as `analyses/main_results.py` fitted it; random unit directions
+(seed 0 = main_results' own control, then `--seeds`) sit at its hooks, norms and strength and are scored on
+the same TEST items. Cosines are averaged over the steered hooks: with the target's own label direction
+(answer 1 minus answer 0) and correct-minus-wrong direction at the same layers; the last column is the largest
+|cosine| of a random direction with the label direction.
+
+| dataset | method | target layers | strength | method test acc | random directions | their test acc (min - max) | random >= method | cos(label dir) | cos(correct dir) | max random cos(label dir) |
+|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(lines) + "\n"
+    notes = Path(a.out) / "notes.md"
+    if notes.is_file():
+        text += "\n" + notes.read_text()
+    write_text(Path(a.out) / "README.md", text)
+    return Path(a.out) / "README.md"
+
+
+def main(argv=None) -> Path:
+    a = parse(argv)
+    _, command = start_run("random_directions", a, argv)
+    if not a.report_only:
+        run(a)
+    return report(a, command)
+
+
+if __name__ == "__main__":
+    main()
