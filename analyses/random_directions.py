@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
 from lens_common import start_run  # noqa: E402
-from steer_lens.baselines import fit_caa, fit_self_rfm, random_plan  # noqa: E402
+from steer_lens.baselines import fit_caa, fit_self_rfm, pooled_activations, random_plan  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.io import write_json, write_text  # noqa: E402
@@ -59,16 +59,24 @@ def refit(method: str, row: dict, a, target, expert, contrasts):
     return plan
 
 
-def cosines(plan, target, contrasts) -> dict[str, dict[str, float]]:
-    """Per steered hook: cosine of the plan's vector with the target's label and correct-minus-wrong
-    mean-difference directions at that layer."""
-    out = {}
-    for hook, v in plan.vectors.items():
-        layer = int(hook.split(".")[1])
-        own = {c: next(iter(fit_caa(target, *contrasts[c], layer).vectors.values())) for c in ("label", "correct")}
-        out[hook] = {c: float(torch.nn.functional.cosine_similarity(v.float().flatten(), d.float().flatten(), dim=0))
-                     for c, d in own.items()}
+def own_directions(target, contrasts, layers: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+    """The target's label and correct-minus-wrong unit mean-difference directions at ``layers`` (one
+    capture per contrast)."""
+    out: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in layers}
+    for c in ("label", "correct"):
+        acts = pooled_activations(target, *contrasts[c], layers)
+        for layer in layers:
+            plan = fit_caa(target, *contrasts[c], layer, acts=acts, acts_layers=layers)
+            out[layer][c] = next(iter(plan.vectors.values()))
     return out
+
+
+def cosines(plan, own: dict[int, dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
+    """Per steered hook: cosine of the plan's vector with the target's own directions at that layer."""
+    cos = torch.nn.functional.cosine_similarity
+    return {hook: {c: float(cos(v.float().flatten(), d.float().flatten().to(v.device), dim=0))
+                   for c, d in own[int(hook.split(".")[1])].items()}
+            for hook, v in plan.vectors.items()}
 
 
 def parse(argv=None):
@@ -105,8 +113,8 @@ def run(a) -> None:
     train = ds.split("train", limit=ma.limit_train)
     contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
     plan = refit(a.method, row, ma, target, expert, contrasts)
-    cos = {"method": cosines(plan, target, contrasts),
-           "random": {s: cosines(random_plan(plan, seed=s), target, contrasts) for s in [0, *a.seeds]}}
+    own = own_directions(target, contrasts, row["layers"])
+    cos = {"method": cosines(plan, own), "random": {s: cosines(random_plan(plan, seed=s), own) for s in [0, *a.seeds]}}
     write_json(cache / f"{a.dataset}__{a.method}__cosines.json", cos)
     for s in todo:
         r = evaluate(target, ds, split="test", limit=ma.limit_test, plan=random_plan(plan, seed=s),
