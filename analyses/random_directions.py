@@ -152,9 +152,11 @@ def report(a, command: str) -> Path:
         w.writeheader()
         w.writerows(points)
     write_text(Path(a.out) / "points.csv", buf.getvalue())
+    rewritten = " --report-only" in command  # name the command that computed the numbers
+    command = command.replace(" --report-only", "") + ("` (report rewritten with `--report-only`; " if rewritten else "` (")
     text = f"""# Random directions: is a row's gain specific to its direction?
 
-Made by `{command}` (`analyses/random_directions.py`; every number is computed from `cache/`, all points in
+Made by `{command}`analyses/random_directions.py`; every number is computed from `cache/`, all points in
 `points.csv`). Each row's plan is refitted as `analyses/main_results.py` fitted it; random unit directions
 (seed 0 = main_results' own control, then `--seeds`) sit at its hooks, norms and strength and are scored on
 the same TEST items. Cosines are averaged over the steered hooks: with the target's own label direction

@@ -241,5 +241,10 @@ def test_random_directions_fast_reproduces_the_main_control(tmp_path, analyses_p
     # a cached run is not recomputed; a missing row gets a clear error
     assert random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"),
                                    "--method", "expertsteer_autoencoder", "--seeds", "1", "2"]) == readme
+    again = random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"), "--report-only"])
+    made_by = again.read_text().splitlines()[2]
+    command = made_by.split("`")[1]  # the command that computed the numbers, not the one that rewrote the report
+    assert command.startswith("python analyses/random_directions.py --fast") and "--report-only" not in command
+    assert "(report rewritten with `--report-only`" in made_by
     with pytest.raises(SystemExit, match="no cached caa row"):
         random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"), "--method", "caa"])
