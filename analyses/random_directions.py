@@ -55,7 +55,7 @@ def refit(method: str, row: dict, a, target, expert, contrasts):
     layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
     if layers != row["layers"]:
         raise RuntimeError(f"the refit {method} plan steers layers {layers}, the cached row {row['layers']}: the "
-                           "row was made with other settings; pass the same --main-args")
+                           "row was made with main_results settings other than its defaults; refit it with those")
     return plan
 
 
