@@ -85,16 +85,21 @@ def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 LABEL_MAIN = "expertsteer_label"
-# which random control each method is judged against (same hooks and norms as its matched method)
-CONTROL_OF = {"expertsteer_label": "random_label", "expertsteer_label_lowest_mi": "random_label",
-              "label_caa": "random_label_caa", "caa": "random_caa", "self_rfm": "random_self_rfm",
-              "expertsteer_ridge_field": "random_field", "expertsteer_label_field": "random_label_field"}
+# random controls: control -> the method whose hooks, norms and selected strength it copies (main_results runs them)
+CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
+            "random_label_caa": "label_caa", "random_caa": "caa", "random_self_rfm": "self_rfm",
+            "reverse_random": "reverse_expertsteer_autoencoder",
+            # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
+            "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
+# which random control each method is judged against; the lowest-MI label variant has none of its own
+CONTROL_OF = {**{m: c for c, m in CONTROLS.items()}, "expertsteer_label_lowest_mi": "random_label"}
 # rows that are references, not methods: no significance tally of their own
 REFERENCES = {"unsteered", "expert_unsteered", "random", "reverse_random", *CONTROL_OF.values()}
 
 
 def comparisons(rows: list[dict], main: str = MAIN,
-                others: tuple[str, ...] = ("random", "self_rfm", "caa", "iti", "unsteered")) -> list[dict]:
+                others: tuple[str, ...] = ("random", "self_rfm", "caa", "label_caa", "expertsteer_label", "iti",
+                                           "unsteered")) -> list[dict]:
     """Paired test-set comparisons of ``main`` with the controls, per dataset."""
     out = []
     for ds, m in _by_dataset(rows).items():
@@ -254,6 +259,16 @@ def label_section(rows: list[dict]) -> str:
             + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
 
 
+def control_section(rows: list[dict]) -> str:
+    """Every method against its own random control (same hooks, norms and strength), paired."""
+    comps = [{"method": m, **c} for m, ctrl in CONTROL_OF.items() if not m.startswith("reverse_")
+             for c in comparisons(rows, m, (ctrl,))]
+    if not comps:
+        return ""
+    return ("\n## Each method against its own random control (paired, same test items)\n"
+            + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
+
+
 ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
 
 
@@ -339,7 +354,7 @@ constant (diagnostic only: the constant is estimated on the test items themselve
 
 ## Paired comparisons of ExpertSteer (autoencoder) on the same test items
 {_md_table(comps, ["dataset", "vs", "diff", "ci", "p_mcnemar"]) if comps else "(none yet)"}
-{label_section(rows)}
+{label_section(rows)}{control_section(rows)}
 ## How often each method is significantly better / worse (paired, per dataset)
 Counts over datasets; "better" needs the paired-bootstrap 95% CI above 0 and exact McNemar p < 0.05
 (uncorrected for the many comparisons: expect ~5% false positives). `chose_no_steering` = datasets

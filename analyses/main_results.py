@@ -39,6 +39,7 @@ from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
 from steer_lens.protocol import StrengthSearch, choose, point  # noqa: E402
 from lens_common import start_run  # noqa: E402
+from main_report import CONTROLS  # noqa: E402
 
 log = logging.getLogger("main_results")
 COMPACT = list(COMPACT_DATASETS)
@@ -60,15 +61,21 @@ ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_
              "random_label_field"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
-TARGET_ONLY = {"unsteered", "caa", "self_rfm", "label_caa", "random_label_caa", "random_caa", "random_self_rfm",
-               "iti"}  # rows that do not depend on the expert
-CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
-            "random_label_caa": "label_caa", "random_caa": "caa", "random_self_rfm": "self_rfm",
-            "reverse_random": "reverse_expertsteer_autoencoder",
-            # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
-            "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
+_TARGET_METHODS = {"unsteered", "caa", "self_rfm", "label_caa", "iti"}
+# rows that do not depend on the expert: the target's own methods and their random controls
+TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
 PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
                      "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi", "expertsteer_hybrid"]
+
+
+def es_config(variant: str, a, **kw) -> ExpertSteer:
+    """The unfitted ExpertSteer of an ``ES_VARIANTS`` method under run arguments ``a`` (the validation
+    pair rule fits each shortlisted pair with ``pairs=[...]``, so its rule here is the lowest-MI one)."""
+    alignment, rule, _, *mode = ES_VARIANTS[variant]
+    akw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
+    rule = "lowest" if rule == "validation" else rule
+    return ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw,
+                       mode=mode[0] if mode else "fixed", **kw)
 
 
 def default_datasets() -> list[str]:
@@ -232,13 +239,6 @@ class Runner:
                 fits[key] = ExpertSteer().capture(expert, target, list(pos) + list(neg))
             return fits[key]
 
-        def es_config(variant, **kw) -> ExpertSteer:
-            alignment, rule, _, *mode = ES_VARIANTS[variant]
-            akw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
-            rule = "lowest" if rule == "validation" else rule
-            return ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw,
-                               mode=mode[0] if mode else "fixed", **kw)
-
         def es_candidates(variant, expert=E, target=T) -> dict:
             """Candidate plans: one (the paper's MI rule) or, for the validation pair rule, one
             single-pair plan per train-shortlisted pair."""
@@ -248,9 +248,9 @@ class Runner:
                 pos, neg = contrasts[contrast]
                 acts = es_capture(contrast, expert, target)
                 if rule != "validation":
-                    fits[key] = {"mi_rule": es_config(variant).fit(expert, target, pos, neg, activations=acts)}
+                    fits[key] = {"mi_rule": es_config(variant, a).fit(expert, target, pos, neg, activations=acts)}
                 else:
-                    fits[key] = {pair: es_config(variant, pairs=[pair]).fit(expert, target, pos, neg,
+                    fits[key] = {pair: es_config(variant, a, pairs=[pair]).fit(expert, target, pos, neg,
                                                                            activations=acts)
                                  for pair in shortlist_pairs(acts[0], len(pos), expert, target, a.pair_shortlist,
                                                              a.layer_ties, window=a.expert_layers)}

@@ -46,12 +46,9 @@ def refit(method: str, row: dict, a, target, expert, contrasts):
     if method in TARGET_METHODS:
         contrast, fit = TARGET_METHODS[method]
         return fit(target, *contrasts[contrast], row["layers"][0])
-    alignment, rule, contrast, *mode = mr.ES_VARIANTS[method]
-    pos, neg = contrasts[contrast]
+    pos, neg = contrasts[mr.ES_VARIANTS[method][2]]
     acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))
-    akw = {"solver": "adam", "max_epochs": a.ae_epochs} if alignment == "hybrid" else {}
-    plan = ExpertSteer(n_pairs=a.n_pairs, alignment=alignment, rule=rule, aligner_kwargs=akw,
-                       mode=mode[0] if mode else "fixed").fit(expert, target, pos, neg, activations=acts)
+    plan = mr.es_config(method, a).fit(expert, target, pos, neg, activations=acts)
     layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
     if layers != row["layers"]:
         raise RuntimeError(f"the refit {method} plan steers layers {layers}, the cached row {row['layers']}: the "
