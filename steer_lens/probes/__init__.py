@@ -8,12 +8,12 @@ One module per probe family:
 * `probing`: AUROC of the 1-D projection on a vector vs a full logistic probe, per layer.
 * `spectrum`: AGOP spectrum summaries over RFM iterations; record the pipeline's RFMs.
 * `attribution`: per-token projections, gradient × activation attribution of an answer's
-  log-prob to the steering vector's components and positions.
+  log-prob to the steering vector's components and positions; the answer's readout gradient.
 * `ablation`: steer with each layer of a plan alone / with each one removed.
 """
 
 from .ablation import accuracy_metric, answer_metrics, layer_ablation, margin_metric, subplan
-from .attribution import Attribution, TokenProjection, steering_attribution, token_projections
+from .attribution import Attribution, TokenProjection, answer_gradient, steering_attribution, token_projections
 from .logit_lens import DirectEffect, LensResult, direct_effect, last_logits, logit_lens, unembed_scores
 from .probing import auroc, logistic_probe_auroc, probe_along_vector, projection_auroc
 from .similarity import cosine_matrix, method_similarity
@@ -24,6 +24,6 @@ __all__ = [
     "cosine_matrix", "method_similarity",
     "auroc", "projection_auroc", "logistic_probe_auroc", "probe_along_vector",
     "spectrum_stats", "agop_history", "recording_directions",
-    "token_projections", "TokenProjection", "steering_attribution", "Attribution",
+    "token_projections", "TokenProjection", "steering_attribution", "Attribution", "answer_gradient",
     "layer_ablation", "subplan", "margin_metric", "accuracy_metric", "answer_metrics",
 ]

@@ -6,6 +6,9 @@
   the steering perturbation δ = strength × norm × v added at each hook and real position.
   Summing the attributions over components and positions gives the directional derivative
   d/dα log p(answer | α δ) at α = 1, a first-order account of the steering effect.
+* `answer_gradient`: the gradient of an answer's log-prob with respect to one vector added at
+  every position of the unsteered model: which direction moves the answer fastest (the
+  "readout" direction a steering vector must have a component along).
 """
 
 from __future__ import annotations
@@ -98,6 +101,33 @@ def answer_logprob(model, prompts: Sequence[Prompt], vectors: Mapping[str, Tenso
     batch = batch_encode(model, prompts, chat_template=chat_template)
     with torch.no_grad():
         return _answer_logprob(model, batch, _deltas(model, batch, vectors, strength, norms))
+
+
+def answer_gradient(model, prompts: Sequence[tuple[str, str]], hooks: Sequence[str], *, per_token: bool = False,
+                    chat_template: bool | None = None, batch_size: int = 8) -> dict[str, Float[Tensor, "n d"]]:
+    """Per hook: d log p(completion | prompt) / d v for a vector v added at every real position
+    of the unsteered model (the gradient summed over positions, as steering adds one vector
+    everywhere). Its dot product with ``strength × norm × unit`` is the first-order change of
+    the answer's log-prob; its mean over items is the direction that moves the answer fastest.
+    ``per_token``: of the mean log-prob per completion token (``evaluate``'s scoring)."""
+    prompts = list(prompts)
+    unknown = [h for h in hooks if h not in model.hook_dict]
+    if unknown:
+        raise ValueError(f"the model has no hook point {unknown[0]!r}; use names like 'blocks.3.hook_resid_post'")
+    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    for i in range(0, len(prompts), batch_size):
+        batch = batch_encode(model, prompts[i:i + batch_size], chat_template=chat_template)
+        real = batch.attention_mask.bool()[..., None].float()
+        zeros = {h: torch.zeros(real.shape[0], 1, model.cfg.d_model, device=real.device, requires_grad=True)
+                 for h in hooks}
+        with torch.enable_grad():
+            lp = _answer_logprob(model, batch, {h: z * real for h, z in zeros.items()})
+            if per_token:
+                lp = lp / batch.span[:, 1:].sum(1).clamp(min=1)
+            grads = torch.autograd.grad(lp.sum(), list(zeros.values()))
+        for h, g in zip(hooks, grads):
+            out[h].append(g[:, 0].detach().float())
+    return {h: torch.cat(v) for h, v in out.items()}
 
 
 @dataclass

@@ -214,18 +214,27 @@ def test_knows_answer_fast(tmp_path, analyses_path):
     assert "--fast" in path.read_text()
 
 
-def test_random_directions_fast_reproduces_the_main_control(tmp_path, analyses_path):
+@pytest.fixture(scope="module")
+def fast_main(tmp_path_factory, analyses_path):
+    """One main_results --fast run (unsteered, auto-encoder ExpertSteer, its random control) that the
+    row-level analyses below read."""
+    import main_results
+
+    main = tmp_path_factory.mktemp("main")
+    main_results.main(["--fast", "--out", str(main), "--reverse", "--methods", "unsteered", "expertsteer_autoencoder",
+                       "random"])
+    return main
+
+
+def test_random_directions_fast_reproduces_the_main_control(tmp_path, fast_main):
     """The refitted plan lands on the cached row's layers, and its seed-0 random direction scores the
     test items exactly as main_results' own random control did (same hooks, norms, strength)."""
     import csv
     import json
 
-    import main_results
     import random_directions
 
-    main = tmp_path / "main"
-    main_results.main(["--fast", "--out", str(main), "--reverse", "--methods", "unsteered", "expertsteer_autoencoder",
-                       "random"])
+    main = fast_main
     readme = random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"),
                                      "--method", "expertsteer_autoencoder", "--seeds", "1", "2"])
     (control,) = main.glob("cache/*/arithmetic_2way__random.json")
@@ -248,3 +257,39 @@ def test_random_directions_fast_reproduces_the_main_control(tmp_path, analyses_p
     assert "(report rewritten with `--report-only`" in made_by
     with pytest.raises(SystemExit, match="no cached caa row"):
         random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"), "--method", "caa"])
+
+
+def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_main):
+    """The readout gradient's first-order prediction matches the measured margin shift at a small
+    strength (same units: per-token scores, the plan's norms, every hook), sign-flipped at -s; the
+    calibration bias never lowers validation accuracy and re-decides the unsteered test row."""
+    import json
+
+    import numpy as np
+    import steering_mechanism
+
+    from steer_lens.data import load_dataset
+
+    args = ["--fast", "--main-out", str(fast_main), "--out", str(tmp_path), "--strength", "0.02", "--seeds", "0", "1"]
+    readme = steering_mechanism.main(args)
+    (cached,) = (tmp_path / "cache").glob("arithmetic_2way__expertsteer_autoencoder__s0.02.json")
+    r = json.loads(cached.read_text())
+    assert [d["direction"] for d in r["readout"]] == ["expertsteer_autoencoder", "target label direction",
+                                                      "random seed 0", "random seed 1"]
+    for d in r["readout"]:
+        linear = (d["shift_plus"] - d["shift_minus"]) / 2
+        assert abs(d["predicted_shift"] - linear) <= 0.1 * abs(linear) + 1e-4, d
+        assert d["shift_plus"] * d["shift_minus"] <= 0 and -1 <= d["cos_readout"] <= 1
+    assert any(abs(d["predicted_shift"]) > 1e-3 for d in r["readout"])  # the check above is not vacuous
+    (unsteered,) = fast_main.glob("cache/*/arithmetic_2way__unsteered.json")
+    u = json.loads(unsteered.read_text())
+    answers = {it.id: it.answer for it in load_dataset("arithmetic_2way").split("test")}
+    signed = np.array([m if answers[i] == 1 else -m for i, m in zip(u["ids"], u["margins"])])
+    y = np.array([answers[i] for i in u["ids"]])
+    c = r["calibration"]
+    assert c["accuracy"] == pytest.approx(float(np.mean((signed + c["bias"] > 0) == (y == 1))))
+    assert c["val_accuracy"] >= c["unsteered_val_accuracy"]  # b = 0 is a candidate: the fit cannot lose
+    assert "| arithmetic_2way | expertsteer_autoencoder |" in readme.read_text()
+    assert steering_mechanism.main(args) == readme  # cached: not recomputed
+    with pytest.raises(SystemExit, match="no cached caa row"):
+        steering_mechanism.main(["--fast", "--main-out", str(fast_main), "--out", str(tmp_path), "--method", "caa"])

@@ -379,3 +379,30 @@ def test_label_section_compares_the_field_with_its_control_and_the_fixed_vector(
                           ("expertsteer_label_field", "expertsteer_label"), ("expertsteer_label_field", "unsteered")}
     assert " | 1.0 | " in lines[("expertsteer_label_field", "random_label_field")]  # 40 of 40 vs 0 of 40
     assert " | 0.5 | " in lines[("expertsteer_label_field", "expertsteer_label")]
+
+
+def test_margin_bias_recovers_a_ranking_hidden_by_a_constant_shift():
+    from steer_lens.baselines import calibrated, fit_bias, signed_margins
+    from steer_lens.evaluate import summarise
+
+    rng = torch.Generator().manual_seed(0)
+    items = _items(40, "validation")
+    answers = torch.tensor([it.answer for it in items], dtype=torch.float32)
+    # choice-1 score minus choice-0 score: informative (answer-dependent) but shifted far below zero
+    margin = (answers - 0.5) + 0.3 * torch.randn(40, generator=rng) - 3.0
+    scores = [([0.0, float(m)], [1, 1]) for m in margin]
+    res = summarise(items, scores, majority_rate=0.5)
+    assert res.accuracy == 0.5 and set(res.predictions) == {0}  # every item answered with choice 0
+    assert torch.allclose(torch.as_tensor(signed_margins(res, items)), margin.double(), atol=1e-6)
+    b = fit_bias(signed_margins(res, items), [it.answer for it in items])
+    cal = calibrated(res, items, b)
+    best = max(((margin + c > 0).float() == answers).float().mean() for c in torch.linspace(-5, 5, 2001))
+    assert 2.5 < b < 3.5 and cal.accuracy == pytest.approx(float(best)) and cal.accuracy > 0.85
+    assert cal.ids == res.ids and cal.meta["bias"] == b and len(cal.correct) == 40
+    assert [m > 0 for m in cal.margins] == cal.correct
+    assert fit_bias([1.0, -1.0], [1, 0]) == 0.0  # already calibrated: no shift
+    with pytest.raises(ValueError, match="two-way"):
+        three = [Item(id="x", question="q", choices=["a", "b", "c"], answer=0)]
+        signed_margins(summarise(three, [([0.0, 1.0, 2.0], [1, 1, 1])], majority_rate=1.0), three)
+    with pytest.raises(ValueError, match="same split"):
+        signed_margins(res, items[:3])

@@ -146,6 +146,24 @@ def test_gradient_x_activation_matches_finite_difference(tiny_llama):
                                                             chat_template=False), atol=1e-5)
 
 
+def test_answer_gradient_is_the_first_order_change_of_the_answer(tiny_llama):
+    torch.manual_seed(1)
+    hooks = ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+    grads = probes.answer_gradient(tiny_llama, PAIRS, hooks, chat_template=False, batch_size=2)
+    assert all(g.shape == (len(PAIRS), tiny_llama.cfg.d_model) for g in grads.values())
+    for h in hooks:  # one vector at one hook: finite difference of the summed log-prob along it
+        v = torch.randn(tiny_llama.cfg.d_model)
+        eps = 1e-2
+        up = answer_logprob(tiny_llama, PAIRS, {h: v}, eps, norms={h: 1.0}, chat_template=False)
+        down = answer_logprob(tiny_llama, PAIRS, {h: v}, -eps, norms={h: 1.0}, chat_template=False)
+        assert torch.allclose(grads[h] @ (v / v.norm()), (up - down) / (2 * eps), rtol=3e-2, atol=1e-3)
+    per_tok = probes.answer_gradient(tiny_llama, PAIRS, hooks[:1], per_token=True, chat_template=False)
+    n_tok = torch.tensor([len(tiny_llama.tokenizer(c, add_special_tokens=False)["input_ids"]) for _, c in PAIRS])
+    assert n_tok.max() > 1 and torch.allclose(per_tok[hooks[0]] * n_tok[:, None], grads[hooks[0]], atol=1e-5)
+    with pytest.raises(ValueError, match="no hook point"):
+        probes.answer_gradient(tiny_llama, PAIRS, ["blocks.1.resid"])
+
+
 @pytest.fixture(scope="module")
 def tiny_plan(tiny_llama, tiny_gemma):
     from steer_lens.pipeline import ExpertSteer

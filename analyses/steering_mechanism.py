@@ -1,0 +1,227 @@
+"""What does a two-way steering row do to the answers? A constant shift, a readout direction, or more?
+
+For a protocol-3 row of ``analyses/main_results.py`` on a two-way set (refitted as
+``analyses/random_directions.py`` refits it), with "margin" = score of choice 1 minus choice 0
+(``evaluate``'s length-normalised scores, nats per token):
+
+1. **Shift (TEST, from the cached rows, no model):** steered minus unsteered margin per item: its
+   mean, SD and the correlation of steered with unsteered margins; the accuracy of the unsteered
+   margins moved by the row's mean shift (a pure constant shift of the same size).
+2. **Calibration baseline (zero cost):** the bias fitted on the unsteered VALIDATION margins
+   (``steer_lens.baselines.fit_bias``, the same items the row's strength was chosen on), scored once
+   on TEST and paired with the row. A row that cannot beat it moves answers, not knowledge.
+3. **Readout (VALIDATION):** the gradient of the margin with respect to one vector added at every
+   position of each steered hook (``probes.answer_gradient``), averaged over items. For the row's
+   vector, the target's own label direction (answer 1 minus answer 0) at the same hooks and random
+   directions (same hooks, norms): cosine with that readout, the first-order margin shift it
+   predicts at the row's strength, and the measured mean shift at +strength and -strength (a linear
+   effect flips sign with the strength; a shift of one sign at both is not along the vector).
+
+    python analyses/steering_mechanism.py --dataset sst2 --method expertsteer_autoencoder
+    python analyses/steering_mechanism.py --fast --main-out DIR    # tiny models; DIR from main_results --fast
+
+Each row's numbers are cached in ``<out>/cache/``; README.md and points.csv are written from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import main_results as mr  # noqa: E402
+import random_directions as rd  # noqa: E402
+from lens_common import start_run  # noqa: E402
+from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margins  # noqa: E402
+from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
+from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
+from steer_lens.io import write_json, write_text  # noqa: E402
+from steer_lens.probes import answer_gradient  # noqa: E402
+from steer_lens.protocol import paired  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = {f.name for f in dataclasses.fields(EvalResult)}
+
+
+def as_result(row: dict) -> EvalResult:
+    """The EvalResult stored in a main_results row."""
+    return EvalResult(**{k: v for k, v in row.items() if k in FIELDS})
+
+
+def shift_stats(steered: EvalResult, unsteered: EvalResult, items) -> dict:
+    """Per-item margin shift on the same items, and what a constant shift of its mean would score."""
+    if steered.ids != unsteered.ids:
+        raise ValueError("the steered and unsteered rows were scored on different items")
+    s, u = signed_margins(steered, items), signed_margins(unsteered, items)
+    d = s - u
+    answers = np.asarray([{it.id: it.answer for it in items}[i] for i in steered.ids])
+    const = float(np.mean((u + d.mean() > 0) == (answers == 1)))
+    return {"mean_shift": float(d.mean()), "sd_shift": float(d.std()),
+            "r_steered_unsteered": float(np.corrcoef(s, u)[0, 1]), "constant_shift_accuracy": const,
+            "steered_accuracy": steered.accuracy, "unsteered_accuracy": unsteered.accuracy}
+
+
+def readout(target, plan, items, batch_size: int) -> dict[str, torch.Tensor]:
+    """Per steered hook: the margin's gradient "n d" (choice 1 minus choice 0, per-token scores)."""
+    pairs = [(it.prompt(), c) for it in items for c in it.completions()]
+    g = answer_gradient(target, pairs, list(plan.vectors), per_token=True, batch_size=batch_size)
+    return {h: v[1::2] - v[0::2] for h, v in g.items()}
+
+
+def direction_row(name: str, plan, grads, target, val, strength: float, base: np.ndarray, batch_size: int) -> dict:
+    """Cosine with the mean readout, predicted and measured validation margin shifts at ±strength."""
+    cos, pred = [], torch.zeros(len(val))
+    for h, v in plan.vectors.items():
+        unit = (v.float() / v.float().norm()).to(grads[h].device)
+        cos.append(float(torch.nn.functional.cosine_similarity(unit, grads[h].mean(0), dim=0)))
+        pred += (strength * plan.norms[h] * grads[h] @ unit).cpu()
+    out = {"direction": name, "cos_readout": float(np.mean(cos)), "predicted_shift": float(pred.mean())}
+    for sign, key in ((1, "plus"), (-1, "minus")):
+        r = evaluate(target, val, plan=plan, strength=sign * strength, batch_size=batch_size)
+        out[f"shift_{key}"] = float((signed_margins(r, val) - base).mean())
+        out[f"accuracy_{key}"] = r.accuracy
+    return out
+
+
+def run(a) -> None:
+    main_args = ["--datasets", a.dataset, *(["--fast"] if a.fast else []), *(["--out", a.main_out] if a.main_out else [])]
+    ma = mr.parse(main_args)
+    runner = mr.Runner(ma, None, None)
+    paths = {m: runner.row_path(a.dataset, m) for m in (a.method, "unsteered")}
+    for m, p in paths.items():
+        if not p.is_file():
+            raise SystemExit(f"no cached {m} row for {a.dataset} at {p}: run analyses/main_results.py "
+                             f"{' '.join(main_args)} --methods {m} first")
+    tag = "" if a.strength is None else f"__s{a.strength:g}"
+    out = Path(a.out) / "cache" / f"{a.dataset}__{a.method}{tag}.json"
+    if out.is_file():
+        return
+    row, unsteered = (json.loads(p.read_text()) for p in paths.values())
+    ds = load_dataset(a.dataset)
+    test = ds.split("test")
+    val = ds.split("validation", limit=ma.limit_val)
+    strength = row["strength"] if a.strength is None else a.strength
+    res = {"dataset": a.dataset, "method": a.method, "strength": row["strength"], "readout_strength": strength,
+           "layers": row["layers"],
+           "choices": list(val[0].choices), "n_val": len(val)}
+    res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), test)
+    target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
+    u_val = evaluate(target, val, batch_size=ma.batch_size)
+    base = signed_margins(u_val, val)
+    bias = fit_bias(base, [it.answer for it in val])
+    cal_val, cal = calibrated(u_val, val, bias), calibrated(as_result(unsteered), test, bias)
+    res["calibration"] = {"bias": bias, "val_accuracy": cal_val.accuracy, "unsteered_val_accuracy": u_val.accuracy,
+                          "accuracy": cal.accuracy, "ci_low": cal.ci_low,
+                          "ci_high": cal.ci_high, "row_minus_calibration": paired(as_result(row), cal)}
+    train = ds.split("train", limit=ma.limit_train)
+    contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
+    plan = rd.refit(a.method, row, ma, target, expert, contrasts)
+    own = rd.own_directions(target, contrasts, row["layers"])
+    label = dataclasses.replace(plan, vectors={h: own[int(h.split(".")[1])]["label"] for h in plan.vectors})
+    grads = readout(target, plan, val, ma.batch_size)
+    plans = [(a.method, plan), ("target label direction", label)] + [(f"random seed {s}", random_plan(plan, seed=s))
+                                                                      for s in a.seeds]
+    res["readout"] = [direction_row(n, p, grads, target, val, strength, base, ma.batch_size) for n, p in plans]
+    res["readout_norm"] = {h: float(g.mean(0).norm()) for h, g in grads.items()}
+    write_json(out, res)
+
+
+def report(a, command: str) -> Path:
+    """README.md and points.csv from every cached row."""
+    cache = Path(a.out) / "cache"
+    shift_lines, read_lines, points = [], [], []
+    for f in sorted(cache.glob("*.json")):
+        r = json.loads(f.read_text())
+        t, c = r["test_shift"], r["calibration"]
+        pc = c["row_minus_calibration"]
+        head = f"| {r['dataset']} | {r['method']} | {' '.join(map(str, r['layers']))} | {r['strength']:g} |"
+        shift_lines.append(
+            f"{head} {t['unsteered_accuracy']:.3f} | {t['steered_accuracy']:.3f} | {t['mean_shift']:+.3f} | "
+            f"{t['sd_shift']:.3f} | {t['r_steered_unsteered']:.3f} | {t['constant_shift_accuracy']:.3f} | "
+            f"{c['bias']:+.3f} | {c['val_accuracy']:.2f} | {c['accuracy']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
+            f"{pc['diff']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}], p = {pc['mcnemar_p']:.2g} |")
+        for d in r["readout"]:
+            read_lines.append(f"{head} {r['readout_strength']:g} | {d['direction']} | {d['cos_readout']:+.3f} | "
+                              f"{d['predicted_shift']:+.3f} | "
+                              f"{d['shift_plus']:+.3f} | {d['shift_minus']:+.3f} | {d['accuracy_plus']:.2f} | "
+                              f"{d['accuracy_minus']:.2f} |")
+            points.append({"dataset": r["dataset"], "method": r["method"], "strength": r["strength"],
+                           "readout_strength": r["readout_strength"], **d})
+    buf = io.StringIO()
+    if points:
+        w = csv.DictWriter(buf, fieldnames=list(points[0]))
+        w.writeheader()
+        w.writerows(points)
+    write_text(Path(a.out) / "points.csv", buf.getvalue())
+    rewritten = " --report-only" in command
+    command = command.replace(" --report-only", "") + ("` (report rewritten with `--report-only`; " if rewritten else "` (")
+    text = f"""# Steering mechanism: constant shift, readout direction, calibration baseline
+
+Made by `{command}`analyses/steering_mechanism.py`; every number is computed from `cache/`, the readout
+rows in `points.csv`). Margin = score of choice 1 minus choice 0 (nats per completion token). Method and
+the choice of rows: the script's docstring.
+
+## What steering does to the TEST margins, and the zero-cost calibration baseline
+
+Shift = steered minus unsteered margin per test item; "constant shift" = accuracy of the unsteered margins
+all moved by the mean shift; calibration = unsteered margins plus a bias fitted on the unsteered validation
+margins (the items the row's strength was chosen on), scored once on test; last column: row minus
+calibration on the same items (bootstrap 95% CI, McNemar p).
+
+| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(shift_lines) + """
+
+## Along which direction? Readout gradient on the validation items
+
+Readout = mean over validation items of the margin's gradient with respect to one vector added at every
+position of the hook (averaged over the row's hooks). Predicted = first-order margin shift at the readout
+strength (the row's unless `--strength` says otherwise); measured = mean margin shift at +strength and at
+-strength; accuracy at both.
+
+| dataset | method | target layers | strength | readout strength | direction | cos(readout) | predicted shift | shift at +s | shift at -s | accuracy at +s | accuracy at -s |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(read_lines) + "\n"
+    notes = Path(a.out) / "notes.md"
+    if notes.is_file():
+        text += "\n" + notes.read_text()
+    write_text(Path(a.out) / "README.md", text)
+    return Path(a.out) / "README.md"
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default=None, help="a two-way set (default sst2; fast: arithmetic_2way)")
+    p.add_argument("--method", default="expertsteer_autoencoder", choices=sorted(rd.TARGET_METHODS) + rd.ES_METHODS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random directions for the readout table")
+    p.add_argument("--strength", type=float, default=None,
+                   help="strength of the readout table (default: the row's chosen strength)")
+    p.add_argument("--main-out", default=None, help="main_results --out of the row (default: its protocol-3 folder)")
+    p.add_argument("--out", default=None, help="default results/steering_mechanism")
+    p.add_argument("--fast", action="store_true", help="tiny random models (needs a main_results --fast run)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report-only", action="store_true")
+    a = p.parse_args(argv)
+    a.dataset = a.dataset or ("arithmetic_2way" if a.fast else "sst2")
+    a.out = a.out or str(ROOT / "results" / "steering_mechanism")
+    return a
+
+
+def main(argv=None) -> Path:
+    a = parse(argv)
+    _, command = start_run("steering_mechanism", a, argv)
+    if not a.report_only:
+        run(a)
+    return report(a, command)
+
+
+if __name__ == "__main__":
+    main()
