@@ -94,7 +94,9 @@ CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_la
 # which random control each method is judged against; the lowest-MI label variant has none of its own
 CONTROL_OF = {**{m: c for c, m in CONTROLS.items()}, "expertsteer_label_lowest_mi": "random_label"}
 # rows that are references, not methods: no significance tally of their own
-REFERENCES = {"unsteered", "expert_unsteered", "random", "reverse_random", *CONTROL_OF.values()}
+REFERENCES = {"unsteered", "expert_unsteered", "calibration", "random", "reverse_random", *CONTROL_OF.values()}
+# the zero-cost baseline of two-way sets: the unsteered margins plus a validation-fitted bias (no steering)
+CALIBRATION = "calibration"
 
 
 def comparisons(rows: list[dict], main: str = MAIN,
@@ -129,15 +131,17 @@ def _verdict(a: list[bool], b: list[bool]) -> int:
 
 def significance_summary(rows: list[dict]) -> list[dict]:
     """Per method: on how many datasets it is significantly better / worse than its model's
-    unsteered row and than the random control (paired on the same test items)."""
+    unsteered row, than its random control and than the calibration baseline (paired on the same
+    test items)."""
     tally: dict = defaultdict(lambda: defaultdict(int))
     for m in _by_dataset(rows).values():
         for method, r in m.items():
             if method in REFERENCES:
                 continue
             rev = method.startswith("reverse_")
-            for label, ref in (("unsteered", "expert_unsteered" if rev else "unsteered"),
-                               ("random", "reverse_random" if rev else CONTROL_OF.get(method, "random"))):
+            refs = [("unsteered", "expert_unsteered" if rev else "unsteered"),
+                    ("random", "reverse_random" if rev else CONTROL_OF.get(method, "random"))]
+            for label, ref in refs + ([] if rev else [("calibration", CALIBRATION)]):
                 b = m.get(ref)
                 if b is None or b["ids"] != r["ids"]:
                     continue
@@ -269,6 +273,19 @@ def control_section(rows: list[dict]) -> str:
             + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
 
 
+def calibration_section(rows: list[dict]) -> str:
+    """Every steering method against the calibration baseline (paired, same test items): a gain it
+    does not beat is a shift of the answer margins that needs no model internals."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows)
+               if m not in REFERENCES and not m.startswith("reverse_")]
+    comps = [{"method": m, **c} for m in methods for c in comparisons(rows, m, (CALIBRATION,))]
+    if not comps:
+        return ""
+    return ("\n## Each method against the calibration baseline (no steering: unsteered margins plus a bias fitted "
+            "on validation; paired, same test items)\n"
+            + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
+
+
 ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
 
 
@@ -354,12 +371,12 @@ constant (diagnostic only: the constant is estimated on the test items themselve
 
 ## Paired comparisons of ExpertSteer (autoencoder) on the same test items
 {_md_table(comps, ["dataset", "vs", "diff", "ci", "p_mcnemar"]) if comps else "(none yet)"}
-{label_section(rows)}{control_section(rows)}
+{label_section(rows)}{control_section(rows)}{calibration_section(rows)}
 ## How often each method is significantly better / worse (paired, per dataset)
 Counts over datasets; "better" needs the paired-bootstrap 95% CI above 0 and exact McNemar p < 0.05
 (uncorrected for the many comparisons: expect ~5% false positives). `chose_no_steering` = datasets
 where validation picked strength 0.
-{_md_table(significance_summary(rows), ["method", "datasets", "chose_no_steering", "vs_unsteered_n", "vs_unsteered_better", "vs_unsteered_worse", "vs_random_n", "vs_random_better", "vs_random_worse"])}
+{_md_table(significance_summary(rows), ["method", "datasets", "chose_no_steering", "vs_unsteered_n", "vs_unsteered_better", "vs_unsteered_worse", "vs_random_n", "vs_random_better", "vs_random_worse", "vs_calibration_n", "vs_calibration_better", "vs_calibration_worse"])}
 
 ## Reading (derived from the paired tests above)
 {reading(rows, comps)}

@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from steer_lens.baselines import (choose_layer, fit_caa, fit_iti, fit_self_rfm, pooled_activations,  # noqa: E402
-                                  random_plan, shortlist_layers)
+from steer_lens.baselines import (calibrated, choose_layer, fit_bias, fit_caa, fit_iti, fit_self_rfm,  # noqa: E402
+                                  pooled_activations, random_plan, shortlist_layers, signed_margins)
 from steer_lens.data import COMPACT_DATASETS, contrast_prompts, list_datasets, load_dataset  # noqa: E402
-from steer_lens.evaluate import evaluate  # noqa: E402
+from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
 from steer_lens.field import shuffled_field_plan  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
@@ -54,14 +54,14 @@ ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                # context-dependent: each token steered along the RFM's gradient there (steer_lens.field)
                "expertsteer_ridge_field": ("ridge", "lowest", "correct", "field"),
                "expertsteer_label_field": ("ridge", "validation", "label", "field")}
-CORE = ["unsteered", "expert_unsteered", "label_caa", "random_label_caa", "expertsteer_label", "random_label", "caa",
+CORE = ["unsteered", "expert_unsteered", "calibration", "label_caa", "random_label_caa", "expertsteer_label", "random_label", "caa",
         "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
              "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
              "random_label_field"]
 EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
-_TARGET_METHODS = {"unsteered", "caa", "self_rfm", "label_caa", "iti"}
+_TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "iti"}
 # rows that do not depend on the expert: the target's own methods and their random controls
 TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
 PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
@@ -180,12 +180,28 @@ class Runner:
                          batch_size=a.batch_size)
             return {**r.to_dict(), "domain": domain, "model": str(model.cfg.model_name)}
 
-        def zero(model) -> dict:
-            """The unsteered VALIDATION point, shared by every method steering ``model``."""
+        def val0(model):
+            """The unsteered VALIDATION result, shared by every method steering ``model``."""
             key = ("val0", id(model))
             if key not in fits:
-                fits[key] = point(0.0, evaluate(model, val, batch_size=a.batch_size))
+                fits[key] = evaluate(model, val, batch_size=a.batch_size)
             return fits[key]
+
+        def zero(model) -> dict:
+            return point(0.0, val0(model))
+
+        def calibration():
+            """No steering: the unsteered test margins plus the bias that is best on the unsteered
+            VALIDATION margins (two-way sets; ``steer_lens.baselines.calibration``)."""
+            u = self.cached(name, "unsteered", todo["unsteered"])
+            r = val0(T)
+            bias = fit_bias(signed_margins(r, val), [it.answer for it in val])
+            fields = {f.name for f in dataclasses.fields(EvalResult)}
+            # the test answers are implied by the unsteered row (two-way): TEST is read only through evaluate
+            cal = calibrated(EvalResult(**{k: v for k, v in u.items() if k in fields}), None, bias)
+            return {**cal.to_dict(), "domain": domain, "model": u["model"], "strength": 0.0, "layers": [],
+                    "bias": bias, "val_curve": [{**point(0.0, calibrated(r, val, bias)), "strength": 0.0}],
+                    "n_val": len(val)}
 
         def test_or_reuse(model, plan, s, base_method):
             """Strength 0 = no steering: reuse the unsteered test row instead of re-scoring it."""
@@ -292,6 +308,7 @@ class Runner:
         todo = {
             "unsteered": lambda: {**test(T), "strength": 0.0, "layers": []},
             "expert_unsteered": lambda: {**test(E), "strength": 0.0, "layers": []},
+            "calibration": calibration,
             "caa": shortlisted("caa"),
             "self_rfm": shortlisted("self_rfm"),
             "label_caa": shortlisted("caa", "label"),
@@ -302,7 +319,11 @@ class Runner:
             "reverse_expertsteer_autoencoder": es("expertsteer_autoencoder", expert=T, target=E,
                                                   base_method="expert_unsteered"),
         }
-        return [self.cached(name, m, todo[m]) for m in methods]
+        two_way = all(len(it.choices) == 2 for it in val)
+        skip = [m for m in methods if m == "calibration" and not two_way]
+        if skip:
+            log.info("%s: no calibration row (a margin bias needs two-way items)", name)
+        return [self.cached(name, m, todo[m]) for m in methods if m not in skip]
 
 
 def shortlist_pairs(expert_acts: torch.Tensor, n_pos: int, expert, target, k: int,

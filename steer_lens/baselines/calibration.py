@@ -20,27 +20,31 @@ from ..data import Item
 from ..evaluate import EvalResult, bootstrap_ci
 
 
-def signed_margins(result: EvalResult, items: Sequence[Item]) -> np.ndarray:
-    """Per item: score of choice 1 minus choice 0 (from ``result.margins``, which are correct
-    minus wrong), for two-choice items in ``result``'s order."""
+def _answers(result: EvalResult, items: Sequence[Item] | None) -> np.ndarray:
+    """Each scored item's answer: from ``items`` (checked two-way), or, with ``items=None``, implied
+    by a two-way result itself (the prediction when correct, the other choice when not)."""
+    if items is None:
+        if len(result.predictions) != len(result.ids) or not set(result.predictions) <= {0, 1}:
+            raise ValueError("without items the answers are read from a two-way result's predictions; this "
+                             "result has none or predicts a third choice: pass the items it was scored on")
+        return np.asarray([p if c else 1 - p for p, c in zip(result.predictions, result.correct)], dtype=int)
     by_id = {it.id: it for it in items}
     missing = [i for i in result.ids if i not in by_id]
     if missing:
         raise ValueError(f"{len(missing)} scored items (e.g. {missing[0]!r}) are not among the items given; "
                          "pass the same split the result was scored on")
-    out = []
-    for i, m in zip(result.ids, result.margins):
-        it = by_id[i]
-        if len(it.choices) != 2:
-            raise ValueError(f"item {i!r} has {len(it.choices)} choices; the margin bias is defined for two-way "
-                             "items only (use a two-way variant of the dataset)")
-        out.append(m if it.answer == 1 else -m)
-    return np.asarray(out, dtype=float)
-
-
-def _answers(result: EvalResult, items: Sequence[Item]) -> np.ndarray:
-    by_id = {it.id: it for it in items}
+    for i in result.ids:
+        if len(by_id[i].choices) != 2:
+            raise ValueError(f"item {i!r} has {len(by_id[i].choices)} choices; the margin bias is defined for "
+                             "two-way items only (use a two-way variant of the dataset)")
     return np.asarray([by_id[i].answer for i in result.ids], dtype=int)
+
+
+def signed_margins(result: EvalResult, items: Sequence[Item] | None = None) -> np.ndarray:
+    """Per item: score of choice 1 minus choice 0 (from ``result.margins``, which are correct
+    minus wrong), for two-choice items in ``result``'s order (``items``: see ``_answers``)."""
+    answers = _answers(result, items)
+    return np.where(answers == 1, 1.0, -1.0) * np.asarray(result.margins, dtype=float)
 
 
 def fit_bias(margins: Sequence[float] | np.ndarray, answers: Sequence[int] | np.ndarray) -> float:
@@ -61,7 +65,7 @@ def fit_bias(margins: Sequence[float] | np.ndarray, answers: Sequence[int] | np.
     return float(ok[np.argmin(np.abs(ok))])
 
 
-def calibrated(result: EvalResult, items: Sequence[Item], bias: float, *, seed: int = 0) -> EvalResult:
+def calibrated(result: EvalResult, items: Sequence[Item] | None, bias: float, *, seed: int = 0) -> EvalResult:
     """``result`` re-decided with ``margin + bias``: accuracy, CI, per-item correctness and
     margins (correct minus wrong, bias included) for paired tests against steered rows."""
     m, y = signed_margins(result, items), _answers(result, items)

@@ -152,10 +152,15 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
 
     monkeypatch.setattr(mr, "evaluate", evaluate_test)
     args = mr.parse(["--fast", "--datasets", "guard", "--out", str(tmp_path), "--reverse",
-                     "--methods", "unsteered", "caa", "self_rfm"])
+                     "--methods", "unsteered", "caa", "self_rfm", "calibration"])
     runner = mr.Runner(args, tiny_llama, tiny_gemma)
     rows = runner.run_dataset("guard", args.methods)
-    assert [r["method"] for r in rows] == ["unsteered", "caa", "self_rfm"]
+    assert [r["method"] for r in rows] == ["unsteered", "caa", "self_rfm", "calibration"]
+    cal = rows.pop()  # the bias is fitted on validation; test answers come from the unsteered row
+    assert cal["ids"] == rows[0]["ids"] and cal["val_curve"][0]["accuracy"] >= rows[1]["val_curve"][0]["accuracy"]
+    shifted = [m + cal["bias"] if a == 1 else -m + cal["bias"]
+               for m, a in zip(rows[0]["margins"], [int(i.removeprefix("test")) % 2 for i in rows[0]["ids"]])]
+    assert cal["correct"] == [(v > 0) == (int(i.removeprefix("test")) % 2 == 1) for v, i in zip(shifted, cal["ids"])]
     assert all(r["n"] == 8 for r in rows) and rows[1]["val_curve"]
     for r in rows[1:]:  # layer AND strength chosen on validation among the train-shortlisted layers
         assert len(r["layer_val"]) == min(args.layer_shortlist, len(r["layer_scores"]))
@@ -182,10 +187,14 @@ def test_report_from_rows(tmp_path):
                 "val_curve": [{"strength": s, "accuracy": 0.5, "ci_low": 0.2, "ci_high": 0.8} for s in (0.1, 0.3)]}
 
     rows = [row("unsteered", [True, False, False, False], strength=0.0),
-            row("expertsteer_autoencoder", [True, True, True, False]), row("random", [True, False, True, False])]
+            row("expertsteer_autoencoder", [True, True, True, False]), row("random", [True, False, True, False]),
+            row("calibration", [True, True, False, False], strength=0.0)]
     rows[0]["val_curve"] = []
     readme = write_report(rows, tmp_path, config={"limit_test": 4})
     text = readme.read_text()
+    # every steering method is paired with the zero-cost calibration baseline; the baseline is a reference
+    section = text.split("## Each method against the calibration baseline")[1].split("##")[0]
+    assert "| d | expertsteer_autoencoder | calibration | 0.25 |" in section and "| random |" not in section
     assert "expertsteer_autoencoder" in text and "vs" in text and (tmp_path / "strength_curves.png").exists()
     lines = (tmp_path / "main_results.csv").read_text().splitlines()
     assert lines[0].startswith("dataset,domain,method,accuracy,ci_low,ci_high,n,majority_rate,layers,strength")
@@ -193,7 +202,7 @@ def test_report_from_rows(tmp_path):
     # per-item correctness of every row, for paired comparisons across runs (analyses/tuned_experts.py)
     items = json.loads((tmp_path / "items.json").read_text())
     assert items["d"]["random"] == {"ids": list("abcd"), "correct": [True, False, True, False]}
-    assert set(items["d"]) == {"unsteered", "expertsteer_autoencoder", "random"}
+    assert set(items["d"]) == {"unsteered", "expertsteer_autoencoder", "random", "calibration"}
 
 
 def test_fast_runner_end_to_end(tmp_path):
@@ -400,6 +409,8 @@ def test_margin_bias_recovers_a_ranking_hidden_by_a_constant_shift():
     assert 2.5 < b < 3.5 and cal.accuracy == pytest.approx(float(best)) and cal.accuracy > 0.85
     assert cal.ids == res.ids and cal.meta["bias"] == b and len(cal.correct) == 40
     assert [m > 0 for m in cal.margins] == cal.correct
+    assert (signed_margins(res) == signed_margins(res, items)).all()  # answers implied by a two-way result
+    assert calibrated(res, None, b).correct == cal.correct
     assert fit_bias([1.0, -1.0], [1, 0]) == 0.0  # already calibrated: no shift
     with pytest.raises(ValueError, match="two-way"):
         three = [Item(id="x", question="q", choices=["a", "b", "c"], answer=0)]
