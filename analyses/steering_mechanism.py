@@ -16,6 +16,9 @@ For a protocol-3 row of ``analyses/main_results.py`` on a two-way set (refitted 
    directions (same hooks, norms): cosine with that readout, the first-order margin shift it
    predicts at the row's strength, and the measured mean shift at +strength and -strength (a linear
    effect flips sign with the strength; a shift of one sign at both is not along the vector).
+4. **Geometry (VALIDATION prompts):** where each of these directions sits in the target's residual
+   distribution at the steered hooks (mean direction, variance along it, principal directions, single
+   coordinates), to tell a special direction from a typical one.
 
     python analyses/steering_mechanism.py --dataset sst2 --method expertsteer_autoencoder
     python analyses/steering_mechanism.py --fast --main-out DIR    # tiny models; DIR from main_results --fast
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
 import random_directions as rd  # noqa: E402
 from lens_common import start_run  # noqa: E402
+from steer_lens.activations import capture  # noqa: E402
 from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margins  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
@@ -102,42 +106,72 @@ def run(a) -> None:
                              f"{' '.join(main_args)} --methods {m} first")
     tag = "" if a.strength is None else f"__s{a.strength:g}"
     out = Path(a.out) / "cache" / f"{a.dataset}__{a.method}{tag}.json"
-    if out.is_file():
+    res = json.loads(out.read_text()) if out.is_file() else {}
+    if "readout" in res and "geometry" in res:  # parts added later are computed for older cache files
         return
     row, unsteered = (json.loads(p.read_text()) for p in paths.values())
     ds = load_dataset(a.dataset)
-    test = ds.split("test")
     val = ds.split("validation", limit=ma.limit_val)
-    strength = row["strength"] if a.strength is None else a.strength
-    res = {"dataset": a.dataset, "method": a.method, "strength": row["strength"], "readout_strength": strength,
-           "layers": row["layers"],
-           "choices": list(val[0].choices), "n_val": len(val)}
-    res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), test)
     target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
-    u_val = evaluate(target, val, batch_size=ma.batch_size)
-    base = signed_margins(u_val, val)
-    bias = fit_bias(base, [it.answer for it in val])
-    cal_val, cal = calibrated(u_val, val, bias), calibrated(as_result(unsteered), test, bias)
-    res["calibration"] = {"bias": bias, "val_accuracy": cal_val.accuracy, "unsteered_val_accuracy": u_val.accuracy,
-                          "accuracy": cal.accuracy, "ci_low": cal.ci_low,
-                          "ci_high": cal.ci_high, "row_minus_calibration": paired(as_result(row), cal)}
     train = ds.split("train", limit=ma.limit_train)
     contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
     plan = rd.refit(a.method, row, ma, target, expert, contrasts)
     own = rd.own_directions(target, contrasts, row["layers"])
     label = dataclasses.replace(plan, vectors={h: own[int(h.split(".")[1])]["label"] for h in plan.vectors})
-    grads = readout(target, plan, val, ma.batch_size)
     plans = [(a.method, plan), ("target label direction", label)] + [(f"random seed {s}", random_plan(plan, seed=s))
                                                                       for s in a.seeds]
-    res["readout"] = [direction_row(n, p, grads, target, val, strength, base, ma.batch_size) for n, p in plans]
-    res["readout_norm"] = {h: float(g.mean(0).norm()) for h, g in grads.items()}
+    if "readout" not in res:
+        test = ds.split("test")
+        strength = row["strength"] if a.strength is None else a.strength
+        res = {"dataset": a.dataset, "method": a.method, "strength": row["strength"], "readout_strength": strength,
+               "layers": row["layers"], "choices": list(val[0].choices), "n_val": len(val)}
+        res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), test)
+        u_val = evaluate(target, val, batch_size=ma.batch_size)
+        base = signed_margins(u_val, val)
+        bias = fit_bias(base, [it.answer for it in val])
+        cal_val, cal = calibrated(u_val, val, bias), calibrated(as_result(unsteered), test, bias)
+        res["calibration"] = {"bias": bias, "val_accuracy": cal_val.accuracy, "unsteered_val_accuracy": u_val.accuracy,
+                              "accuracy": cal.accuracy, "ci_low": cal.ci_low, "ci_high": cal.ci_high,
+                              "row_minus_calibration": paired(as_result(row), cal)}
+        grads = readout(target, plan, val, ma.batch_size)
+        res["readout"] = [direction_row(n, p, grads, target, val, strength, base, ma.batch_size) for n, p in plans]
+        res["readout_norm"] = {h: float(g.mean(0).norm()) for h, g in grads.items()}
+    resid = residuals(target, val, row["layers"], ma.batch_size)
+    res["geometry"] = [{"direction": n, **geometry(p, resid)} for n, p in plans]
     write_json(out, res)
+
+
+def residuals(target, items, layers: list[int], batch_size: int) -> dict[int, torch.Tensor]:
+    """Per layer: the residual "tokens d" (resid_post) of every real token of the items' prompts
+    but the first (the attention-sink token, whose massive activations would dominate)."""
+    cap = capture(target, [it.prompt() for it in items], layers=layers, position="all", batch_size=batch_size)
+    mask = cap.mask.clone()
+    mask[:, 0] = False
+    return {layer: cap.tensor[:, i][mask] for i, layer in enumerate(layers)}
+
+
+def geometry(plan, resid: dict[int, torch.Tensor]) -> dict:
+    """Where a plan's unit vectors sit in the residual distribution (means over its hooks): cosine with
+    the mean residual, residual variance along it relative to an isotropic direction (1 = typical),
+    its energy share in the top-10 principal directions, and its largest single-coordinate share."""
+    stats = []
+    for h, v in plan.vectors.items():
+        x = resid[int(h.split(".")[1])].double()
+        u = (v.double() / v.double().norm()).to(x.device)
+        mu, cov = x.mean(0), torch.cov(x.T)
+        _, vecs = torch.linalg.eigh(cov)
+        stats.append([float(torch.nn.functional.cosine_similarity(u, mu, dim=0)),
+                      float(u @ cov @ u / (cov.trace() / cov.shape[0])),
+                      float(((vecs[:, -10:].T @ u) ** 2).sum()), float((u ** 2).max())])
+    cos_mean, var_ratio, pc10, top_coord = np.mean(stats, axis=0)
+    return {"cos_mean_resid": cos_mean, "variance_ratio": var_ratio, "top10_pc_share": pc10,
+            "top_coordinate_share": top_coord}
 
 
 def report(a, command: str) -> Path:
     """README.md and points.csv from every cached row."""
     cache = Path(a.out) / "cache"
-    shift_lines, read_lines, points = [], [], []
+    shift_lines, read_lines, geo_lines, points = [], [], [], []
     for f in sorted(cache.glob("*.json")):
         r = json.loads(f.read_text())
         t, c = r["test_shift"], r["calibration"]
@@ -155,6 +189,9 @@ def report(a, command: str) -> Path:
                               f"{d['accuracy_minus']:.2f} |")
             points.append({"dataset": r["dataset"], "method": r["method"], "strength": r["strength"],
                            "readout_strength": r["readout_strength"], **d})
+        for g in r.get("geometry", []):
+            geo_lines.append(f"{head} {g['direction']} | {g['cos_mean_resid']:+.3f} | {g['variance_ratio']:.2f} | "
+                             f"{g['top10_pc_share']:.3f} | {g['top_coordinate_share']:.3f} |")
     buf = io.StringIO()
     if points:
         w = csv.DictWriter(buf, fieldnames=list(points[0]))
@@ -189,7 +226,18 @@ strength (the row's unless `--strength` says otherwise); measured = mean margin 
 
 | dataset | method | target layers | strength | readout strength | direction | cos(readout) | predicted shift | shift at +s | shift at -s | accuracy at +s | accuracy at -s |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-""" + "\n".join(read_lines) + "\n"
+""" + "\n".join(read_lines) + """
+
+## Where the vectors sit in the target's residual distribution (validation prompts)
+
+Over every prompt token but the first (the attention sink) at the steered hooks, averaged over hooks:
+cosine with the mean residual; residual variance along the direction relative to the average direction
+(1 = typical; an isotropic random direction is near 1); its energy share in the top-10 principal
+directions (random: about 10/d); its largest single-coordinate share (random: a few / d).
+
+| dataset | method | target layers | strength | direction | cos(mean residual) | variance ratio | top-10 PC share | largest coordinate share |
+|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(geo_lines) + "\n"
     notes = Path(a.out) / "notes.md"
     if notes.is_file():
         text += "\n" + notes.read_text()

@@ -281,6 +281,9 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
         assert abs(d["predicted_shift"] - linear) <= 0.1 * abs(linear) + 1e-4, d
         assert d["shift_plus"] * d["shift_minus"] <= 0 and -1 <= d["cos_readout"] <= 1
     assert any(abs(d["predicted_shift"]) > 1e-3 for d in r["readout"])  # the check above is not vacuous
+    geo = {g["direction"]: g for g in r["geometry"]}
+    assert list(geo) == [d["direction"] for d in r["readout"]]
+    assert all(0 <= g["top10_pc_share"] <= 1 + 1e-9 and 0 < g["top_coordinate_share"] <= 1 for g in geo.values())
     (unsteered,) = fast_main.glob("cache/*/arithmetic_2way__unsteered.json")
     u = json.loads(unsteered.read_text())
     answers = {it.id: it.answer for it in load_dataset("arithmetic_2way").split("test")}
@@ -293,3 +296,26 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
     assert steering_mechanism.main(args) == readme  # cached: not recomputed
     with pytest.raises(SystemExit, match="no cached caa row"):
         steering_mechanism.main(["--fast", "--main-out", str(fast_main), "--out", str(tmp_path), "--method", "caa"])
+
+
+def test_steering_mechanism_geometry_on_planted_residuals(analyses_path):
+    """A direction along the residuals' mean / along their largest-variance axis is recognised as such;
+    a random direction looks typical."""
+    from types import SimpleNamespace
+
+    import steering_mechanism
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    d = 64
+    x = torch.randn(4000, d, generator=gen)
+    x[:, 0] *= 10  # the largest-variance axis
+    x[:, 1] += 5  # the mean direction
+    resid = {3: x}
+    e = torch.eye(d)
+    geo = {name: steering_mechanism.geometry(SimpleNamespace(vectors={"blocks.3.hook_resid_post": v}), resid)
+           for name, v in (("axis", e[0]), ("mean", e[1]), ("random", torch.randn(d, generator=gen)))}
+    assert geo["axis"]["variance_ratio"] > 20 and geo["axis"]["top10_pc_share"] > 0.99
+    assert geo["axis"]["top_coordinate_share"] == pytest.approx(1.0)
+    assert geo["mean"]["cos_mean_resid"] > 0.95 and abs(geo["axis"]["cos_mean_resid"]) < 0.1
+    assert geo["random"]["variance_ratio"] < 5 and geo["random"]["top10_pc_share"] < 0.6
