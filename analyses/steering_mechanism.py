@@ -48,7 +48,7 @@ from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margi
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
 from steer_lens.io import write_json, write_text  # noqa: E402
-from steer_lens.probes import answer_gradient  # noqa: E402
+from steer_lens.probes import answer_gradient, auroc  # noqa: E402
 from steer_lens.protocol import paired  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,10 @@ def shift_stats(steered: EvalResult, unsteered: EvalResult, items) -> dict:
     const = float(np.mean((u + d.mean() > 0) == (answers == 1)))
     return {"mean_shift": float(d.mean()), "sd_shift": float(d.std()),
             "r_steered_unsteered": float(np.corrcoef(s, u)[0, 1]), "constant_shift_accuracy": const,
-            "steered_accuracy": steered.accuracy, "unsteered_accuracy": unsteered.accuracy}
+            "steered_accuracy": steered.accuracy, "unsteered_accuracy": unsteered.accuracy,
+            # threshold-free: does steering re-rank the items (knowledge) or only move the threshold (calibration)?
+            "auroc_unsteered": auroc(torch.as_tensor(u), torch.as_tensor(answers)),
+            "auroc_steered": auroc(torch.as_tensor(s), torch.as_tensor(answers))}
 
 
 def readout(target, plan, items, batch_size: int) -> dict[str, torch.Tensor]:
@@ -107,11 +110,14 @@ def run(a) -> None:
     tag = "" if a.strength is None else f"__s{a.strength:g}"
     out = Path(a.out) / "cache" / f"{a.dataset}__{a.method}{tag}.json"
     res = json.loads(out.read_text()) if out.is_file() else {}
-    if "readout" in res and "geometry" in res:  # parts added later are computed for older cache files
-        return
     row, unsteered = (json.loads(p.read_text()) for p in paths.values())
     ds = load_dataset(a.dataset)
     val = ds.split("validation", limit=ma.limit_val)
+    if "auroc_steered" not in res.get("test_shift", {"auroc_steered": 0}):  # cheap parts added later
+        res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"))
+    if "readout" in res and "geometry" in res:  # (older cache files gain only the parts they lack)
+        write_json(out, res)
+        return
     target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
     train = ds.split("train", limit=ma.limit_train)
     contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
@@ -180,6 +186,7 @@ def report(a, command: str) -> Path:
         shift_lines.append(
             f"{head} {t['unsteered_accuracy']:.3f} | {t['steered_accuracy']:.3f} | {t['mean_shift']:+.3f} | "
             f"{t['sd_shift']:.3f} | {t['r_steered_unsteered']:.3f} | {t['constant_shift_accuracy']:.3f} | "
+            f"{t.get('auroc_unsteered', float('nan')):.3f} | {t.get('auroc_steered', float('nan')):.3f} | "
             f"{c['bias']:+.3f} | {c['val_accuracy']:.2f} | {c['accuracy']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
             f"{pc['diff']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}], p = {pc['mcnemar_p']:.2g} |")
         for d in r["readout"]:
@@ -209,12 +216,14 @@ the choice of rows: the script's docstring.
 ## What steering does to the TEST margins, and the zero-cost calibration baseline
 
 Shift = steered minus unsteered margin per test item; "constant shift" = accuracy of the unsteered margins
-all moved by the mean shift; calibration = unsteered margins plus a bias fitted on the unsteered validation
-margins (the items the row's strength was chosen on), scored once on test; last column: row minus
-calibration on the same items (bootstrap 95% CI, McNemar p).
+all moved by the mean shift; AUROC = how well the margins rank choice-1 items above choice-0 items
+(threshold-free: a pure calibration shift leaves it unchanged, added item knowledge raises it);
+calibration = unsteered margins plus a bias fitted on the unsteered validation margins (the items the
+row's strength was chosen on), scored once on test; last column: row minus calibration on the same items
+(bootstrap 95% CI, McNemar p).
 
-| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | AUROC unsteered | AUROC steered | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(shift_lines) + """
 
 ## Along which direction? Readout gradient on the validation items

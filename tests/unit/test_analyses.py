@@ -267,6 +267,7 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
 
     import numpy as np
     import steering_mechanism
+    import torch
 
     from steer_lens.data import load_dataset
 
@@ -289,6 +290,9 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
     answers = {it.id: it.answer for it in load_dataset("arithmetic_2way").split("test")}
     signed = np.array([m if answers[i] == 1 else -m for i, m in zip(u["ids"], u["margins"])])
     y = np.array([answers[i] for i in u["ids"]])
+    from steer_lens.probes import auroc
+
+    assert r["test_shift"]["auroc_unsteered"] == pytest.approx(auroc(torch.as_tensor(signed), torch.as_tensor(y)))
     c = r["calibration"]
     assert c["accuracy"] == pytest.approx(float(np.mean((signed + c["bias"] > 0) == (y == 1))))
     assert c["val_accuracy"] >= c["unsteered_val_accuracy"]  # b = 0 is a candidate: the fit cannot lose
