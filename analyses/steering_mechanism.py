@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
 import random_directions as rd  # noqa: E402
 from lens_common import start_run  # noqa: E402
+from main_report import CONTROL_OF  # noqa: E402
 from steer_lens.activations import capture  # noqa: E402
 from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margins  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
@@ -60,20 +61,35 @@ def as_result(row: dict) -> EvalResult:
     return EvalResult(**{k: v for k, v in row.items() if k in FIELDS})
 
 
-def shift_stats(steered: EvalResult, unsteered: EvalResult, items) -> dict:
-    """Per-item margin shift on the same items, and what a constant shift of its mean would score."""
+def auroc_ci(margins: np.ndarray, answers: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """AUROC of the margins for choice 1 and its seeded percentile-bootstrap 95% CI (items resampled)."""
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(answers), len(answers))
+        if 0 < answers[i].sum() < len(i):
+            boots.append(auroc(torch.as_tensor(margins[i]), torch.as_tensor(answers[i])))
+    point = auroc(torch.as_tensor(margins), torch.as_tensor(answers))
+    return [point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+
+
+def shift_stats(steered: EvalResult, unsteered: EvalResult, items, control: EvalResult | None = None) -> dict:
+    """Per-item margin shift on the same items, what a constant shift of its mean would score, and
+    the AUROC of the unsteered, steered and (if given) matched random-control margins."""
     if steered.ids != unsteered.ids:
         raise ValueError("the steered and unsteered rows were scored on different items")
     s, u = signed_margins(steered, items), signed_margins(unsteered, items)
     d = s - u
     answers = np.asarray([{it.id: it.answer for it in items}[i] for i in steered.ids])
     const = float(np.mean((u + d.mean() > 0) == (answers == 1)))
-    return {"mean_shift": float(d.mean()), "sd_shift": float(d.std()),
-            "r_steered_unsteered": float(np.corrcoef(s, u)[0, 1]), "constant_shift_accuracy": const,
-            "steered_accuracy": steered.accuracy, "unsteered_accuracy": unsteered.accuracy,
-            # threshold-free: does steering re-rank the items (knowledge) or only move the threshold (calibration)?
-            "auroc_unsteered": auroc(torch.as_tensor(u), torch.as_tensor(answers)),
-            "auroc_steered": auroc(torch.as_tensor(s), torch.as_tensor(answers))}
+    out = {"mean_shift": float(d.mean()), "sd_shift": float(d.std()),
+           "r_steered_unsteered": float(np.corrcoef(s, u)[0, 1]), "constant_shift_accuracy": const,
+           "steered_accuracy": steered.accuracy, "unsteered_accuracy": unsteered.accuracy,
+           # threshold-free: does steering re-rank the items (knowledge) or only move the threshold (calibration)?
+           "auroc_unsteered": auroc_ci(u, answers), "auroc_steered": auroc_ci(s, answers), "auroc_control": None}
+    if control is not None and control.ids == steered.ids:
+        out["auroc_control"] = auroc_ci(signed_margins(control, items), answers)
+    return out
 
 
 def readout(target, plan, items, batch_size: int) -> dict[str, torch.Tensor]:
@@ -113,8 +129,10 @@ def run(a) -> None:
     row, unsteered = (json.loads(p.read_text()) for p in paths.values())
     ds = load_dataset(a.dataset)
     val = ds.split("validation", limit=ma.limit_val)
-    if "auroc_steered" not in res.get("test_shift", {"auroc_steered": 0}):  # cheap parts added later
-        res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"))
+    ctrl_path = runner.row_path(a.dataset, CONTROL_OF.get(a.method, "random"))
+    control = as_result(json.loads(ctrl_path.read_text())) if ctrl_path.is_file() else None
+    if "auroc_control" not in res.get("test_shift", {"auroc_control": 0}):  # cheap parts added later
+        res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"), control)
     if "readout" in res and "geometry" in res:  # (older cache files gain only the parts they lack)
         write_json(out, res)
         return
@@ -131,7 +149,7 @@ def run(a) -> None:
         strength = row["strength"] if a.strength is None else a.strength
         res = {"dataset": a.dataset, "method": a.method, "strength": row["strength"], "readout_strength": strength,
                "layers": row["layers"], "choices": list(val[0].choices), "n_val": len(val)}
-        res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), test)
+        res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), test, control)
         u_val = evaluate(target, val, batch_size=ma.batch_size)
         base = signed_margins(u_val, val)
         bias = fit_bias(base, [it.answer for it in val])
@@ -174,6 +192,10 @@ def geometry(plan, resid: dict[int, torch.Tensor]) -> dict:
             "top_coordinate_share": top_coord}
 
 
+def _ci(v) -> str:
+    return "" if not v else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
 def report(a, command: str) -> Path:
     """README.md and points.csv from every cached row."""
     cache = Path(a.out) / "cache"
@@ -186,7 +208,7 @@ def report(a, command: str) -> Path:
         shift_lines.append(
             f"{head} {t['unsteered_accuracy']:.3f} | {t['steered_accuracy']:.3f} | {t['mean_shift']:+.3f} | "
             f"{t['sd_shift']:.3f} | {t['r_steered_unsteered']:.3f} | {t['constant_shift_accuracy']:.3f} | "
-            f"{t.get('auroc_unsteered', float('nan')):.3f} | {t.get('auroc_steered', float('nan')):.3f} | "
+            f"{_ci(t.get('auroc_unsteered'))} | {_ci(t.get('auroc_steered'))} | {_ci(t.get('auroc_control'))} | "
             f"{c['bias']:+.3f} | {c['val_accuracy']:.2f} | {c['accuracy']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
             f"{pc['diff']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}], p = {pc['mcnemar_p']:.2g} |")
         for d in r["readout"]:
@@ -217,13 +239,14 @@ the choice of rows: the script's docstring.
 
 Shift = steered minus unsteered margin per test item; "constant shift" = accuracy of the unsteered margins
 all moved by the mean shift; AUROC = how well the margins rank choice-1 items above choice-0 items
-(threshold-free: a pure calibration shift leaves it unchanged, added item knowledge raises it);
+(threshold-free: a pure calibration shift leaves it unchanged, added item knowledge raises it; the
+method's matched random control shows how much any perturbation of that size re-ranks the items);
 calibration = unsteered margins plus a bias fitted on the unsteered validation margins (the items the
 row's strength was chosen on), scored once on test; last column: row minus calibration on the same items
 (bootstrap 95% CI, McNemar p).
 
-| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | AUROC unsteered | AUROC steered | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | AUROC unsteered | AUROC steered | AUROC random control | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(shift_lines) + """
 
 ## Along which direction? Readout gradient on the validation items
