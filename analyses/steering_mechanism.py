@@ -18,7 +18,9 @@ For a protocol-3 row of ``analyses/main_results.py`` on a two-way set (refitted 
    effect flips sign with the strength; a shift of one sign at both is not along the vector).
 4. **Geometry (VALIDATION prompts):** where each of these directions sits in the target's residual
    distribution at the steered hooks (mean direction, variance along it, principal directions, single
-   coordinates), to tell a special direction from a typical one.
+   coordinates), to tell a special direction from a typical one; the row's vector split into its largest
+   coordinate and the rest, each steered alone (what the residual holds at that coordinate, e.g. a massive
+   activation of the attention-sink token).
 
     python analyses/steering_mechanism.py --dataset sst2 --method expertsteer_autoencoder
     python analyses/steering_mechanism.py --fast --main-out DIR    # tiny models; DIR from main_results --fast
@@ -133,7 +135,7 @@ def run(a) -> None:
     control = as_result(json.loads(ctrl_path.read_text())) if ctrl_path.is_file() else None
     if "auroc_control" not in res.get("test_shift", {"auroc_control": 0}):  # cheap parts added later
         res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"), control)
-    if "readout" in res and "geometry" in res:  # (older cache files gain only the parts they lack)
+    if all(k in res for k in ("readout", "geometry", "coordinate")):  # older cache files gain only what they lack
         write_json(out, res)
         return
     target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
@@ -160,18 +162,52 @@ def run(a) -> None:
         grads = readout(target, plan, val, ma.batch_size)
         res["readout"] = [direction_row(n, p, grads, target, val, strength, base, ma.batch_size) for n, p in plans]
         res["readout_norm"] = {h: float(g.mean(0).norm()) for h, g in grads.items()}
-    resid = residuals(target, val, row["layers"], ma.batch_size)
+    resid, first = residuals(target, val, row["layers"], ma.batch_size)
     res["geometry"] = [{"direction": n, **geometry(p, resid)} for n, p in plans]
+    if "coordinate" not in res:
+        strength = res["readout_strength"]
+        base = signed_margins(evaluate(target, val, batch_size=ma.batch_size), val)
+        grads = readout(target, plan, val, ma.batch_size)
+        top, rest, info = split_top_coordinate(plan, resid, first)
+        res["coordinate"] = {"hooks": info, "readout": [
+            direction_row(n, p, grads, target, val, strength, base, ma.batch_size)
+            for n, p in ((f"{a.method}: its largest coordinate only", top),
+                         (f"{a.method}: without its largest coordinate", rest))]}
     write_json(out, res)
 
 
-def residuals(target, items, layers: list[int], batch_size: int) -> dict[int, torch.Tensor]:
-    """Per layer: the residual "tokens d" (resid_post) of every real token of the items' prompts
-    but the first (the attention-sink token, whose massive activations would dominate)."""
+def split_top_coordinate(plan, resid: dict[int, torch.Tensor], first: dict[int, torch.Tensor]):
+    """The plan's steering split at each hook into its largest coordinate k and the rest (each keeps its
+    exact share of the added vector: unit direction, norm scaled by the share's length), and what the
+    target's residual holds at k: mean |value| on the first (attention-sink) token and on the others."""
+    top, rest, tnorm, rnorm, info = {}, {}, {}, {}, {}
+    for h, v in plan.vectors.items():
+        u = v.float() / v.float().norm()
+        k = int(torch.argmax(u ** 2))
+        e = torch.zeros_like(u)
+        e[k] = 1.0 if u[k] > 0 else -1.0
+        r = u.clone()
+        r[k] = 0.0
+        top[h], rest[h] = e, r / r.norm()
+        tnorm[h], rnorm[h] = plan.norms[h] * float(u[k].abs()), plan.norms[h] * float(r.norm())
+        layer = int(h.split(".")[1])
+        x0, x = first[layer][:, k].abs(), resid[layer][:, k].abs()
+        info[h] = {"coordinate": k, "share": float(u[k] ** 2), "sink_mean_abs": float(x0.mean()),
+                   "other_mean_abs": float(x.mean()), "other_median_abs_all_coords": float(resid[layer].abs().median()),
+                   "sink_rank": int((first[layer].abs().mean(0) > x0.mean()).sum()) + 1}
+    return (dataclasses.replace(plan, vectors=top, norms=tnorm), dataclasses.replace(plan, vectors=rest, norms=rnorm),
+            info)
+
+
+def residuals(target, items, layers: list[int], batch_size: int) -> tuple[dict, dict]:
+    """Per layer: the residual "tokens d" (resid_post) of every real token of the items' prompts but
+    the first, and of the first tokens "n d" apart (the attention sink, whose massive activations
+    would dominate the statistics)."""
     cap = capture(target, [it.prompt() for it in items], layers=layers, position="all", batch_size=batch_size)
     mask = cap.mask.clone()
     mask[:, 0] = False
-    return {layer: cap.tensor[:, i][mask] for i, layer in enumerate(layers)}
+    return ({layer: cap.tensor[:, i][mask] for i, layer in enumerate(layers)},
+            {layer: cap.tensor[:, i, 0] for i, layer in enumerate(layers)})
 
 
 def geometry(plan, resid: dict[int, torch.Tensor]) -> dict:
@@ -199,7 +235,7 @@ def _ci(v) -> str:
 def report(a, command: str) -> Path:
     """README.md and points.csv from every cached row."""
     cache = Path(a.out) / "cache"
-    shift_lines, read_lines, geo_lines, points = [], [], [], []
+    shift_lines, read_lines, geo_lines, coord_lines, points = [], [], [], [], []
     for f in sorted(cache.glob("*.json")):
         r = json.loads(f.read_text())
         t, c = r["test_shift"], r["calibration"]
@@ -218,6 +254,13 @@ def report(a, command: str) -> Path:
                               f"{d['accuracy_minus']:.2f} |")
             points.append({"dataset": r["dataset"], "method": r["method"], "strength": r["strength"],
                            "readout_strength": r["readout_strength"], **d})
+        for d in r.get("coordinate", {}).get("readout", []):
+            read_lines.append(f"{head} {r['readout_strength']:g} | {d['direction']} | {d['cos_readout']:+.3f} | "
+                              f"{d['predicted_shift']:+.3f} | {d['shift_plus']:+.3f} | {d['shift_minus']:+.3f} | "
+                              f"{d['accuracy_plus']:.2f} | {d['accuracy_minus']:.2f} |")
+        for hook, c in r.get("coordinate", {}).get("hooks", {}).items():
+            coord_lines.append(f"{head} {hook} | {c['coordinate']} | {c['share']:.3f} | {c['sink_mean_abs']:.2f} | "
+                               f"{c['sink_rank']} | {c['other_mean_abs']:.2f} | {c['other_median_abs_all_coords']:.2f} |")
         for g in r.get("geometry", []):
             geo_lines.append(f"{head} {g['direction']} | {g['cos_mean_resid']:+.3f} | {g['variance_ratio']:.2f} | "
                              f"{g['top10_pc_share']:.3f} | {g['top_coordinate_share']:.3f} |")
@@ -269,7 +312,19 @@ directions (random: about 10/d); its largest single-coordinate share (random: a 
 
 | dataset | method | target layers | strength | direction | cos(mean residual) | variance ratio | top-10 PC share | largest coordinate share |
 |---|---|---|---|---|---|---|---|---|
-""" + "\n".join(geo_lines) + "\n"
+""" + "\n".join(geo_lines) + """
+
+## The vector's largest coordinate
+
+Per steered hook: the coordinate carrying most of the vector's energy (its share of the squared unit
+vector), the target's mean |residual| there on the first (attention-sink) token and that token's rank among
+all coordinates (1 = its largest), and on the other tokens, against the median |residual| of any coordinate.
+The readout table above has the row's steering split into that coordinate alone and everything else (each
+with its exact share of the added vector).
+
+| dataset | method | target layers | strength | hook | coordinate | share | sink-token mean abs | rank on sink token | other tokens mean abs | median abs (all coordinates) |
+|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(coord_lines) + "\n"
     notes = Path(a.out) / "notes.md"
     if notes.is_file():
         text += "\n" + notes.read_text()

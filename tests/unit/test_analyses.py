@@ -282,6 +282,12 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
         assert abs(d["predicted_shift"] - linear) <= 0.1 * abs(linear) + 1e-4, d
         assert d["shift_plus"] * d["shift_minus"] <= 0 and -1 <= d["cos_readout"] <= 1
     assert any(abs(d["predicted_shift"]) > 1e-3 for d in r["readout"])  # the check above is not vacuous
+    coord = r["coordinate"]
+    assert [d["direction"] for d in coord["readout"]] == ["expertsteer_autoencoder: its largest coordinate only",
+                                                          "expertsteer_autoencoder: without its largest coordinate"]
+    parts = sum(d["predicted_shift"] for d in coord["readout"])  # first order: the two parts add up to the whole
+    assert parts == pytest.approx(r["readout"][0]["predicted_shift"], rel=1e-3, abs=1e-6)
+    assert all(0 < h["share"] <= 1 and h["sink_rank"] >= 1 for h in coord["hooks"].values())
     geo = {g["direction"]: g for g in r["geometry"]}
     assert list(geo) == [d["direction"] for d in r["readout"]]
     assert all(0 <= g["top10_pc_share"] <= 1 + 1e-9 and 0 < g["top_coordinate_share"] <= 1 for g in geo.values())
