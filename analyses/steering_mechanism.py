@@ -63,16 +63,21 @@ def as_result(row: dict) -> EvalResult:
     return EvalResult(**{k: v for k, v in row.items() if k in FIELDS})
 
 
-def auroc_ci(margins: np.ndarray, answers: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    """AUROC of the margins for choice 1 and its seeded percentile-bootstrap 95% CI (items resampled)."""
+def auroc_ci(margins: np.ndarray, answers: np.ndarray, n_boot: int = 1000, seed: int = 0,
+             minus: np.ndarray | None = None) -> list[float]:
+    """AUROC of the margins for choice 1 (minus that of ``minus``, the same items' other margins: a paired
+    difference) and its seeded percentile-bootstrap 95% CI (items resampled)."""
+    def stat(i):
+        a = auroc(torch.as_tensor(margins[i]), torch.as_tensor(answers[i]))
+        return a if minus is None else a - auroc(torch.as_tensor(minus[i]), torch.as_tensor(answers[i]))
+
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
         i = rng.integers(0, len(answers), len(answers))
         if 0 < answers[i].sum() < len(i):
-            boots.append(auroc(torch.as_tensor(margins[i]), torch.as_tensor(answers[i])))
-    point = auroc(torch.as_tensor(margins), torch.as_tensor(answers))
-    return [point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+            boots.append(stat(i))
+    return [stat(np.arange(len(answers))), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
 
 
 def shift_stats(steered: EvalResult, unsteered: EvalResult, items, control: EvalResult | None = None) -> dict:
@@ -89,8 +94,11 @@ def shift_stats(steered: EvalResult, unsteered: EvalResult, items, control: Eval
            "steered_accuracy": steered.accuracy, "unsteered_accuracy": unsteered.accuracy,
            # threshold-free: does steering re-rank the items (knowledge) or only move the threshold (calibration)?
            "auroc_unsteered": auroc_ci(u, answers), "auroc_steered": auroc_ci(s, answers), "auroc_control": None}
+    out["auroc_steered_minus_unsteered"] = auroc_ci(s, answers, minus=u)
     if control is not None and control.ids == steered.ids:
-        out["auroc_control"] = auroc_ci(signed_margins(control, items), answers)
+        c = signed_margins(control, items)
+        out["auroc_control"] = auroc_ci(c, answers)
+        out["auroc_steered_minus_control"] = auroc_ci(s, answers, minus=c)
     return out
 
 
@@ -133,7 +141,7 @@ def run(a) -> None:
     val = ds.split("validation", limit=ma.limit_val)
     ctrl_path = runner.row_path(a.dataset, CONTROL_OF.get(a.method, "random"))
     control = as_result(json.loads(ctrl_path.read_text())) if ctrl_path.is_file() else None
-    if "auroc_control" not in res.get("test_shift", {"auroc_control": 0}):  # cheap parts added later
+    if "auroc_steered_minus_unsteered" not in res.get("test_shift", {"auroc_steered_minus_unsteered": 0}):  # cheap
         res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"), control)
     if all(k in res for k in ("readout", "geometry", "coordinate")):  # older cache files gain only what they lack
         write_json(out, res)
@@ -228,8 +236,8 @@ def geometry(plan, resid: dict[int, torch.Tensor]) -> dict:
             "top_coordinate_share": top_coord}
 
 
-def _ci(v) -> str:
-    return "" if not v else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+def _ci(v, sign: str = "") -> str:
+    return "" if not v else f"{v[0]:{sign}.3f} [{v[1]:{sign}.3f}, {v[2]:{sign}.3f}]"
 
 
 def report(a, command: str) -> Path:
@@ -245,6 +253,7 @@ def report(a, command: str) -> Path:
             f"{head} {t['unsteered_accuracy']:.3f} | {t['steered_accuracy']:.3f} | {t['mean_shift']:+.3f} | "
             f"{t['sd_shift']:.3f} | {t['r_steered_unsteered']:.3f} | {t['constant_shift_accuracy']:.3f} | "
             f"{_ci(t.get('auroc_unsteered'))} | {_ci(t.get('auroc_steered'))} | {_ci(t.get('auroc_control'))} | "
+            f"{_ci(t.get('auroc_steered_minus_unsteered'), '+')} | {_ci(t.get('auroc_steered_minus_control'), '+')} | "
             f"{c['bias']:+.3f} | {c['val_accuracy']:.2f} | {c['accuracy']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
             f"{pc['diff']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}], p = {pc['mcnemar_p']:.2g} |")
         for d in r["readout"]:
@@ -288,8 +297,8 @@ calibration = unsteered margins plus a bias fitted on the unsteered validation m
 row's strength was chosen on), scored once on test; last column: row minus calibration on the same items
 (bootstrap 95% CI, McNemar p).
 
-| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | AUROC unsteered | AUROC steered | AUROC random control | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | AUROC unsteered | AUROC steered | AUROC random control | AUROC steered - unsteered (paired) | AUROC steered - control (paired) | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(shift_lines) + """
 
 ## Along which direction? Readout gradient on the validation items

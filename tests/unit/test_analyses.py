@@ -301,6 +301,8 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
     au, lo, hi = r["test_shift"]["auroc_unsteered"]
     assert au == pytest.approx(auroc(torch.as_tensor(signed), torch.as_tensor(y))) and lo <= au <= hi
     assert r["test_shift"]["auroc_control"] is not None  # the matched random control row was cached
+    t = r["test_shift"]
+    assert t["auroc_steered_minus_unsteered"][0] == pytest.approx(t["auroc_steered"][0] - t["auroc_unsteered"][0])
     c = r["calibration"]
     assert c["accuracy"] == pytest.approx(float(np.mean((signed + c["bias"] > 0) == (y == 1))))
     assert c["val_accuracy"] >= c["unsteered_val_accuracy"]  # b = 0 is a candidate: the fit cannot lose
