@@ -39,6 +39,7 @@ from steer_lens.pipeline import ExpertSteer  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_METHODS = {"caa": ("correct", fit_caa), "self_rfm": ("correct", fit_self_rfm), "label_caa": ("label", fit_caa)}
 ES_METHODS = [m for m, (_, rule, *_rest) in mr.ES_VARIANTS.items() if rule != "validation"]
+SEED_PREFIX = {"independent": "seed", "rotation": "rotseed"}  # cache file names per random_plan structure
 
 
 def refit(method: str, row: dict, a, target, expert, contrasts):
@@ -82,6 +83,9 @@ def parse(argv=None):
     p.add_argument("--method", default="expertsteer_autoencoder", choices=sorted(TARGET_METHODS) + ES_METHODS)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4],
                    help="random-direction seeds (seed 0 is main_results' own control)")
+    p.add_argument("--structure", choices=["independent", "rotation"], default="independent",
+                   help="random_plan's structure: one random vector per hook (main_results' control) or the "
+                        "row's vectors under one random rotation (keeps the cosines between hooks)")
     p.add_argument("--main-out", default=None, help="main_results --out of the row (default: its protocol-3 folder)")
     p.add_argument("--out", default=None, help="default results/random_directions")
     p.add_argument("--fast", action="store_true", help="tiny random models (needs a main_results --fast run)")
@@ -102,7 +106,8 @@ def run(a) -> None:
                          f"{' '.join(main_args)} --methods {a.method} first")
     row = json.loads(row_path.read_text())
     cache = Path(a.out) / "cache"
-    todo = [s for s in [0, *a.seeds] if not (cache / f"{a.dataset}__{a.method}__seed{s}.json").is_file()]
+    prefix = SEED_PREFIX[a.structure]
+    todo = [s for s in [0, *a.seeds] if not (cache / f"{a.dataset}__{a.method}__{prefix}{s}.json").is_file()]
     if not todo and (cache / f"{a.dataset}__{a.method}__cosines.json").is_file():
         return
     target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
@@ -114,11 +119,28 @@ def run(a) -> None:
     cos = {"method": cosines(plan, own), "random": {s: cosines(random_plan(plan, seed=s), own) for s in [0, *a.seeds]}}
     write_json(cache / f"{a.dataset}__{a.method}__cosines.json", cos)
     for s in todo:
-        r = evaluate(target, ds, split="test", limit=ma.limit_test, plan=random_plan(plan, seed=s),
+        r = evaluate(target, ds, split="test", limit=ma.limit_test, plan=random_plan(plan, seed=s, structure=a.structure),
                      strength=row["strength"], batch_size=ma.batch_size)
-        write_json(cache / f"{a.dataset}__{a.method}__seed{s}.json",
+        write_json(cache / f"{a.dataset}__{a.method}__{prefix}{s}.json",
                    {"seed": s, "strength": row["strength"], "layers": row["layers"], **r.to_dict(),
                     "method_accuracy": row["accuracy"], "method_ids": row["ids"]})
+
+
+def _line(dataset: str, method: str, structure: str, seeds: list[dict], cos: dict, points: list[dict]) -> str:
+    """One table line for a row's random directions of one structure; appends their points."""
+    acc = seeds[0]["method_accuracy"]
+    rnd = sorted(s["accuracy"] for s in seeds)
+    for s in seeds:
+        points.append({"dataset": dataset, "method": method, "structure": structure, "seed": s["seed"],
+                       "strength": s["strength"], "layers": " ".join(map(str, s["layers"])), "accuracy": s["accuracy"],
+                       "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n": s["n"],
+                       "same_items": s["ids"] == s["method_ids"]})
+    mean = lambda key, d: sum(v[key] for v in d.values()) / len(d)  # noqa: E731 (over steered hooks)
+    rcos = max(abs(mean("label", d)) for d in cos["random"].values()) if structure == "independent" else None
+    return (f"| {dataset} | {method} | {' '.join(map(str, seeds[0]['layers']))} | {seeds[0]['strength']:g} | "
+            f"{acc:.3f} | {structure} | {len(rnd)} | {rnd[0]:.3f} - {rnd[-1]:.3f} | {sum(r >= acc for r in rnd)} | "
+            f"{mean('label', cos['method']):+.3f} | {mean('correct', cos['method']):+.3f} | "
+            f"{'' if rcos is None else f'{rcos:.3f}'} |")
 
 
 def report(a, command: str) -> Path:
@@ -128,21 +150,10 @@ def report(a, command: str) -> Path:
     for cfile in sorted(cache.glob("*__cosines.json")):
         dataset, method, _ = cfile.name.split("__")
         cos = json.loads(cfile.read_text())
-        seeds = [json.loads(f.read_text()) for f in sorted(cache.glob(f"{dataset}__{method}__seed*.json"))]
-        if not seeds:
-            continue
-        acc = seeds[0]["method_accuracy"]
-        rnd = sorted(s["accuracy"] for s in seeds)
-        for s in seeds:
-            points.append({"dataset": dataset, "method": method, "seed": s["seed"], "strength": s["strength"],
-                           "layers": " ".join(map(str, s["layers"])), "accuracy": s["accuracy"],
-                           "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n": s["n"],
-                           "same_items": s["ids"] == s["method_ids"]})
-        mean = lambda key, d: sum(v[key] for v in d.values()) / len(d)  # noqa: E731 (over steered hooks)
-        rcos = [abs(mean("label", d)) for d in cos["random"].values()]
-        lines.append(f"| {dataset} | {method} | {' '.join(map(str, seeds[0]['layers']))} | {seeds[0]['strength']:g} | "
-                     f"{acc:.3f} | {len(rnd)} | {rnd[0]:.3f} - {rnd[-1]:.3f} | {sum(r >= acc for r in rnd)} | "
-                     f"{mean('label', cos['method']):+.3f} | {mean('correct', cos['method']):+.3f} | {max(rcos):.3f} |")
+        for structure, prefix in SEED_PREFIX.items():
+            seeds = [json.loads(f.read_text()) for f in sorted(cache.glob(f"{dataset}__{method}__{prefix}*.json"))]
+            if seeds:
+                lines.append(_line(dataset, method, structure, seeds, cos, points))
     buf = io.StringIO()
     if points:
         w = csv.DictWriter(buf, fieldnames=list(points[0]))
@@ -156,12 +167,14 @@ def report(a, command: str) -> Path:
 Made by `{command}`analyses/random_directions.py`; every number is computed from `cache/`, all points in
 `points.csv`). Each row's plan is refitted as `analyses/main_results.py` fitted it; random unit directions
 (seed 0 = main_results' own control, then `--seeds`) sit at its hooks, norms and strength and are scored on
-the same TEST items. Cosines are averaged over the steered hooks: with the target's own label direction
-(answer 1 minus answer 0) and correct-minus-wrong direction at the same layers; the last column is the largest
-|cosine| of a random direction with the label direction.
+the same TEST items; structure "rotation" = the row's vectors under one random rotation (the cosines
+between its hooks kept: the same direction at two layers stays one direction). Cosines are averaged over
+the steered hooks: with the target's own label direction (answer 1 minus answer 0) and correct-minus-wrong
+direction at the same layers; the last column is the largest |cosine| of an independent random direction
+with the label direction.
 
-| dataset | method | target layers | strength | method test acc | random directions | their test acc (min - max) | random >= method | cos(label dir) | cos(correct dir) | max random cos(label dir) |
-|---|---|---|---|---|---|---|---|---|---|---|
+| dataset | method | target layers | strength | method test acc | control structure | random directions | their test acc (min - max) | random >= method | cos(label dir) | cos(correct dir) | max random cos(label dir) |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(lines) + "\n"
     notes = Path(a.out) / "notes.md"
     if notes.is_file():

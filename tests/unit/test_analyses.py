@@ -257,6 +257,11 @@ def test_random_directions_fast_reproduces_the_main_control(tmp_path, fast_main)
     assert "(report rewritten with `--report-only`" in made_by
     with pytest.raises(SystemExit, match="no cached caa row"):
         random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"), "--method", "caa"])
+    # the rotation-matched control (cosines between hooks kept) is cached and reported apart
+    rot = random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"),
+                                  "--method", "expertsteer_autoencoder", "--seeds", "1", "--structure", "rotation"])
+    assert len(list((tmp_path / "rd" / "cache").glob("*__rotseed*.json"))) == 2
+    assert "| rotation | 2 |" in rot.read_text() and "| independent | 3 |" in rot.read_text()
 
 
 def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_main):

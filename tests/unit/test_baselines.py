@@ -120,6 +120,31 @@ def test_random_control_matches_plan(tiny_llama, contrast):
     assert not torch.equal(random_plan(plan, seed=4).vectors[name], v)
 
 
+def test_rotation_control_keeps_the_cosines_between_hooks():
+    """A plan adding one direction at two layers is matched by one random direction at both (its
+    cosines between hooks kept exactly), each hook's vector still random and unit."""
+    from steer_lens.plan import SteeringPlan
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(32, generator=gen), torch.randn(32, generator=gen)
+    vecs = {"blocks.1.hook_resid_post": a / a.norm(), "blocks.2.hook_resid_post": a / a.norm(),
+            "blocks.3.hook_resid_post": b / b.norm()}
+    plan = SteeringPlan(vectors=vecs, pairs=[], mi=None, expert={"name": "x"}, target={}, norms={h: 2.0 for h in vecs})
+    gram = lambda p: torch.stack([v for v in p.vectors.values()]) @ torch.stack([v for v in p.vectors.values()]).T  # noqa: E731
+    rot = random_plan(plan, seed=1, structure="rotation")
+    assert torch.allclose(gram(rot), gram(plan), atol=1e-5) and rot.norms == plan.norms
+    assert rot.settings["structure"] == "rotation"
+    assert all(abs(float(rot.vectors[h] @ vecs[h])) < 0.9 for h in vecs)  # not the plan's own directions
+    ind = random_plan(plan, seed=1)
+    assert abs(float(ind.vectors["blocks.1.hook_resid_post"] @ ind.vectors["blocks.2.hook_resid_post"])) < 0.9
+    # over seeds, a rotated unit vector has no preferred direction (mean near 0, unlike the plan's)
+    mean = torch.stack([random_plan(plan, seed=s, structure="rotation").vectors["blocks.3.hook_resid_post"]
+                        for s in range(200)]).mean(0)
+    assert float(mean.norm()) < 0.2
+    with pytest.raises(ValueError, match="structure must be one of"):
+        random_plan(plan, structure="shuffle")
+
+
 class _GuardedDataset(MCDataset):
     """Raises if TEST is read while ``locked``."""
 
