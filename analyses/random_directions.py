@@ -116,8 +116,11 @@ def run(a) -> None:
     contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
     plan = refit(a.method, row, ma, target, expert, contrasts)
     own = own_directions(target, contrasts, row["layers"])
-    cos = {"method": cosines(plan, own), "random": {s: cosines(random_plan(plan, seed=s), own) for s in [0, *a.seeds]}}
-    write_json(cache / f"{a.dataset}__{a.method}__cosines.json", cos)
+    cfile = cache / f"{a.dataset}__{a.method}__cosines.json"
+    earlier = json.loads(cfile.read_text())["random"] if cfile.is_file() else {}  # a later run's seeds add to them
+    cos = {"method": cosines(plan, own),
+           "random": {**earlier, **{str(s): cosines(random_plan(plan, seed=s), own) for s in [0, *a.seeds]}}}
+    write_json(cfile, cos)
     for s in todo:
         r = evaluate(target, ds, split="test", limit=ma.limit_test, plan=random_plan(plan, seed=s, structure=a.structure),
                      strength=row["strength"], batch_size=ma.batch_size)

@@ -261,6 +261,8 @@ def test_random_directions_fast_reproduces_the_main_control(tmp_path, fast_main)
     rot = random_directions.main(["--fast", "--main-out", str(main), "--out", str(tmp_path / "rd"),
                                   "--method", "expertsteer_autoencoder", "--seeds", "1", "--structure", "rotation"])
     assert len(list((tmp_path / "rd" / "cache").glob("*__rotseed*.json"))) == 2
+    cos = json.loads((tmp_path / "rd" / "cache" / "arithmetic_2way__expertsteer_autoencoder__cosines.json").read_text())
+    assert sorted(cos["random"]) == ["0", "1", "2"]  # the earlier run's seed 2 is kept, not overwritten
     assert "| rotation | 2 |" in rot.read_text() and "| independent | 3 |" in rot.read_text()
 
 
