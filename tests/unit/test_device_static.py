@@ -33,6 +33,8 @@ ALLOWED = {
         "seeded CPU generator for the half split; moved to the activations' device",
     ("steer_lens/baselines/random_vector.py", "random_plan"):
         "seeded CPU generator (same vectors on any device); moved to the plan vector's device",
+    ("steer_lens/baselines/random_vector.py", "_haar_rotation"):
+        "seeded CPU generator (same rotation on any device); random_plan moves the rotated vectors to the plan's device",
     ("steer_lens/pipeline.py", "ExpertSteer._split"):
         "seeded CPU generator for the held-out split; fit moves the indices to the activations' device",
     ("steer_lens/rfm.py", "steering_vector"):
