@@ -56,6 +56,14 @@ def finish_args(args, name: str):
     return args
 
 
+def made_by(command: str) -> str:
+    """The opening of a report's "Made by" line: the command that computed the numbers (without
+    ``--report-only``), and whether the report was rewritten from the cache."""
+    rewritten = " --report-only" in command
+    return (f"Made by `{command.replace(' --report-only', '')}` ("
+            + ("report rewritten with `--report-only`; " if rewritten else ""))
+
+
 def start_run(script: str, args, argv) -> tuple[Path, str]:
     """Logging, torch threads; returns (output folder, the command line that reproduces the run)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -128,10 +136,12 @@ def mean_difference(target, pos, neg, layer: int) -> torch.Tensor:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` as CSV (columns from the first row; an empty file when there are none), atomically."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     write_text(path, buf.getvalue())
 
 

@@ -196,9 +196,8 @@ class Runner:
             u = self.cached(name, "unsteered", todo["unsteered"])
             r = val0(T)
             bias = fit_bias(signed_margins(r, val), [it.answer for it in val])
-            fields = {f.name for f in dataclasses.fields(EvalResult)}
             # the test answers are implied by the unsteered row (two-way): TEST is read only through evaluate
-            cal = calibrated(EvalResult(**{k: v for k, v in u.items() if k in fields}), None, bias)
+            cal = calibrated(EvalResult.from_dict(u), None, bias)
             return {**cal.to_dict(), "domain": domain, "model": u["model"], "strength": 0.0, "layers": [],
                     "bias": bias, "val_curve": [{**point(0.0, calibrated(r, val, bias)), "strength": 0.0}],
                     "n_val": len(val)}

@@ -19,8 +19,6 @@ Resumable: each seed's test result is cached under ``<out>/cache/``. Writes ``<o
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
-from lens_common import start_run  # noqa: E402
+from lens_common import layer_of, made_by, start_run, write_csv  # noqa: E402
 from steer_lens.baselines import fit_caa, fit_self_rfm, pooled_activations, random_plan  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
@@ -50,7 +48,7 @@ def refit(method: str, row: dict, a, target, expert, contrasts):
     pos, neg = contrasts[mr.ES_VARIANTS[method][2]]
     acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))
     plan = mr.es_config(method, a).fit(expert, target, pos, neg, activations=acts)
-    layers = sorted(int(h.split(".")[1]) for h in plan.vectors)
+    layers = sorted(layer_of(h) for h in plan.vectors)
     if layers != row["layers"]:
         raise RuntimeError(f"the refit {method} plan steers layers {layers}, the cached row {row['layers']}: the "
                            "row was made with main_results settings other than its defaults; refit it with those")
@@ -73,7 +71,7 @@ def cosines(plan, own: dict[int, dict[str, torch.Tensor]]) -> dict[str, dict[str
     """Per steered hook: cosine of the plan's vector with the target's own directions at that layer."""
     cos = torch.nn.functional.cosine_similarity
     return {hook: {c: float(cos(v.float().flatten(), d.float().flatten().to(v.device), dim=0))
-                   for c, d in own[int(hook.split(".")[1])].items()}
+                   for c, d in own[layer_of(hook)].items()}
             for hook, v in plan.vectors.items()}
 
 
@@ -157,17 +155,10 @@ def report(a, command: str) -> Path:
             seeds = [json.loads(f.read_text()) for f in sorted(cache.glob(f"{dataset}__{method}__{prefix}*.json"))]
             if seeds:
                 lines.append(_line(dataset, method, structure, seeds, cos, points))
-    buf = io.StringIO()
-    if points:
-        w = csv.DictWriter(buf, fieldnames=list(points[0]))
-        w.writeheader()
-        w.writerows(points)
-    write_text(Path(a.out) / "points.csv", buf.getvalue())
-    rewritten = " --report-only" in command  # name the command that computed the numbers
-    command = command.replace(" --report-only", "") + ("` (report rewritten with `--report-only`; " if rewritten else "` (")
+    write_csv(Path(a.out) / "points.csv", points)
     text = f"""# Random directions: is a row's gain specific to its direction?
 
-Made by `{command}`analyses/random_directions.py`; every number is computed from `cache/`, all points in
+{made_by(command)}`analyses/random_directions.py`; every number is computed from `cache/`, all points in
 `points.csv`). Each row's plan is refitted as `analyses/main_results.py` fitted it; random unit directions
 (seed 0 = main_results' own control, then `--seeds`) sit at its hooks, norms and strength and are scored on
 the same TEST items; structure "rotation" = the row's vectors under one random rotation (the cosines

@@ -31,9 +31,7 @@ Each row's numbers are cached in ``<out>/cache/``; README.md and points.csv are 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import sys
 from pathlib import Path
@@ -44,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
 import random_directions as rd  # noqa: E402
-from lens_common import start_run  # noqa: E402
+from lens_common import layer_of, made_by, start_run, write_csv  # noqa: E402
 from main_report import CONTROL_OF  # noqa: E402
 from steer_lens.activations import capture  # noqa: E402
 from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margins  # noqa: E402
@@ -55,12 +53,7 @@ from steer_lens.probes import answer_gradient, auroc  # noqa: E402
 from steer_lens.protocol import paired  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {f.name for f in dataclasses.fields(EvalResult)}
-
-
-def as_result(row: dict) -> EvalResult:
-    """The EvalResult stored in a main_results row."""
-    return EvalResult(**{k: v for k, v in row.items() if k in FIELDS})
+as_result = EvalResult.from_dict  # the EvalResult stored in a main_results row
 
 
 def auroc_ci(margins: np.ndarray, answers: np.ndarray, n_boot: int = 1000, seed: int = 0,
@@ -151,7 +144,7 @@ def run(a) -> None:
     contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
     plan = rd.refit(a.method, row, ma, target, expert, contrasts)
     own = rd.own_directions(target, contrasts, row["layers"])
-    label = dataclasses.replace(plan, vectors={h: own[int(h.split(".")[1])]["label"] for h in plan.vectors})
+    label = dataclasses.replace(plan, vectors={h: own[layer_of(h)]["label"] for h in plan.vectors})
     plans = [(a.method, plan), ("target label direction", label)] + [(f"random seed {s}", random_plan(plan, seed=s))
                                                                       for s in a.seeds]
     if "readout" not in res:
@@ -198,7 +191,7 @@ def split_top_coordinate(plan, resid: dict[int, torch.Tensor], first: dict[int, 
         r[k] = 0.0
         top[h], rest[h] = e, r / r.norm()
         tnorm[h], rnorm[h] = plan.norms[h] * float(u[k].abs()), plan.norms[h] * float(r.norm())
-        layer = int(h.split(".")[1])
+        layer = layer_of(h)
         x0, x = first[layer][:, k].abs(), resid[layer][:, k].abs()
         info[h] = {"coordinate": k, "share": float(u[k] ** 2), "sink_mean_abs": float(x0.mean()),
                    "other_mean_abs": float(x.mean()), "other_median_abs_all_coords": float(resid[layer].abs().median()),
@@ -224,7 +217,7 @@ def geometry(plan, resid: dict[int, torch.Tensor]) -> dict:
     its energy share in the top-10 principal directions, and its largest single-coordinate share."""
     stats = []
     for h, v in plan.vectors.items():
-        x = resid[int(h.split(".")[1])].double()
+        x = resid[layer_of(h)].double()
         u = (v.double() / v.double().norm()).to(x.device)
         mu, cov = x.mean(0), torch.cov(x.T)
         _, vecs = torch.linalg.eigh(cov)
@@ -273,17 +266,10 @@ def report(a, command: str) -> Path:
         for g in r.get("geometry", []):
             geo_lines.append(f"{head} {g['direction']} | {g['cos_mean_resid']:+.3f} | {g['variance_ratio']:.2f} | "
                              f"{g['top10_pc_share']:.3f} | {g['top_coordinate_share']:.3f} |")
-    buf = io.StringIO()
-    if points:
-        w = csv.DictWriter(buf, fieldnames=list(points[0]))
-        w.writeheader()
-        w.writerows(points)
-    write_text(Path(a.out) / "points.csv", buf.getvalue())
-    rewritten = " --report-only" in command
-    command = command.replace(" --report-only", "") + ("` (report rewritten with `--report-only`; " if rewritten else "` (")
+    write_csv(Path(a.out) / "points.csv", points)
     text = f"""# Steering mechanism: constant shift, readout direction, calibration baseline
 
-Made by `{command}`analyses/steering_mechanism.py`; every number is computed from `cache/`, the readout
+{made_by(command)}`analyses/steering_mechanism.py`; every number is computed from `cache/`, the readout
 rows in `points.csv`). Margin = score of choice 1 minus choice 0 (nats per completion token). Method and
 the choice of rows: the script's docstring.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -58,6 +58,12 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: Mapping) -> "EvalResult":
+        """The result stored in a dict that may carry more keys (e.g. a main-results row)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
 
 
 def bootstrap_ci(correct: Sequence[bool] | np.ndarray, *, n_boot: int = 2000, seed: int = 0,

@@ -123,3 +123,12 @@ def test_dataset_split_and_majority(tiny_llama):
     assert evaluate(tiny_llama, ds, split="validation").n == 2
     with pytest.raises(ValueError):
         evaluate(tiny_llama, items, plan=object(), vectors={})
+
+
+def test_eval_result_from_a_row_with_more_keys():
+    from steer_lens.evaluate import EvalResult
+
+    r = EvalResult(accuracy=0.5, ci_low=0.0, ci_high=1.0, n=2, majority_rate=0.5, accuracy_sum=0.5, ids=["a", "b"],
+                   correct=[True, False], margins=[0.3, -0.1], predictions=[1, 1])
+    row = {**r.to_dict(), "method": "caa", "strength": 0.2, "layers": [3]}
+    assert EvalResult.from_dict(row) == r
