@@ -25,7 +25,7 @@ import torch
 
 from steer_lens.baselines import fit_caa, pooled_activations
 from steer_lens.data import contrast_prompts, load_dataset
-from steer_lens.io import write_json, write_text
+from steer_lens.io import write_json
 from steer_lens.protocol import point
 from steer_lens.sweep import sweep
 
@@ -101,6 +101,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def write_outputs(out: Path, rows: list[dict], command: str, letters: list[dict] | None = None) -> Path:
+    from lens_common import write_report
     from main_report import _md_table
 
     summary = summarise(rows)
@@ -117,11 +118,7 @@ def write_outputs(out: Path, rows: list[dict], command: str, letters: list[dict]
                "is A, else -1); cosine of each to their mean (the A-minus-B direction), and the CAA vector's norm "
                "relative to that direction and to the items' differences.", "",
                _md_table(letters, list(letters[0])), ""]
-    notes = out / "notes.md"
-    if notes.exists():
-        md += [notes.read_text()]
-    write_text(out / "README.md", "\n".join(md) + "\n")
-    return out / "README.md"
+    return write_report(out / "README.md", "\n".join(md) + "\n")
 
 
 def parse(argv=None):

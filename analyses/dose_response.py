@@ -335,6 +335,7 @@ def plot_topic(res: dict, path: Path) -> None:
 
 
 def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str) -> Path:
+    from lens_common import write_report
     from main_report import _md_table
 
     summary = summarise(rows)
@@ -391,11 +392,7 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
                                       "moves_by_0_10", "loss_ratio_at_1"]), ""]
     md += ["## Every dataset and method", "", _md_table(summary, cols), ""]
     md += [f"![{n}]({n}.png)" for n in sorted({r["dataset"] for r in rows})]
-    notes = out / "notes.md"
-    if notes.exists():
-        md += ["", notes.read_text()]
-    write_text(out / "summary.md", "\n".join(md) + "\n")
-    return out / "summary.md"
+    return write_report(out / "summary.md", "\n".join(md) + "\n")
 
 
 def parse(argv=None):

@@ -145,6 +145,16 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
+def write_report(path: Path, text: str) -> Path:
+    """Write a Markdown report, followed by the hand-written ``notes.md`` beside it when there is
+    one (the reading that goes with the numbers), atomically; returns ``path``."""
+    notes = Path(path).parent / "notes.md"
+    if notes.is_file():
+        text = text.rstrip("\n") + "\n\n" + notes.read_text().rstrip("\n") + "\n"
+    write_text(path, text)
+    return Path(path)
+
+
 def markdown(rows: list[dict], floatfmt: str = ".3f") -> str:
     """A GitHub Markdown table of rows (dicts with the same keys)."""
     def cell(v):

@@ -27,11 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
-from lens_common import layer_of, made_by, start_run, write_csv  # noqa: E402
+from lens_common import layer_of, made_by, start_run, write_csv, write_report  # noqa: E402
 from steer_lens.baselines import fit_caa, fit_self_rfm, pooled_activations, random_plan  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
-from steer_lens.io import write_json, write_text  # noqa: E402
+from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,11 +170,7 @@ with the label direction.
 | dataset | method | target layers | strength | method test acc | control structure | random directions | their test acc (min - max) | random >= method | cos(label dir) | cos(correct dir) | max random cos(label dir) |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(lines) + "\n"
-    notes = Path(a.out) / "notes.md"
-    if notes.is_file():
-        text += "\n" + notes.read_text()
-    write_text(Path(a.out) / "README.md", text)
-    return Path(a.out) / "README.md"
+    return write_report(Path(a.out) / "README.md", text)
 
 
 def main(argv=None) -> Path:

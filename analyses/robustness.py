@@ -364,6 +364,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
+    from lens_common import write_report
     from main_report import _md_table
 
     cols = ["dataset", "method", "study", "level", "cosine", "effect", "val_accuracy", "pair_jaccard", "same_pairs",
@@ -384,11 +385,7 @@ def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
           "contrast's answer on VALIDATION items at the clean vector's strength of largest effect; the "
           "perturbation columns are TEST accuracy differences at the strength of best clean-validation accuracy.",
           "", _md_table(summary, cols), "", "![robustness](robustness.png)"]
-    notes = out / "notes.md"
-    if notes.exists():
-        md += ["", notes.read_text()]
-    write_text(out / "README.md", "\n".join(md) + "\n")
-    return out / "README.md"
+    return write_report(out / "README.md", "\n".join(md) + "\n")
 
 
 def parse(argv=None):

@@ -42,13 +42,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import main_results as mr  # noqa: E402
 import random_directions as rd  # noqa: E402
-from lens_common import layer_of, made_by, start_run, write_csv  # noqa: E402
+from lens_common import layer_of, made_by, start_run, write_csv, write_report  # noqa: E402
 from main_report import CONTROL_OF  # noqa: E402
 from steer_lens.activations import capture  # noqa: E402
 from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margins  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
-from steer_lens.io import write_json, write_text  # noqa: E402
+from steer_lens.io import write_json  # noqa: E402
 from steer_lens.probes import answer_gradient, auroc  # noqa: E402
 from steer_lens.protocol import paired  # noqa: E402
 
@@ -320,11 +320,7 @@ with its exact share of the added vector).
 | dataset | method | target layers | strength | hook | coordinate | share | sink-token mean abs | rank on sink token | other tokens mean abs | median abs (all coordinates) |
 |---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(coord_lines) + "\n"
-    notes = Path(a.out) / "notes.md"
-    if notes.is_file():
-        text += "\n" + notes.read_text()
-    write_text(Path(a.out) / "README.md", text)
-    return Path(a.out) / "README.md"
+    return write_report(Path(a.out) / "README.md", text)
 
 
 def parse(argv=None):

@@ -340,3 +340,14 @@ def test_steering_mechanism_geometry_on_planted_residuals(analyses_path):
     assert geo["axis"]["top_coordinate_share"] == pytest.approx(1.0)
     assert geo["mean"]["cos_mean_resid"] > 0.95 and abs(geo["axis"]["cos_mean_resid"]) < 0.1
     assert geo["random"]["variance_ratio"] < 5 and geo["random"]["top10_pc_share"] < 0.6
+
+
+def test_write_report_appends_the_notes_beside_it(tmp_path, analyses_path):
+    from lens_common import write_report
+
+    path = write_report(tmp_path / "README.md", "# Report\n\n| a |\n")
+    assert path.read_text() == "# Report\n\n| a |\n"  # no notes.md: the report alone
+    (tmp_path / "notes.md").write_text("## Notes\n\nreading\n\n")
+    write_report(path, "# Report\n\n| b |\n")
+    assert path.read_text() == "# Report\n\n| b |\n\n## Notes\n\nreading\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "notes.md"]  # atomic: no temp left
