@@ -143,9 +143,14 @@ def read_card(folder: str | os.PathLike) -> dict | None:
 def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings | None = None,
                  *, root: Path | None = None, force: bool = False, train_eval: int = 200,
                  eval_limit: int | None = None, eval_base: bool = True,
-                 log: Callable[[str], None] | None = print, device: str | None = None) -> tuple[Path, dict, bool]:
+                 log: Callable[[str], None] | None = print, device: str | None = None,
+                 checkpoint_every: int = 25) -> tuple[Path, dict, bool]:
     """Fine-tune, evaluate and save an expert, or reuse the cached one built with the same
-    settings. Returns ``(folder, card, reused)``; ``load_model(folder)`` loads the expert."""
+    settings. Returns ``(folder, card, reused)``; ``load_model(folder)`` loads the expert.
+
+    Training state is checkpointed every ``checkpoint_every`` steps beside the folder
+    (``.<folder name>.ckpt``): an interrupted build run again with the same settings resumes
+    there; the checkpoint is deleted once the expert is saved (``force`` starts afresh)."""
     settings = settings or FinetuneSettings()
     ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     folder = expert_folder(base, ds, settings, root)
@@ -160,7 +165,18 @@ def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: Fi
                                     settings.chat_template)
         if log:
             log(f"base {base} validation accuracy {base_validation['accuracy']:.3f}")
-    result = finetune(base, ds, settings, log=log, device=device)
+    ckpt = checkpoint_path(folder)
+    if force and ckpt.exists():
+        ckpt.unlink()
+    result = finetune(base, ds, settings, log=log, device=device, checkpoint=ckpt,
+                      checkpoint_every=checkpoint_every)
     card = save_expert(result, folder, dataset=ds, train_eval=train_eval, eval_limit=eval_limit,
                        base_validation=base_validation, log=log, device=device)
+    ckpt.unlink(missing_ok=True)
     return folder, card, False
+
+
+def checkpoint_path(folder: str | os.PathLike) -> Path:
+    """Where ``build_expert`` keeps the training checkpoint of the expert bound for ``folder``."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.ckpt"

@@ -20,6 +20,11 @@ projecting every position would be most of the cost (and HF's ``logits_to_keep``
 The plain HF model is trained (a ``TransformerBridge`` rewires its modules, so a bridged model
 cannot be saved as a plain HF folder). Saving, evaluating and caching the tuned folder
 (``build_expert``, ``expert_card.json``) live in ``steer_lens.experts``.
+
+Long runs resume: with ``checkpoint=PATH`` the trainable weights, AdamW and scheduler state, the
+row sampler's generator, the losses and the time spent are saved every ``checkpoint_every`` steps
+(atomically); a later call with the same base, rows and settings continues from the last saved
+step and ends with the same weights as an uninterrupted run (tested bit for bit on CPU).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 
 import torch
@@ -39,6 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .data import Item, MCDataset, load_dataset
+from .io import atomic_path
 from .models import hf_prepends_bos, load_hf
 from .tokens import TokenBatch, encode_all, pad
 
@@ -213,13 +219,55 @@ def _data_hash(items: Sequence[Item]) -> str:
     return digest.hexdigest()
 
 
+CHECKPOINT_FORMAT = 1
+
+
+def run_key(name: str, settings: FinetuneSettings, data_sha256: str) -> str:
+    """What a checkpoint must match to be resumed: base model name, training rows and settings."""
+    blob = json.dumps({"base": name, "data": data_sha256, "settings": asdict(settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(path, key: str, step: int, hf, optimizer, scheduler, generator, losses: list[float],
+                     seconds: float, cpu_seconds: float) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "key": key, "step": step,
+             "params": {n: p.detach().cpu() for n, p in hf.named_parameters() if p.requires_grad},
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "losses": list(losses),
+             "seconds": seconds, "cpu_seconds": cpu_seconds}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path, key: str, hf, optimizer, scheduler, generator, steps: int) -> dict:
+    """Restore a run's state from ``path``; returns the checkpoint (its step, losses and times)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
+        raise ValueError(f"checkpoint {path} belongs to another run (other base model, rows or settings); "
+                         "delete it to start afresh, or pass the settings it was made with")
+    if not 0 < state["step"] <= steps:
+        raise ValueError(f"checkpoint {path} is at step {state['step']}, outside 1..{steps}; delete it")
+    params = dict(hf.named_parameters())
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    return state
+
+
 def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: FinetuneSettings | None = None,
              *, log: Callable[[str], None] | None = print, log_every: int = 10,
-             device: str | None = None) -> FinetuneResult:
+             device: str | None = None, checkpoint: str | os.PathLike | None = None,
+             checkpoint_every: int = 25) -> FinetuneResult:
     """Fine-tune a fresh copy of ``base`` (registry name, HF folder or .gguf) on ``dataset``'s
     training rows; returns the tuned plain HF model (evaluate it with ``save_expert`` /
     ``build_expert``, which reload it through ``load_model``). ``device``: where to train
-    ("cpu" default, "cuda", ...); ``settings.dtype``: the weights' (and AdamW state's) dtype."""
+    ("cpu" default, "cuda", ...); ``settings.dtype``: the weights' (and AdamW state's) dtype.
+    ``checkpoint``: a file to save the run's state to every ``checkpoint_every`` steps and to
+    resume from when it exists (it must come from the same base, rows and settings); the caller
+    deletes it once the tuned model is saved."""
     from transformers import get_scheduler
 
     settings = settings or FinetuneSettings()
@@ -249,11 +297,21 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
             f"{trainable / 1e6:.1f}M trainable "
             f"/ {frozen / 1e6:.1f}M frozen parameters"
             + (f" (training the last {settings.train_layers} blocks)" if settings.train_layers else ""))
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    key = run_key(name, settings, _data_hash(items))
     losses: list[float] = []
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    first, spent0, cpu_spent0 = 1, 0.0, 0.0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state = _load_checkpoint(checkpoint, key, hf, optimizer, scheduler, generator, settings.steps)
+        first, losses = state["step"] + 1, list(state["losses"])
+        spent0, cpu_spent0 = state["seconds"], state["cpu_seconds"]
+        if log:
+            log(f"resuming from {checkpoint} after step {state['step']}")
+    t0, cpu0 = time.perf_counter() - spent0, time.process_time() - cpu_spent0
     try:
         hf.eval()  # no dropout in these models; eval() keeps training deterministic regardless
-        for step in range(1, settings.steps + 1):
+        for step in range(first, settings.steps + 1):
             rows = torch.multinomial(weights, draw, replacement=False, generator=generator).tolist()
             if settings.objective == "choice":
                 loss = choice_loss(hf, answer_batch(text, [e for i in rows for e in encoded[i]]),
@@ -269,11 +327,14 @@ def finetune(base: str | os.PathLike, dataset: str | MCDataset, settings: Finetu
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            if checkpoint is not None and step % checkpoint_every == 0 and step < settings.steps:
+                _save_checkpoint(checkpoint, key, step, hf, optimizer, scheduler, generator, losses,
+                                 time.perf_counter() - t0, time.process_time() - cpu0)
             if log and (step % log_every == 0 or step == settings.steps):
                 spent = time.perf_counter() - t0
                 recent = losses[-log_every:]
                 log(f"step {step:>5}/{settings.steps}  loss {sum(recent) / len(recent):.4f}  "
-                    f"{spent:7.1f}s wall ({step / spent:.3f} steps/s), "
+                    f"{spent:7.1f}s wall ({step / max(spent, 1e-9):.3f} steps/s), "
                     f"{time.process_time() - cpu0:7.1f}s CPU")
     finally:
         hf.requires_grad_(False)

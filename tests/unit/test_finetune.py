@@ -307,3 +307,37 @@ def test_cache_keys_of_existing_experts_are_unchanged_and_dtype_is_part_of_the_k
     assert choice.name not in (folder.name, other.name)
     with pytest.raises(ValueError, match="dtype must be"):
         FinetuneSettings(dtype="int8")
+
+
+def test_interrupted_build_resumes_to_the_weights_of_an_uninterrupted_run(tiny_dir, planted, tmp_path, one_thread):
+    from steer_lens.experts import checkpoint_path
+
+    settings = FinetuneSettings(steps=6, lr=1e-3, batch_size=8, seed=2, warmup=0.5)
+    full = finetune(tiny_dir["llama"], planted, settings, log=None)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_step_5(message: str) -> None:
+        if message.startswith("step") and "    5/6" in message:
+            raise Interrupted
+
+    folder = expert_folder(tiny_dir["llama"], planted, settings, tmp_path)
+    ckpt = checkpoint_path(folder)
+    with pytest.raises(Interrupted):  # killed after step 5; the last checkpoint is step 4's
+        finetune(tiny_dir["llama"], planted, settings, log=stop_at_step_5, log_every=1, checkpoint=ckpt,
+                 checkpoint_every=2)
+    assert torch.load(ckpt, weights_only=False)["step"] == 4 and not folder.exists()
+    with pytest.raises(ValueError, match="another run"):  # other settings never continue this run
+        finetune(tiny_dir["llama"], planted, FinetuneSettings(steps=6, lr=2e-3, batch_size=8, seed=2, warmup=0.5),
+                 log=None, checkpoint=ckpt)
+    messages: list[str] = []
+    folder2, card, reused = build_expert(tiny_dir["llama"], planted, settings, root=tmp_path, log=messages.append,
+                                         eval_base=False, checkpoint_every=2)
+    assert folder2 == folder and not reused
+    assert any(m.startswith("resuming from") and "after step 4" in m for m in messages)
+    assert not ckpt.exists() and not list(tmp_path.glob(".*"))  # deleted once the expert is saved
+    assert card["loss_every_10_steps"] == [round(sum(full.losses) / 6, 4)]  # steps 1-4 restored, 5-6 rerun
+    resumed, _, _ = load_hf(folder)
+    for (name, p), q in zip(full.hf.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
