@@ -153,7 +153,7 @@ TRAIN, VAL, TEST = 200, 100, 500
 # "train_extra": more training rows (disjoint from train/validation/test) for fine-tuning task experts
 # (steer_lens.finetune); the default "train" split stays the 200 rows other experiments use.
 SST2_EXTRA_PER_CLASS = 2000
-ARITHMETIC_EXTRA = 2000
+ARITHMETIC_EXTRA = 20000  # arithmetic is learnt slowly: session 10 raised it from 2000 for the tuned expert
 SPLIT_ORDER = ("train", "validation", "test", "train_extra")
 MEDICAL_TEST = 400  # MMLU medical has only ~670 unique items: 400 test leaves ~200 for train
 
@@ -433,6 +433,8 @@ def _arithmetic_problems(rng: random.Random, n: int, seen: set[str], prefix: str
         seen.add(q)
         right = {"+": a + b, "-": a - b, "*": a * b}[op]
         wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))  # carry / off-by-one style slips
+        while abs(wrong) == right:  # 1 - 2 = -1 would print as the right answer "1": draw again
+            wrong = right + rng.choice((-10, -2, -1, 1, 2, 10))
         rows.append(item(f"{prefix}{len(rows)}", q, [str(right), str(abs(wrong))], 0, "math",
                          "synthetic/arithmetic"))
     return rows
