@@ -21,6 +21,12 @@ For a protocol-3 row of ``analyses/main_results.py`` on a two-way set (refitted 
    coordinates), to tell a special direction from a typical one; the row's vector split into its largest
    coordinate and the rest, each steered alone (what the residual holds at that coordinate, e.g. a massive
    activation of the attention-sink token).
+5. **Components (VALIDATION):** where the margin change enters: a direct logit attribution of each
+   item's margin (``probes.margin_components``, per attention head and MLP) with and without the
+   steering, for the row's vector at +strength and -strength, the target's label direction and the
+   random directions; grouped into the added vectors' direct effect, the final norm's rescaling, the
+   attention heads and the MLPs, per layer, and the largest single terms. Needs two-way items whose
+   choices differ only in their last token (SST-2 on SmolLM2); otherwise the part records why not.
 
     python analyses/steering_mechanism.py --dataset sst2 --method expertsteer_autoencoder
     python analyses/steering_mechanism.py --fast --main-out DIR    # tiny models; DIR from main_results --fast
@@ -49,7 +55,7 @@ from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margi
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
-from steer_lens.probes import answer_gradient, auroc  # noqa: E402
+from steer_lens.probes import answer_gradient, auroc, margin_components  # noqa: E402
 from steer_lens.protocol import paired  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +142,7 @@ def run(a) -> None:
     control = as_result(json.loads(ctrl_path.read_text())) if ctrl_path.is_file() else None
     if "auroc_steered_minus_unsteered" not in res.get("test_shift", {"auroc_steered_minus_unsteered": 0}):  # cheap
         res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"), control)
-    if all(k in res for k in ("readout", "geometry", "coordinate")):  # older cache files gain only what they lack
+    if all(k in res for k in PARTS):  # older cache files gain only what they lack
         write_json(out, res)
         return
     target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
@@ -163,8 +169,10 @@ def run(a) -> None:
         grads = readout(target, plan, val, ma.batch_size)
         res["readout"] = [direction_row(n, p, grads, target, val, strength, base, ma.batch_size) for n, p in plans]
         res["readout_norm"] = {h: float(g.mean(0).norm()) for h, g in grads.items()}
-    resid, first = residuals(target, val, row["layers"], ma.batch_size)
-    res["geometry"] = [{"direction": n, **geometry(p, resid)} for n, p in plans]
+    if "geometry" not in res or "coordinate" not in res:
+        resid, first = residuals(target, val, row["layers"], ma.batch_size)
+    if "geometry" not in res:
+        res["geometry"] = [{"direction": n, **geometry(p, resid)} for n, p in plans]
     if "coordinate" not in res:
         strength = res["readout_strength"]
         base = signed_margins(evaluate(target, val, batch_size=ma.batch_size), val)
@@ -174,7 +182,44 @@ def run(a) -> None:
             direction_row(n, p, grads, target, val, strength, base, ma.batch_size)
             for n, p in ((f"{a.method}: its largest coordinate only", top),
                          (f"{a.method}: without its largest coordinate", rest))]}
+    if "components" not in res:
+        res["components"] = components_part(target, val, plans, res["readout_strength"], ma.batch_size)
     write_json(out, res)
+
+
+PARTS = ("readout", "geometry", "coordinate", "components")
+
+
+def components_part(target, items, plans, strength: float, batch_size: int, top: int = 6) -> dict:
+    """Direct logit attribution of the mean margin change of each plan at +strength (and of the first,
+    the row's, at -strength too): grouped terms, per-layer attention and MLP, the largest single terms
+    and how consistently their sign holds over the items."""
+    runs = [(n, p, strength) for n, p in plans] + [(f"{plans[0][0]} at -strength", plans[0][1], -strength)]
+    out = []
+    for name, plan, s in runs:
+        try:
+            att = margin_components(target, items, plan=plan, strength=s, heads=True, batch_size=batch_size)
+        except ValueError as err:  # e.g. choices of several tokens (checked before any forward): no exact split
+            return {"skipped": str(err)}
+        d = att.delta.double()
+        col = {t: k for k, t in enumerate(att.terms)}
+
+        def group(pred) -> float:
+            return float(d[:, [k for t, k in col.items() if pred(t)]].sum(1).mean())
+
+        per_layer = [{"layer": layer, "attention": group(lambda t: t.startswith(f"blocks.{layer}.attn")),
+                      "mlp": group(lambda t: t == f"blocks.{layer}.mlp")} for layer in range(target.cfg.n_layers)]
+        mean = d.mean(0)
+        largest = sorted(range(len(att.terms)), key=lambda k: -abs(float(mean[k])))[:top]
+        out.append({"direction": name, "strength": s, "n": len(items),
+                    "margin_change": float((att.margin_steered - att.margin_clean).mean()),
+                    "direct": group(lambda t: t == "steering"), "final_norm": group(lambda t: t == "final_norm_scale"),
+                    "attention": group(lambda t: ".attn." in t), "mlp": group(lambda t: t.endswith(".mlp")),
+                    "per_layer": per_layer,
+                    "largest": [{"term": att.terms[k], "mean": float(mean[k]),
+                                 "same_sign": float((torch.sign(d[:, k]) == torch.sign(mean[k])).double().mean())}
+                                for k in largest]})
+    return {"runs": out}
 
 
 def split_top_coordinate(plan, resid: dict[int, torch.Tensor], first: dict[int, torch.Tensor]):
@@ -237,6 +282,7 @@ def report(a, command: str) -> Path:
     """README.md and points.csv from every cached row."""
     cache = Path(a.out) / "cache"
     shift_lines, read_lines, geo_lines, coord_lines, points = [], [], [], [], []
+    comp_lines, layer_lines = [], []
     for f in sorted(cache.glob("*.json")):
         r = json.loads(f.read_text())
         t, c = r["test_shift"], r["calibration"]
@@ -263,6 +309,19 @@ def report(a, command: str) -> Path:
         for hook, c in r.get("coordinate", {}).get("hooks", {}).items():
             coord_lines.append(f"{head} {hook} | {c['coordinate']} | {c['share']:.3f} | {c['sink_mean_abs']:.2f} | "
                                f"{c['sink_rank']} | {c['other_mean_abs']:.2f} | {c['other_median_abs_all_coords']:.2f} |")
+        comp = r.get("components", {})
+        if "skipped" in comp:
+            comp_lines.append(f"{head} (not split: {comp['skipped'].split(';')[0]}) | | | | | | | |")
+        for c in comp.get("runs", []):
+            big = "; ".join(f"{t['term'].replace('blocks.', 'L')} {t['mean']:+.3f} ({t['same_sign']:.0%})"
+                            for t in c["largest"])
+            comp_lines.append(f"{head} {c['direction']} | {c['strength']:+g} | {c['margin_change']:+.3f} | "
+                              f"{c['direct']:+.3f} | {c['final_norm']:+.3f} | {c['attention']:+.3f} | {c['mlp']:+.3f} | "
+                              f"{big} |")
+            first = min(r["layers"])
+            if c is comp["runs"][0]:  # the row's own vector at +strength: where, layer by layer
+                layer_lines += [f"{head} {x['layer']} | {x['attention']:+.3f} | {x['mlp']:+.3f} |"
+                                for x in c["per_layer"] if x["layer"] >= first]
         for g in r.get("geometry", []):
             geo_lines.append(f"{head} {g['direction']} | {g['cos_mean_resid']:+.3f} | {g['variance_ratio']:.2f} | "
                              f"{g['top10_pc_share']:.3f} | {g['top_coordinate_share']:.3f} |")
@@ -319,7 +378,27 @@ with its exact share of the added vector).
 
 | dataset | method | target layers | strength | hook | coordinate | share | sink-token mean abs | rank on sink token | other tokens mean abs | median abs (all coordinates) |
 |---|---|---|---|---|---|---|---|---|---|---|
-""" + "\n".join(coord_lines) + "\n"
+""" + "\n".join(coord_lines) + """
+
+## Where the margin change enters: direct logit attribution (validation items)
+
+Each item's margin (logit of choice 1 minus choice 0 where the answer token is predicted; the same
+difference as the scores above when the choices are one token each) split exactly into the embeddings,
+every attention head and MLP, the added vectors themselves and the final norm's rescaling
+(`steer_lens.probes.margin_components`); steered minus unsteered, mean over the validation items. "direct" =
+the added vectors read straight through the unembedding; "attention"/"MLP" = the summed change of every
+head's/MLP's output (all layers; those below the first steered layer cannot change); largest terms: mean
+change and the share of items where it has that sign (L18.attn.head3 = block 18's head 3).
+
+| dataset | method | target layers | strength | direction | steering strength | margin change | direct | final-norm rescaling | attention | MLP | largest terms |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(comp_lines) + """
+
+Per layer, for the row's own vector at +strength (layers from the first steered one):
+
+| dataset | method | target layers | strength | layer | attention change | MLP change |
+|---|---|---|---|---|---|---|
+""" + "\n".join(layer_lines) + "\n"
     return write_report(Path(a.out) / "README.md", text)
 
 

@@ -314,6 +314,8 @@ def test_steering_mechanism_fast_readout_predicts_small_shifts(tmp_path, fast_ma
     assert c["accuracy"] == pytest.approx(float(np.mean((signed + c["bias"] > 0) == (y == 1))))
     assert c["val_accuracy"] >= c["unsteered_val_accuracy"]  # b = 0 is a candidate: the fit cannot lose
     assert "| arithmetic_2way | expertsteer_autoencoder |" in readme.read_text()
+    assert "last token" in r["components"]["skipped"]  # multi-token numbers: no exact split, and it says why
+    assert "(not split: " in readme.read_text()
     assert steering_mechanism.main(args) == readme  # cached: not recomputed
     with pytest.raises(SystemExit, match="no cached caa row"):
         steering_mechanism.main(["--fast", "--main-out", str(fast_main), "--out", str(tmp_path), "--method", "caa"])
@@ -340,6 +342,32 @@ def test_steering_mechanism_geometry_on_planted_residuals(analyses_path):
     assert geo["axis"]["top_coordinate_share"] == pytest.approx(1.0)
     assert geo["mean"]["cos_mean_resid"] > 0.95 and abs(geo["axis"]["cos_mean_resid"]) < 0.1
     assert geo["random"]["variance_ratio"] < 5 and geo["random"]["top10_pc_share"] < 0.6
+
+
+def test_steering_mechanism_components_add_up(tiny_llama, analyses_path, one_thread):
+    """The components part: grouped changes add up to the margin change, nothing below the first steered
+    layer moves, the row's vector is also split at -strength."""
+    import steering_mechanism
+    import torch
+
+    from steer_lens.data import Item
+    from steer_lens.plan import SteeringPlan, model_card
+
+    items = [Item(f"i{i}", "why " * (i % 3) + f"is {i} x or y", ("x", "y"), i % 2) for i in range(5)]
+    gen = torch.Generator().manual_seed(0)
+    d = tiny_llama.cfg.d_model
+    plans = [(name, SteeringPlan(vectors={"blocks.2.hook_resid_post": torch.randn(d, generator=gen)}, pairs=[],
+                                 mi=None, expert={}, target=model_card(tiny_llama),
+                                 norms={"blocks.2.hook_resid_post": 4.0})) for name in ("row", "random seed 0")]
+    out = steering_mechanism.components_part(tiny_llama, items, plans, 1.5, batch_size=2)
+    assert [r["direction"] for r in out["runs"]] == ["row", "random seed 0", "row at -strength"]
+    assert [r["strength"] for r in out["runs"]] == [1.5, 1.5, -1.5]
+    for r in out["runs"]:
+        parts = r["direct"] + r["final_norm"] + r["attention"] + r["mlp"]
+        assert parts == pytest.approx(r["margin_change"], abs=1e-4)
+        assert all(x["attention"] == 0 and x["mlp"] == 0 for x in r["per_layer"] if x["layer"] <= 2)
+        assert abs(r["margin_change"]) > 1e-4 and len(r["largest"]) == 6
+        assert all(0 <= t["same_sign"] <= 1 for t in r["largest"])
 
 
 def test_write_report_appends_the_notes_beside_it(tmp_path, analyses_path):
