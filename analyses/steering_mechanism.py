@@ -27,6 +27,7 @@ For a protocol-3 row of ``analyses/main_results.py`` on a two-way set (refitted 
    random directions; grouped into the added vectors' direct effect, the final norm's rescaling, the
    attention heads and the MLPs, per layer, and the largest single terms. Needs two-way items whose
    choices differ only in their last token (SST-2 on SmolLM2); otherwise the part records why not.
+   The MLP that changes most is then split into its neurons at +strength and -strength.
 
     python analyses/steering_mechanism.py --dataset sst2 --method expertsteer_autoencoder
     python analyses/steering_mechanism.py --fast --main-out DIR    # tiny models; DIR from main_results --fast
@@ -184,10 +185,32 @@ def run(a) -> None:
                          (f"{a.method}: without its largest coordinate", rest))]}
     if "components" not in res:
         res["components"] = components_part(target, val, plans, res["readout_strength"], ma.batch_size)
+    if "neurons" not in res:
+        res["neurons"] = neurons_part(target, val, plan, res["readout_strength"], res["components"], ma.batch_size)
     write_json(out, res)
 
 
-PARTS = ("readout", "geometry", "coordinate", "components")
+PARTS = ("readout", "geometry", "coordinate", "components", "neurons")
+
+
+def neurons_part(target, items, plan, strength: float, components: dict, batch_size: int, top: int = 8) -> dict:
+    """The MLP whose output changes most under the row's vector (components part, +strength) split into
+    its neurons at +strength and -strength: how many neurons carry half of the change, and the largest."""
+    if "runs" not in components:
+        return {"skipped": components.get("skipped", "no components part")}
+    layer = max(components["runs"][0]["per_layer"], key=lambda x: abs(x["mlp"]))["layer"]
+    change = {}
+    for s in (strength, -strength):
+        att = margin_components(target, items, plan=plan, strength=s, neurons=[layer], batch_size=batch_size)
+        cols = [k for k, t in enumerate(att.terms) if t.startswith(f"blocks.{layer}.mlp.n")]
+        change[s] = att.delta[:, cols].double().mean(0)
+    plus, minus = change[strength], change[-strength]
+    mag = plus.abs().sort(descending=True).values
+    half = int((mag.cumsum(0) < 0.5 * mag.sum()).sum()) + 1
+    order = plus.abs().argsort(descending=True)[:top].tolist()
+    return {"layer": layer, "n_neurons": len(plus), "change_plus": float(plus.sum()), "change_minus": float(minus.sum()),
+            "neurons_for_half": half, "top": [{"neuron": i, "plus": float(plus[i]), "minus": float(minus[i])}
+                                              for i in order]}
 
 
 def components_part(target, items, plans, strength: float, batch_size: int, top: int = 6) -> dict:
@@ -282,7 +305,7 @@ def report(a, command: str) -> Path:
     """README.md and points.csv from every cached row."""
     cache = Path(a.out) / "cache"
     shift_lines, read_lines, geo_lines, coord_lines, points = [], [], [], [], []
-    comp_lines, layer_lines = [], []
+    comp_lines, layer_lines, neuron_lines = [], [], []
     for f in sorted(cache.glob("*.json")):
         r = json.loads(f.read_text())
         t, c = r["test_shift"], r["calibration"]
@@ -322,6 +345,11 @@ def report(a, command: str) -> Path:
             if c is comp["runs"][0]:  # the row's own vector at +strength: where, layer by layer
                 layer_lines += [f"{head} {x['layer']} | {x['attention']:+.3f} | {x['mlp']:+.3f} |"
                                 for x in c["per_layer"] if x["layer"] >= first]
+        nr = r.get("neurons", {})
+        if "layer" in nr:
+            big = "; ".join(f"n{t['neuron']} {t['plus']:+.3f} / {t['minus']:+.3f}" for t in nr["top"])
+            neuron_lines.append(f"{head} {nr['layer']} | {nr['change_plus']:+.3f} | {nr['change_minus']:+.3f} | "
+                                f"{nr['neurons_for_half']} of {nr['n_neurons']} | {big} |")
         for g in r.get("geometry", []):
             geo_lines.append(f"{head} {g['direction']} | {g['cos_mean_resid']:+.3f} | {g['variance_ratio']:.2f} | "
                              f"{g['top10_pc_share']:.3f} | {g['top_coordinate_share']:.3f} |")
@@ -398,7 +426,15 @@ Per layer, for the row's own vector at +strength (layers from the first steered 
 
 | dataset | method | target layers | strength | layer | attention change | MLP change |
 |---|---|---|---|---|---|---|
-""" + "\n".join(layer_lines) + "\n"
+""" + "\n".join(layer_lines) + """
+
+The MLP whose output changes most under the row's vector, split into its neurons (activation x output row, read
+through the unembedding as above), at +strength and -strength: the summed change, how many neurons carry half of
+the summed |change|, and the largest neurons (change at +s / at -s; the same sign at both = an even response).
+
+| dataset | method | target layers | strength | MLP layer | change at +s | change at -s | neurons for half | largest neurons (+s / -s) |
+|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(neuron_lines) + "\n"
     return write_report(Path(a.out) / "README.md", text)
 
 

@@ -15,7 +15,8 @@ steered-minus-clean change is the change of that component's output alone. It sa
 steering effect enters the margin: directly through the added vectors (the ``steering`` term:
 the residual left after the components are subtracted, checked to be ~0 without steering),
 through the final norm's rescaling, or through the response of a particular block's attention or
-MLP, or with ``heads=True`` a particular attention head (``hook_z`` x ``W_O``). For two-way items whose choices differ only in their last token (SST-2's
+MLP, or with ``heads=True`` a particular attention head (``hook_z`` x ``W_O``) and with
+``neurons=[L]`` a particular neuron of block L's MLP (``hook_post`` x ``W_out``). For two-way items whose choices differ only in their last token (SST-2's
 " negative"/" positive" on SmolLM2, " (A"/" (B"), read where that token is predicted, the margin
 is exactly the difference of ``evaluate``'s summed choice scores. Every split is checked against the model's own logits and raises when it does not
 reconstruct them (a logit soft-cap as in Gemma-2 or a LayerNorm final norm is refused; Gemma-3's
@@ -104,16 +105,36 @@ def _readout(model) -> tuple[Tensor, Tensor | None]:
     return weight[:, None] * w_u, b_u
 
 
-def _names(n_layers: int, heads: bool) -> list[str]:
+def _names(n_layers: int, heads: bool, neurons: Sequence[int]) -> list[str]:
     names = ["blocks.0.hook_resid_pre", "ln_final.hook_in", "ln_final.hook_scale"]
     for layer in range(n_layers):
         names += [f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
         if heads:
             names.append(f"blocks.{layer}.attn.hook_z")
+        if layer in neurons:
+            names.append(f"blocks.{layer}.mlp.hook_post")
     return names
 
 
-def _split(model, cache, logits, pairs, readout, b_u, heads: bool, atol: float, ref_scale: Tensor | None = None):
+def _per_neuron(model, cache, layer: int, atol: float) -> Tensor:
+    """Block ``layer``'s MLP output at the last position split into its neurons plus the output bias
+    (last column): "n (d_mlp + 1) d_model"; raises when they do not add up to ``hook_mlp_out``."""
+    post = cache[f"blocks.{layer}.mlp.hook_post"][:, -1].float()  # (n, d_mlp)
+    mlp = model.blocks[layer].mlp
+    w_out = mlp.W_out.detach().float().to(post.device)  # (d_mlp, d_model)
+    parts = post[:, :, None] * w_out[None]
+    out = cache[f"blocks.{layer}.hook_mlp_out"][:, -1].float()
+    bias = out - parts.sum(1)
+    b_out = getattr(mlp, "b_out", None)
+    expected = b_out.detach().float().to(bias.device) if b_out is not None else torch.zeros_like(bias[0])
+    if not torch.allclose(bias, expected.expand_as(bias), atol=atol * max(1.0, float(out.abs().max()))):
+        raise ValueError(f"block {layer}: hook_post x W_out does not reconstruct hook_mlp_out for "
+                         f"{model.cfg.model_name!r} (a norm after the MLP?); leave it out of neurons=")
+    return torch.cat([parts, bias[:, None]], dim=1)
+
+
+def _split(model, cache, logits, pairs, readout, b_u, heads: bool, atol: float, ref_scale: Tensor | None = None,
+           neurons: Sequence[int] = ()):
     """Contributions (n, term) of one batch (left-padded: the last column is every prompt's end),
     each term divided by ``ref_scale`` (the clean run's final-norm scale; default this run's own),
     the difference to this run's scale in the ``final_norm_scale`` term. Returns the contributions,
@@ -146,7 +167,11 @@ def _split(model, cache, logits, pairs, readout, b_u, heads: bool, atol: float, 
             cols.append(share(bias[:, None]))
         else:
             cols.append(share(attn))
-        cols.append(share(cache[f"blocks.{layer}.hook_mlp_out"]))
+        if layer in neurons:
+            cols += list(((_per_neuron(model, cache, layer, atol).to(r.device) / scale[:, :, None])
+                          * r[:, None]).sum(-1).T)
+        else:
+            cols.append(share(cache[f"blocks.{layer}.hook_mlp_out"]))
         parts += [attn[:, -1].float(), cache[f"blocks.{layer}.hook_mlp_out"][:, -1].float()]
     final = cache["ln_final.hook_in"][:, -1].float()
     rest = final - sum(parts)
@@ -166,13 +191,14 @@ def _split(model, cache, logits, pairs, readout, b_u, heads: bool, atol: float, 
 
 def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mapping[str, Tensor] | None = None,
                       strength: float = 1.0, norms: Mapping[str, float] | None = None, heads: bool = False,
-                      chat_template: bool | None = None, batch_size: int = 8,
+                      neurons: Sequence[int] = (), chat_template: bool | None = None, batch_size: int = 8,
                       atol: float = 1e-3) -> ComponentAttribution:
     """Split each two-way item's answer margin (choice 1 minus choice 0, at the last prompt
     token) into the contributions of the embeddings (``resid_pre0``), every block's attention
     (or, with ``heads``, every head and the output bias) and MLP, the ``steering`` term (the
     residual the components do not account for: ~0 unsteered, the added vectors when steered)
-    and the unembedding's bias (0 for most models).
+    and the unembedding's bias (0 for most models). ``neurons``: blocks whose MLP is split into its
+    neurons (``blocks.L.mlp.n<i>``: activation x its output row) and output bias (``blocks.L.mlp.bias``).
     With ``plan`` (or ``vectors`` [+ ``norms``], relative scale) at ``strength``, the steered run
     is split too. ``atol``: tolerance of the reconstruction checks, relative to the largest value."""
     from ..steer import steer
@@ -184,7 +210,10 @@ def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mappi
         raise ValueError("pass plan= or vectors=, not both")
     prompts, pairs = _choice_tokens(model, items, chat_template)
     readout, b_u = _readout(model)
-    names = _names(model.cfg.n_layers, heads)
+    neurons = sorted({int(n) for n in neurons})
+    if any(not 0 <= n < model.cfg.n_layers for n in neurons):
+        raise ValueError(f"neurons={neurons}: blocks are numbered 0..{model.cfg.n_layers - 1}")
+    names = _names(model.cfg.n_layers, heads, neurons)
     steering = None
     if plan is not None:
         steering = lambda: plan.apply(model, strength)  # noqa: E731
@@ -202,7 +231,8 @@ def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mappi
             if hasattr(model, "_last_hf_cache"):
                 del model._last_hf_cache
             out, margin, rest, scale = _split(model, cache, logits, [pairs[i] for i in chunk], readout, b_u, heads,
-                                              atol, ref_scale=clean_scale if run == "steered" else None)
+                                              atol, ref_scale=clean_scale if run == "steered" else None,
+                                              neurons=neurons)
             clean_scale = scale if run == "clean" else clean_scale
             if run == "clean" and float(rest.max()) > atol * 10:
                 raise ValueError(f"without steering the components leave {float(rest.max()):.3g} of the final "
@@ -216,7 +246,10 @@ def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mappi
             terms += [f"blocks.{layer}.attn.head{h}" for h in range(n_heads)] + [f"blocks.{layer}.attn.bias"]
         else:
             terms.append(f"blocks.{layer}.attn")
-        terms.append(f"blocks.{layer}.mlp")
+        if layer in neurons:
+            terms += [f"blocks.{layer}.mlp.n{i}" for i in range(model.cfg.d_mlp)] + [f"blocks.{layer}.mlp.bias"]
+        else:
+            terms.append(f"blocks.{layer}.mlp")
     terms += ["steering", "final_norm_scale", "unembed_bias"]
 
     def cat(run: str, k: int):

@@ -368,6 +368,14 @@ def test_steering_mechanism_components_add_up(tiny_llama, analyses_path, one_thr
         assert all(x["attention"] == 0 and x["mlp"] == 0 for x in r["per_layer"] if x["layer"] <= 2)
         assert abs(r["margin_change"]) > 1e-4 and len(r["largest"]) == 6
         assert all(0 <= t["same_sign"] <= 1 for t in r["largest"])
+    nr = steering_mechanism.neurons_part(tiny_llama, items, plans[0][1], 1.5, out, batch_size=2)
+    mlp_layer = max(out["runs"][0]["per_layer"], key=lambda x: abs(x["mlp"]))
+    assert nr["layer"] == mlp_layer["layer"] == 3 and nr["n_neurons"] == tiny_llama.cfg.d_mlp
+    # the neurons (without the unchanged output bias) add up to that MLP's change at +strength
+    assert nr["change_plus"] == pytest.approx(mlp_layer["mlp"], abs=1e-4)
+    assert 1 <= nr["neurons_for_half"] <= nr["n_neurons"] and len(nr["top"]) == 8
+    assert abs(nr["top"][0]["plus"]) >= abs(nr["top"][-1]["plus"])
+    assert "skipped" in steering_mechanism.neurons_part(tiny_llama, items, plans[0][1], 1.5, {"skipped": "x"}, 2)
 
 
 def test_write_report_appends_the_notes_beside_it(tmp_path, analyses_path):

@@ -72,6 +72,21 @@ def test_heads_split_the_attention_outputs(tiny_llama, one_thread):
     assert torch.allclose(heads.clean.sum(1), heads.margin_clean, atol=1e-4)
 
 
+def test_neurons_split_their_mlp(tiny_llama, one_thread):
+    v = torch.randn(tiny_llama.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    hook = _hook(tiny_llama, 0)
+    whole = margin_components(tiny_llama, ITEMS, vectors={hook: v}, strength=1.0, norms={hook: 2.0})
+    split = margin_components(tiny_llama, ITEMS, vectors={hook: v}, strength=1.0, norms={hook: 2.0}, neurons=[2])
+    cols = [k for k, t in enumerate(split.terms) if t.startswith("blocks.2.mlp.")]
+    assert len(cols) == tiny_llama.cfg.d_mlp + 1 and "blocks.2.mlp" not in split.terms
+    for run in ("clean", "steered"):
+        assert torch.allclose(getattr(split, run)[:, cols].sum(1),
+                              getattr(whole, run)[:, whole.terms.index("blocks.2.mlp")], atol=1e-4)
+    assert (split.delta[:, cols[:-1]].abs().max(0).values > 1e-6).sum() > 1  # several neurons respond
+    with pytest.raises(ValueError, match="numbered 0..3"):
+        margin_components(tiny_llama, ITEMS, neurons=[4])
+
+
 def test_gemma3_splits_by_block_but_refuses_heads(tiny_gemma, one_thread):
     res = margin_components(tiny_gemma, ITEMS)  # its hooks see the post-normed outputs the residual adds
     assert torch.allclose(res.clean.sum(1), res.margin_clean, atol=1e-4)
@@ -79,6 +94,8 @@ def test_gemma3_splits_by_block_but_refuses_heads(tiny_gemma, one_thread):
     assert torch.allclose(res.margin_clean, torch.tensor([s[1] - s[0] for s, _ in scores]), atol=1e-4)
     with pytest.raises(ValueError, match="does not reconstruct hook_attn_out"):  # post-attention norm
         margin_components(tiny_gemma, ITEMS, heads=True)
+    with pytest.raises(ValueError, match="does not reconstruct hook_mlp_out"):  # post-feedforward norm
+        margin_components(tiny_gemma, ITEMS, neurons=[0])
 
 
 def test_bad_inputs_name_the_problem(tiny_llama, family_dirs, one_thread):
