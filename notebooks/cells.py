@@ -244,7 +244,8 @@ ATTRIBUTION = [
 Same plan as notebook 02 (SST-2 answer correctness). We (1) project every token's residual on the steering
 vector at every layer, (2) attribute the change in the correct answer's log-prob to the steering
 perturbation's positions and components with gradient × activation, checking it against the actual change,
-and (3) ablate the plan's layer pairs one at a time.
+(3) ablate the plan's layer pairs one at a time and (4) split the answer margin into every head's and MLP's
+direct contribution, clean and steered.
 '''),
     ("code", SETUP),
     ("code", TASK_PLAN),
@@ -297,6 +298,33 @@ rows = layer_ablation(target, plan, margin_metric(test[:20]), strength=STRENGTH)
 for r in rows:
     name = r["condition"].replace("blocks.", "L").replace(".hook_resid_post", "")
     print(f"{name:14s} margin {r['metric']:+.4f}   vs unsteered {r['vs_unsteered']:+.4f}")
+'''),
+    ("md", r'''
+## 4. Which heads and MLPs carry the effect: direct logit attribution of the answer margin
+The margin "positive" minus "negative" where the answer token is predicted splits exactly into the embeddings,
+every attention head and MLP output, the added vectors themselves and the final norm's rescaling
+(`margin_components`; the terms of each item sum to its margin, checked against the model's logits). Steered
+minus clean per term says where the steering effect enters the readout. (The tiny models' byte tokenizer spells
+"positive" in several tokens, so the smoke test uses one-letter answers.)
+'''),
+    ("code", r'''
+from steer_lens.data import Item
+from steer_lens.probes import margin_components
+
+items = test[:20] if not FAST else [Item(f"t{i}", f"is {i} x or y", ("x", "y"), i % 2) for i in range(6)]
+att = margin_components(target, items, plan=plan, strength=STRENGTH, heads=True)
+print(f"mean margin: clean {float(att.margin_clean.mean()):+.3f}, steered {float(att.margin_steered.mean()):+.3f}")
+for r in att.table()[:8]:
+    print(f"{r['term']:26s} clean {r['clean']:+.3f}  steered {r['steered']:+.3f}  change {r['delta']:+.3f}")
+d = att.delta.mean(0)
+layers = range(target.cfg.n_layers)
+attn = [float(sum(d[k] for k, t in enumerate(att.terms) if t.startswith(f"blocks.{l}.attn"))) for l in layers]
+mlp = [float(d[att.terms.index(f"blocks.{l}.mlp")]) for l in layers]
+fig, ax = plt.subplots(figsize=(8, 2.4))
+ax.bar([l - 0.2 for l in layers], attn, width=0.4, label="attention (all heads)")
+ax.bar([l + 0.2 for l in layers], mlp, width=0.4, label="MLP")
+ax.set_xlabel("target layer"); ax.set_ylabel("margin change (logits)"); ax.legend(fontsize=7)
+plt.tight_layout(); plt.show()
 '''),
 ]
 
