@@ -199,9 +199,10 @@ def neurons_part(target, items, plan, strength: float, components: dict, batch_s
     if "runs" not in components:
         return {"skipped": components.get("skipped", "no components part")}
     layer = max(components["runs"][0]["per_layer"], key=lambda x: abs(x["mlp"]))["layer"]
-    change = {}
+    change, base = {}, margin_components(target, items, neurons=[layer], batch_size=batch_size)
     for s in (strength, -strength):
-        att = margin_components(target, items, plan=plan, strength=s, neurons=[layer], batch_size=batch_size)
+        att = margin_components(target, items, plan=plan, strength=s, neurons=[layer], clean=base,
+                                batch_size=batch_size)
         cols = [k for k, t in enumerate(att.terms) if t.startswith(f"blocks.{layer}.mlp.n")]
         change[s] = att.delta[:, cols].double().mean(0)
     plus, minus = change[strength], change[-strength]
@@ -217,13 +218,14 @@ def components_part(target, items, plans, strength: float, batch_size: int, top:
     """Direct logit attribution of the mean margin change of each plan at +strength (and of the first,
     the row's, at -strength too): grouped terms, per-layer attention and MLP, the largest single terms
     and how consistently their sign holds over the items."""
+    try:  # the unsteered split once, shared by every plan
+        base = margin_components(target, items, heads=True, batch_size=batch_size)
+    except ValueError as err:  # e.g. choices of several tokens (checked before any forward): no exact split
+        return {"skipped": str(err)}
     runs = [(n, p, strength) for n, p in plans] + [(f"{plans[0][0]} at -strength", plans[0][1], -strength)]
     out = []
     for name, plan, s in runs:
-        try:
-            att = margin_components(target, items, plan=plan, strength=s, heads=True, batch_size=batch_size)
-        except ValueError as err:  # e.g. choices of several tokens (checked before any forward): no exact split
-            return {"skipped": str(err)}
+        att = margin_components(target, items, plan=plan, strength=s, heads=True, clean=base, batch_size=batch_size)
         d = att.delta.double()
         col = {t: k for k, t in enumerate(att.terms)}
 

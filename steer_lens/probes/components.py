@@ -48,6 +48,7 @@ class ComponentAttribution:
     margin_clean: Float[Tensor, " n"]
     steered: Float[Tensor, "n term"] | None = None
     margin_steered: Float[Tensor, " n"] | None = None
+    scale: Float[Tensor, " n"] | None = None  # the clean run's final-norm scale at the last position
 
     @property
     def delta(self) -> Float[Tensor, "n term"]:
@@ -116,82 +117,79 @@ def _names(n_layers: int, heads: bool, neurons: Sequence[int]) -> list[str]:
     return names
 
 
-def _per_neuron(model, cache, layer: int, atol: float) -> Tensor:
-    """Block ``layer``'s MLP output at the last position split into its neurons plus the output bias
-    (last column): "n (d_mlp + 1) d_model"; raises when they do not add up to ``hook_mlp_out``."""
-    post = cache[f"blocks.{layer}.mlp.hook_post"][:, -1].float()  # (n, d_mlp)
-    mlp = model.blocks[layer].mlp
-    w_out = mlp.W_out.detach().float().to(post.device)  # (d_mlp, d_model)
-    parts = post[:, :, None] * w_out[None]
-    out = cache[f"blocks.{layer}.hook_mlp_out"][:, -1].float()
-    bias = out - parts.sum(1)
-    b_out = getattr(mlp, "b_out", None)
-    expected = b_out.detach().float().to(bias.device) if b_out is not None else torch.zeros_like(bias[0])
-    if not torch.allclose(bias, expected.expand_as(bias), atol=atol * max(1.0, float(out.abs().max()))):
-        raise ValueError(f"block {layer}: hook_post x W_out does not reconstruct hook_mlp_out for "
-                         f"{model.cfg.model_name!r} (a norm after the MLP?); leave it out of neurons=")
-    return torch.cat([parts, bias[:, None]], dim=1)
+def _with_bias(parts: Tensor, out: Tensor, bias, atol: float, problem: str) -> Tensor:
+    """``parts`` "n k d" of a module's output ``out`` "n d" plus the remainder as a last part; the
+    remainder must be the module's own bias (zero without one), else raise ``problem``."""
+    rest = out - parts.sum(1)
+    expected = bias.detach().float().to(rest.device) if bias is not None else torch.zeros_like(rest[0])
+    if not torch.allclose(rest, expected.expand_as(rest), atol=atol * max(1.0, float(out.abs().max()))):
+        raise ValueError(problem)
+    return torch.cat([parts, rest[:, None]], dim=1)
 
 
-def _split(model, cache, logits, pairs, readout, b_u, heads: bool, atol: float, ref_scale: Tensor | None = None,
-           neurons: Sequence[int] = ()):
-    """Contributions (n, term) of one batch (left-padded: the last column is every prompt's end),
-    each term divided by ``ref_scale`` (the clean run's final-norm scale; default this run's own),
-    the difference to this run's scale in the ``final_norm_scale`` term. Returns the contributions,
-    the margin, the share of the final residual the components leave unexplained and the scale."""
-    n_layers = model.cfg.n_layers
+def _split(model, cache, logits, pairs, readout, b_u, heads: bool, neurons: Sequence[int], atol: float,
+           ref_scale: Tensor | None = None) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor]:
+    """The terms and their contributions "n term" of one batch (left-padded: the last column is every
+    prompt's end), each divided by ``ref_scale`` (the clean run's final-norm scale; default this run's
+    own), the difference to this run's scale in the ``final_norm_scale`` term. Returns the term names,
+    the contributions, the margin, the share of the final residual the components leave unexplained
+    and this run's scale "n 1"."""
+    name = model.cfg.model_name
     a = torch.tensor([p[0] for p in pairs], device=readout.device)
     b = torch.tensor([p[1] for p in pairs], device=readout.device)
     r = (readout[:, b] - readout[:, a]).T  # (n, d_model)
     own = cache["ln_final.hook_scale"][:, -1].float().reshape(-1, 1).to(r.device)
     scale = own if ref_scale is None else ref_scale
+    named: list[tuple[list[str], Tensor]] = []
 
-    def share(x: Tensor) -> Tensor:
-        return ((x[:, -1].float().to(r.device) / scale) * r).sum(-1)
+    def last(hook: str) -> Tensor:
+        return cache[hook][:, -1].float()
 
-    cols, parts = [share(cache["blocks.0.hook_resid_pre"])], [cache["blocks.0.hook_resid_pre"][:, -1].float()]
-    for layer in range(n_layers):
-        attn = cache[f"blocks.{layer}.hook_attn_out"]
+    def add(names: list[str], x: Tensor) -> None:  # x: "n k d" residual contributions at the last position
+        named.append((names, ((x.to(r.device) / scale[:, :, None]) * r[:, None]).sum(-1)))
+
+    add(["resid_pre0"], last("blocks.0.hook_resid_pre")[:, None])
+    parts = [last("blocks.0.hook_resid_pre")]
+    for layer in range(model.cfg.n_layers):
+        attn, mlp = last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")
         if heads:
-            z = cache[f"blocks.{layer}.attn.hook_z"][:, -1].float()  # (n, heads, d_head)
-            w_o = model.blocks[layer].attn.W_O.detach().float().to(z.device)  # (heads, d_head, d_model)
-            per_head = torch.einsum("nhe,hed->nhd", z, w_o)
-            bias = attn[:, -1].float() - per_head.sum(1)
-            b_o = getattr(model.blocks[layer].attn, "b_O", None)
-            expected = b_o.detach().float().to(bias.device) if b_o is not None else torch.zeros_like(bias[0])
-            if not torch.allclose(bias, expected.expand_as(bias), atol=atol * max(1.0, float(attn.abs().max()))):
-                raise ValueError(f"block {layer}: hook_z x W_O does not reconstruct hook_attn_out for "
-                                 f"{model.cfg.model_name!r} (a norm after attention?); use heads=False")
-            for h in range(per_head.shape[1]):
-                cols.append(share(per_head[:, h][:, None]))
-            cols.append(share(bias[:, None]))
+            z, block = last(f"blocks.{layer}.attn.hook_z"), model.blocks[layer].attn  # z: (n, heads, d_head)
+            per_head = torch.einsum("nhe,hed->nhd", z, block.W_O.detach().float().to(z.device))
+            add([f"blocks.{layer}.attn.head{h}" for h in range(per_head.shape[1])] + [f"blocks.{layer}.attn.bias"],
+                _with_bias(per_head, attn, getattr(block, "b_O", None), atol,
+                           f"block {layer}: hook_z x W_O does not reconstruct hook_attn_out for {name!r} (a norm "
+                           "after attention?); use heads=False"))
         else:
-            cols.append(share(attn))
+            add([f"blocks.{layer}.attn"], attn[:, None])
         if layer in neurons:
-            cols += list(((_per_neuron(model, cache, layer, atol).to(r.device) / scale[:, :, None])
-                          * r[:, None]).sum(-1).T)
+            post, block = last(f"blocks.{layer}.mlp.hook_post"), model.blocks[layer].mlp  # post: (n, d_mlp)
+            per_neuron = post[:, :, None] * block.W_out.detach().float().to(post.device)[None]
+            add([f"blocks.{layer}.mlp.n{i}" for i in range(post.shape[1])] + [f"blocks.{layer}.mlp.bias"],
+                _with_bias(per_neuron, mlp, getattr(block, "b_out", None), atol,
+                           f"block {layer}: hook_post x W_out does not reconstruct hook_mlp_out for {name!r} (a "
+                           "norm after the MLP?); leave it out of neurons="))
         else:
-            cols.append(share(cache[f"blocks.{layer}.hook_mlp_out"]))
-        parts += [attn[:, -1].float(), cache[f"blocks.{layer}.hook_mlp_out"][:, -1].float()]
-    final = cache["ln_final.hook_in"][:, -1].float()
+            add([f"blocks.{layer}.mlp"], mlp[:, None])
+        parts += [attn, mlp]
+    final = last("ln_final.hook_in")
     rest = final - sum(parts)
-    cols.append(share(rest[:, None]))
-    cols.append((final.to(r.device) * r).sum(-1) * (1 / own - 1 / scale)[:, 0])  # the norm's rescaling
-    out = torch.stack(cols, dim=1)
-    last = logits[:, -1].float().to(r.device)
-    margin = (last.gather(-1, b[:, None]) - last.gather(-1, a[:, None]))[:, 0]
+    add(["steering"], rest[:, None])
+    rescale = (final.to(r.device) * r).sum(-1) * (1 / own - 1 / scale)[:, 0]  # the final norm's rescaling
+    lg = logits[:, -1].float().to(r.device)
+    margin = (lg.gather(-1, b[:, None]) - lg.gather(-1, a[:, None]))[:, 0]
     bias = (b_u[b] - b_u[a]) if b_u is not None else torch.zeros_like(margin)
-    out = torch.cat([out, bias[:, None]], dim=1)
-    total = out.sum(1)
-    if not torch.allclose(total, margin, atol=atol * max(1.0, float(margin.abs().max()))):
-        raise ValueError(f"the components do not add up to the margin for {model.cfg.model_name!r} (max error "
-                         f"{float((total - margin).abs().max()):.3g}): its readout is not linear in these hooks")
-    return out, margin, rest.norm(dim=-1) / final.norm(dim=-1), own
+    named += [(["final_norm_scale"], rescale[:, None]), (["unembed_bias"], bias[:, None])]
+    out = torch.cat([x for _, x in named], dim=1)
+    if not torch.allclose(out.sum(1), margin, atol=atol * max(1.0, float(margin.abs().max()))):
+        raise ValueError(f"the components do not add up to the margin for {name!r} (max error "
+                         f"{float((out.sum(1) - margin).abs().max()):.3g}): its readout is not linear in these hooks")
+    return [n for names, _ in named for n in names], out, margin, rest.norm(dim=-1) / final.norm(dim=-1), own
 
 
 def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mapping[str, Tensor] | None = None,
                       strength: float = 1.0, norms: Mapping[str, float] | None = None, heads: bool = False,
-                      neurons: Sequence[int] = (), chat_template: bool | None = None, batch_size: int = 8,
+                      neurons: Sequence[int] = (), clean: ComponentAttribution | None = None,
+                      chat_template: bool | None = None, batch_size: int = 8,
                       atol: float = 1e-3) -> ComponentAttribution:
     """Split each two-way item's answer margin (choice 1 minus choice 0, at the last prompt
     token) into the contributions of the embeddings (``resid_pre0``), every block's attention
@@ -200,7 +198,10 @@ def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mappi
     and the unembedding's bias (0 for most models). ``neurons``: blocks whose MLP is split into its
     neurons (``blocks.L.mlp.n<i>``: activation x its output row) and output bias (``blocks.L.mlp.bias``).
     With ``plan`` (or ``vectors`` [+ ``norms``], relative scale) at ``strength``, the steered run
-    is split too. ``atol``: tolerance of the reconstruction checks, relative to the largest value."""
+    is split too. ``clean``: an earlier result on the same items with the same ``heads`` and
+    ``neurons`` (e.g. ``margin_components(model, items)``) whose unsteered split is reused instead of
+    recomputed, to compare many plans or strengths. ``atol``: tolerance of the reconstruction
+    checks, relative to the largest value."""
     from ..steer import steer
 
     items = list(items)
@@ -208,6 +209,9 @@ def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mappi
         raise ValueError("no items: pass at least one two-way Item")
     if plan is not None and vectors is not None:
         raise ValueError("pass plan= or vectors=, not both")
+    if clean is not None and (clean.scale is None or len(clean.margin_clean) != len(items)):
+        raise ValueError(f"clean= holds {len(clean.margin_clean)} items, not these {len(items)}: pass the result of "
+                         "margin_components on the same items")
     prompts, pairs = _choice_tokens(model, items, chat_template)
     readout, b_u = _readout(model)
     neurons = sorted({int(n) for n in neurons})
@@ -219,40 +223,36 @@ def margin_components(model, items: Sequence[Item], *, plan=None, vectors: Mappi
         steering = lambda: plan.apply(model, strength)  # noqa: E731
     elif vectors is not None:
         steering = lambda: steer(model, vectors, strength, norms=norms)  # noqa: E731
-    runs = {"clean": [], "steered": []}
+    runs: dict[str, list] = {"clean": [], "steered": []}
+    terms = None
     for start in range(0, len(items), batch_size):
         chunk = list(range(start, min(start + batch_size, len(items))))
         batch = pad(model, [(prompts[i], 0) for i in chunk], padding_side="left")
-        clean_scale = None
-        for run in ("clean", "steered") if steering else ("clean",):
+        clean_scale = None if clean is None else clean.scale[chunk][:, None].to(readout.device)
+        for run in ("clean",) * (clean is None) + ("steered",) * (steering is not None):
             with torch.no_grad(), (steering() if run == "steered" else contextlib.nullcontext()):
                 logits, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask,
                                                      names_filter=names)
             if hasattr(model, "_last_hf_cache"):
                 del model._last_hf_cache
-            out, margin, rest, scale = _split(model, cache, logits, [pairs[i] for i in chunk], readout, b_u, heads,
-                                              atol, ref_scale=clean_scale if run == "steered" else None,
-                                              neurons=neurons)
-            clean_scale = scale if run == "clean" else clean_scale
-            if run == "clean" and float(rest.max()) > atol * 10:
-                raise ValueError(f"without steering the components leave {float(rest.max()):.3g} of the final "
-                                 f"residual unexplained for {model.cfg.model_name!r}; its blocks add more than "
-                                 "hook_attn_out + hook_mlp_out (e.g. post-norms)")
-            runs[run].append((out, margin))
-    terms = ["resid_pre0"]
-    for layer in range(model.cfg.n_layers):
-        if heads:
-            n_heads = model.cfg.n_heads
-            terms += [f"blocks.{layer}.attn.head{h}" for h in range(n_heads)] + [f"blocks.{layer}.attn.bias"]
-        else:
-            terms.append(f"blocks.{layer}.attn")
-        if layer in neurons:
-            terms += [f"blocks.{layer}.mlp.n{i}" for i in range(model.cfg.d_mlp)] + [f"blocks.{layer}.mlp.bias"]
-        else:
-            terms.append(f"blocks.{layer}.mlp")
-    terms += ["steering", "final_norm_scale", "unembed_bias"]
+            terms, out, margin, rest, scale = _split(model, cache, logits, [pairs[i] for i in chunk], readout, b_u,
+                                                     heads, neurons, atol,
+                                                     ref_scale=clean_scale if run == "steered" else None)
+            if run == "clean":
+                clean_scale = scale
+                if float(rest.max()) > atol * 10:
+                    raise ValueError(f"without steering the components leave {float(rest.max()):.3g} of the final "
+                                     f"residual unexplained for {model.cfg.model_name!r}; its blocks add more than "
+                                     "hook_attn_out + hook_mlp_out (e.g. post-norms)")
+            runs[run].append((out, margin, scale))
+    if clean is not None and terms is not None and terms != clean.terms:
+        raise ValueError("clean= was split with other heads= / neurons= settings than this call; pass the same ones")
 
     def cat(run: str, k: int):
         return torch.cat([r[k] for r in runs[run]]) if runs[run] else None
 
-    return ComponentAttribution(terms, cat("clean", 0), cat("clean", 1), cat("steered", 0), cat("steered", 1))
+    if clean is None:
+        return ComponentAttribution(terms, cat("clean", 0), cat("clean", 1), cat("steered", 0), cat("steered", 1),
+                                    scale=cat("clean", 2)[:, 0])
+    return ComponentAttribution(clean.terms, clean.clean, clean.margin_clean, cat("steered", 0), cat("steered", 1),
+                                scale=clean.scale)

@@ -87,6 +87,23 @@ def test_neurons_split_their_mlp(tiny_llama, one_thread):
         margin_components(tiny_llama, ITEMS, neurons=[4])
 
 
+def test_a_clean_split_is_reused_for_many_plans(tiny_llama, one_thread):
+    v = torch.randn(tiny_llama.cfg.d_model, generator=torch.Generator().manual_seed(2))
+    hook = _hook(tiny_llama, 1)
+    base = margin_components(tiny_llama, ITEMS, heads=True, batch_size=4)
+    assert base.steered is None and base.scale.shape == (len(ITEMS),)
+    fresh = margin_components(tiny_llama, ITEMS, vectors={hook: v}, strength=1.5, norms={hook: 2.0}, heads=True)
+    reused = margin_components(tiny_llama, ITEMS, vectors={hook: v}, strength=1.5, norms={hook: 2.0}, heads=True,
+                               clean=base)
+    assert reused.terms == fresh.terms and reused.clean is base.clean
+    assert torch.allclose(reused.steered, fresh.steered, atol=1e-5)
+    assert torch.allclose(reused.margin_steered, fresh.margin_steered, atol=1e-5)
+    with pytest.raises(ValueError, match="other heads= / neurons= settings"):
+        margin_components(tiny_llama, ITEMS, vectors={hook: v}, norms={hook: 2.0}, clean=base)
+    with pytest.raises(ValueError, match="not these 2"):
+        margin_components(tiny_llama, ITEMS[:2], vectors={hook: v}, norms={hook: 2.0}, heads=True, clean=base)
+
+
 def test_gemma3_splits_by_block_but_refuses_heads(tiny_gemma, one_thread):
     res = margin_components(tiny_gemma, ITEMS)  # its hooks see the post-normed outputs the residual adds
     assert torch.allclose(res.clean.sum(1), res.margin_clean, atol=1e-4)
