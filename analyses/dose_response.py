@@ -335,7 +335,7 @@ def plot_topic(res: dict, path: Path) -> None:
 
 
 def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str) -> Path:
-    from lens_common import write_report
+    from lens_common import made_by, write_report
     from main_report import _md_table
 
     summary = summarise(rows)
@@ -356,7 +356,7 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
     per_item = [r for r in summary if r["method"] == "label_caa" and r["n_choices"] == 2 and not r["shared_labels"]]
     behaviours = [r for r in summary if r["method"] == "caa" and "bprob_at_0" in r]
     md = ["# Dose-response and positive controls", "",
-          f"Made by `{command}` (`analyses/dose_response.py`; every number is computed from the cached points).",
+          f"{made_by(command)}`analyses/dose_response.py`; every number is computed from the cached points).",
           "Strength = × the median residual norm at each steered hook; points on VALIDATION items.", ""]
     if two_way:
         ok = [r for r in two_way if r["share1_min"] <= 0.1 and r["share1_max"] >= 0.9 and r["share1_spearman"] >= 0.9]

@@ -364,7 +364,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
-    from lens_common import write_report
+    from lens_common import made_by, write_report
     from main_report import _md_table
 
     cols = ["dataset", "method", "study", "level", "cosine", "effect", "val_accuracy", "pair_jaccard", "same_pairs",
@@ -379,7 +379,7 @@ def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
     summary = summarise(rows)
     cols = list(dict.fromkeys(k for line in summary for k in line))
     md = ["# Robustness and sample selection", "",
-          f"Made by `{command}` (`analyses/robustness.py`; every number is computed from the cached results in "
+          f"{made_by(command)}`analyses/robustness.py`; every number is computed from the cached results in "
           "`cache/`, all points in `points.csv`).",
           "Cosines are signed and averaged over the steered hooks; effect = steered minus unsteered rate of the "
           "contrast's answer on VALIDATION items at the clean vector's strength of largest effect; the "
