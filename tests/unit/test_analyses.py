@@ -387,3 +387,15 @@ def test_write_report_appends_the_notes_beside_it(tmp_path, analyses_path):
     write_report(path, "# Report\n\n| b |\n")
     assert path.read_text() == "# Report\n\n| b |\n\n## Notes\n\nreading\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "notes.md"]  # atomic: no temp left
+
+
+def test_committed_reports_carry_their_notes():
+    """A report that appends the hand-written notes.md beside it (lens_common.write_report, main_report,
+    tuned_experts) must be regenerated after the notes change: every committed report holds its notes."""
+    results = ANALYSES.parent / "results"
+    stale = []
+    for notes in sorted(results.glob("*/notes.md")):
+        reports = [notes.parent / n for n in ("README.md", "summary.md") if (notes.parent / n).is_file()]
+        if reports and notes.read_text().rstrip("\n") not in reports[0].read_text():
+            stale.append(str(reports[0].relative_to(results.parent)))
+    assert not stale, f"re-run these reports with --report-only (notes.md changed after them): {stale}"
