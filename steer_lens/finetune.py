@@ -241,7 +241,7 @@ def _save_checkpoint(path, key: str, step: int, hf, optimizer, scheduler, genera
 
 def _load_checkpoint(path, key: str, hf, optimizer, scheduler, generator, steps: int) -> dict:
     """Restore a run's state from ``path``; returns the checkpoint (its step, losses and times)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
         raise ValueError(f"checkpoint {path} belongs to another run (other base model, rows or settings); "
                          "delete it to start afresh, or pass the settings it was made with")
