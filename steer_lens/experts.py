@@ -144,13 +144,16 @@ def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: Fi
                  *, root: Path | None = None, force: bool = False, train_eval: int = 200,
                  eval_limit: int | None = None, eval_base: bool = True,
                  log: Callable[[str], None] | None = print, device: str | None = None,
-                 checkpoint_every: int = 25) -> tuple[Path, dict, bool]:
+                 checkpoint_every: int = 25, checkpoint_dir: str | os.PathLike | None = None
+                 ) -> tuple[Path, dict, bool]:
     """Fine-tune, evaluate and save an expert, or reuse the cached one built with the same
     settings. Returns ``(folder, card, reused)``; ``load_model(folder)`` loads the expert.
 
-    Training state is checkpointed every ``checkpoint_every`` steps beside the folder
-    (``.<folder name>.ckpt``): an interrupted build run again with the same settings resumes
-    there; the checkpoint is deleted once the expert is saved (``force`` starts afresh)."""
+    Training state is checkpointed every ``checkpoint_every`` steps (``.<folder name>.ckpt``,
+    beside the folder or in ``checkpoint_dir``, e.g. a disk that outlives the machine): an
+    interrupted build run again with the same settings resumes there; the checkpoint is deleted
+    once the expert is saved (``force`` starts afresh). The base model is scored on validation
+    (``eval_base``) after training, so a resumed build scores it once."""
     settings = settings or FinetuneSettings()
     ds = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     folder = expert_folder(base, ds, settings, root)
@@ -159,24 +162,26 @@ def build_expert(base: str | os.PathLike, dataset: str | MCDataset, settings: Fi
         if log:
             log(f"reusing cached expert {folder}")
         return folder, card, True
+    ckpt = checkpoint_path(folder, checkpoint_dir)
+    if force and ckpt.exists():
+        ckpt.unlink()
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    result = finetune(base, ds, settings, log=log, device=device, checkpoint=ckpt,
+                      checkpoint_every=checkpoint_every)
     base_validation = None
     if eval_base and "validation" in ds.splits:
         base_validation = _accuracy(load_model(base, device=device), ds.split("validation", limit=eval_limit, seed=settings.seed),
                                     settings.chat_template)
         if log:
             log(f"base {base} validation accuracy {base_validation['accuracy']:.3f}")
-    ckpt = checkpoint_path(folder)
-    if force and ckpt.exists():
-        ckpt.unlink()
-    result = finetune(base, ds, settings, log=log, device=device, checkpoint=ckpt,
-                      checkpoint_every=checkpoint_every)
     card = save_expert(result, folder, dataset=ds, train_eval=train_eval, eval_limit=eval_limit,
                        base_validation=base_validation, log=log, device=device)
     ckpt.unlink(missing_ok=True)
     return folder, card, False
 
 
-def checkpoint_path(folder: str | os.PathLike) -> Path:
-    """Where ``build_expert`` keeps the training checkpoint of the expert bound for ``folder``."""
+def checkpoint_path(folder: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``build_expert`` keeps the training checkpoint of the expert bound for ``folder``:
+    ``.<folder name>.ckpt`` in ``checkpoint_dir`` (default: beside the folder)."""
     folder = Path(folder)
-    return folder.parent / f".{folder.name}.ckpt"
+    return Path(checkpoint_dir or folder.parent) / f".{folder.name}.ckpt"

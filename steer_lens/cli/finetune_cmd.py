@@ -49,6 +49,9 @@ def register(sub, parent) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=25,
                    help="save the training state every N steps beside the expert's folder; running the same "
                         "command again after an interruption resumes there (default 25)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="keep the training checkpoint in this folder instead (e.g. storage that outlives "
+                        "the machine); pass the same folder again to resume")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="weights and optimizer dtype (default float32; part of the expert's cache key)")
 
@@ -84,7 +87,8 @@ def run(args) -> int:
     folder, card, reused = build_expert(args.model, dataset, settings, root=Path(args.root) if args.root else None,
                                         force=args.force, train_eval=args.train_eval,
                                         eval_limit=args.eval_limit, eval_base=not args.no_base_eval, log=log,
-                                        device=args.device, checkpoint_every=args.checkpoint_every)
+                                        device=args.device, checkpoint_every=args.checkpoint_every,
+                                        checkpoint_dir=args.checkpoint_dir)
     if args.card_copy:
         from ..io import write_json
 

@@ -327,7 +327,7 @@ def test_interrupted_build_resumes_to_the_weights_of_an_uninterrupted_run(tiny_d
     with pytest.raises(Interrupted):  # killed after step 5; the last checkpoint is step 4's
         finetune(tiny_dir["llama"], planted, settings, log=stop_at_step_5, log_every=1, checkpoint=ckpt,
                  checkpoint_every=2)
-    assert torch.load(ckpt, weights_only=False)["step"] == 4 and not folder.exists()
+    assert torch.load(ckpt, weights_only=True)["step"] == 4 and not folder.exists()
     with pytest.raises(ValueError, match="another run"):  # other settings never continue this run
         finetune(tiny_dir["llama"], planted, FinetuneSettings(steps=6, lr=2e-3, batch_size=8, seed=2, warmup=0.5),
                  log=None, checkpoint=ckpt)
@@ -341,3 +341,34 @@ def test_interrupted_build_resumes_to_the_weights_of_an_uninterrupted_run(tiny_d
     resumed, _, _ = load_hf(folder)
     for (name, p), q in zip(full.hf.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_resumed_build_scores_the_base_once_and_keeps_its_checkpoint_where_asked(tiny_dir, planted, tmp_path,
+                                                                              one_thread, monkeypatch):
+    import steer_lens.experts as experts
+
+    settings = FinetuneSettings(steps=4, lr=1e-3, batch_size=8, seed=3, warmup=0.5)
+    scored: list[int] = []
+    real = experts._accuracy
+    monkeypatch.setattr(experts, "_accuracy", lambda model, items, *a: scored.append(len(items)) or real(model, items, *a))
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_step_4(message: str) -> None:  # build_expert logs the last step; the checkpoint is step 2's
+        if message.startswith("step") and "    4/4" in message:
+            raise Interrupted
+
+    keep = tmp_path / "persistent" / "ckpts"  # created on demand
+    with pytest.raises(Interrupted):
+        experts.build_expert(tiny_dir["llama"], planted, settings, root=tmp_path / "experts", log=stop_at_step_4,
+                             eval_limit=4, train_eval=4, checkpoint_every=2, checkpoint_dir=keep)
+    folder = expert_folder(tiny_dir["llama"], planted, settings, tmp_path / "experts")
+    assert experts.checkpoint_path(folder, keep).exists() and scored == []  # nothing scored before training ends
+    messages: list[str] = []
+    _, card, reused = experts.build_expert(tiny_dir["llama"], planted, settings, root=tmp_path / "experts",
+                                           log=messages.append, eval_limit=4, train_eval=4, checkpoint_dir=keep)
+    assert not reused and any(m.startswith("resuming from") and "after step 2" in m for m in messages)
+    base_runs = [m for m in messages if m.startswith("base ")]
+    assert len(base_runs) == 1 and card["base_validation"] is not None
+    assert list(keep.iterdir()) == []  # deleted once the expert is saved
