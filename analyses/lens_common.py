@@ -73,9 +73,10 @@ def start_run(script: str, args, argv) -> tuple[Path, str]:
 
 
 @functools.lru_cache(maxsize=2)
-def load_models(fast: bool, **tiny):
-    """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M, or tiny random stand-ins
-    (``tiny``: make_tiny_pair's options, e.g. ``n_ctx``)."""
+def load_models(fast: bool, expert: str | None = None, **tiny):
+    """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M (or ``expert``: a registry name
+    or a local HF folder such as a tuned expert), or tiny random stand-ins (``tiny``:
+    make_tiny_pair's options, e.g. ``n_ctx``)."""
     from steer_lens.models import load_model
 
     if fast:
@@ -83,7 +84,7 @@ def load_models(fast: bool, **tiny):
 
         target, expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_analyses_"), **tiny)
         return load_model(target), load_model(expert)
-    return load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
+    return load_model("smollm2-135m-instruct"), load_model(expert or "gemma-3-270m")
 
 
 def items(dataset: str, split: str, n: int, fast: bool):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -175,13 +176,20 @@ def main(argv=None) -> dict:
     p = parser("transfer_audit", __doc__)
     p.add_argument("--datasets", nargs="+", default=None, help="default: every bundled dataset")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from cache/ (no models)")
-    args = finish_args(p.parse_args(argv), "transfer_audit")
+    p.add_argument("--expert", default=None, help="another expert (registry name or HF folder, e.g. a tuned "
+                   "expert); its audit goes to results/transfer_audit/<expert name>/ unless --out is given")
+    p.add_argument("--accuracies", default=None, help="main-results CSV the report reads accuracies from "
+                   "(default results/main_results.csv; none with --expert)")
+    args = p.parse_args(argv)
+    if args.expert and args.out is None:
+        args.out = str(ROOT / "results" / "transfer_audit" / Path(args.expert).name)
+    args = finish_args(args, "transfer_audit")
     names = args.datasets or (["arithmetic_2way", "sst2"] if args.fast else list_datasets())
     cache = args.out / "cache"
     cache.mkdir(exist_ok=True)
     if not args.report_only:
-        target, expert = load_models(args.fast)
-        main_rows = None if args.fast else main_cache()
+        target, expert = load_models(args.fast, args.expert)
+        main_rows = None if args.fast or args.expert else main_cache()  # the audited run is the base expert's
         for name in names:
             path = cache / f"{name}.json"
             if path.exists():
@@ -191,7 +199,8 @@ def main(argv=None) -> dict:
                                            folds=2 if args.fast else 5, fast=args.fast, main_rows=main_rows))
             print(f"{name}: done", file=sys.stderr)
     rows = [json.loads((cache / f"{n}.json").read_text()) for n in sorted(list_datasets()) if (cache / f"{n}.json").exists()]
-    return report(rows, args.out, {} if args.fast else accuracies(ROOT / "results" / "main_results.csv"))
+    csv_path = args.accuracies or (None if args.fast or args.expert else ROOT / "results" / "main_results.csv")
+    return report(rows, args.out, accuracies(Path(csv_path)) if csv_path else {})
 
 
 if __name__ == "__main__":

@@ -104,6 +104,15 @@ def _row(expert: str, window: str, method: str, r: dict, vs_tuned: str = "") -> 
             "share of top answer": r.get("pred_share", ""), "tuned - base (paired)": vs_tuned}
 
 
+def card_name(folder: str, cards: dict) -> str:
+    """The card of an expert's results folder ``<base>-<dataset>-<hash>``: the card named like the
+    folder, else the longest card name it extends (``gemma-3-270m-sst2`` for ``...-sst2-da2e015fa406``;
+    a card named with the hash wins over an older one of the same base and dataset), else itself."""
+    if folder in cards:
+        return folder
+    return max((n for n in cards if folder.startswith(n + "-")), key=len, default=folder)
+
+
 def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     """One line per (expert, pair window, method) from each expert's main-results folder and its
     ``expert_layers_<first>_<last>`` subfolders (runs with ``--expert-layers``; ``extend_flat`` below
@@ -117,7 +126,7 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     bases = {c["base_model"] for c in cards.values()}  # runs of a base model as the expert: <root>/<base model>/
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in bases):
-        name = next((n for n in cards if folder.name.startswith(n + "-")), folder.name)
+        name = card_name(folder.name, cards)
         card_base = cards[name]["base_model"] if name in cards else None
         base_root = root / card_base if card_base and (root / card_base).is_dir() else base_csv.parent
         windows = sorted(folder.glob("expert_layers_*_*"))

@@ -399,3 +399,13 @@ def test_committed_reports_carry_their_notes():
         if reports and notes.read_text().rstrip("\n") not in reports[0].read_text():
             stale.append(str(reports[0].relative_to(results.parent)))
     assert not stale, f"re-run these reports with --report-only (notes.md changed after them): {stale}"
+
+
+def test_tuned_experts_matches_each_results_folder_to_its_own_card(analyses_path):
+    from tuned_experts import card_name
+
+    cards = {"g-arith": {}, "g-arith-85de8a9dd9ef": {}, "g-sst2": {}}
+    assert card_name("g-arith-85de8a9dd9ef", cards) == "g-arith-85de8a9dd9ef"  # not the older g-arith card
+    assert card_name("g-arith-46635c478202", cards) == "g-arith"
+    assert card_name("g-sst2-da2e015fa406", cards) == "g-sst2"
+    assert card_name("smollm2", cards) == "smollm2"  # no card: a base model run as the expert
