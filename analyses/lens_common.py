@@ -76,14 +76,14 @@ def start_run(script: str, args, argv) -> tuple[Path, str]:
 def load_models(fast: bool, expert: str | None = None, **tiny):
     """(target, expert): SmolLM2-135M-Instruct and Gemma-3-270M (or ``expert``: a registry name
     or a local HF folder such as a tuned expert), or tiny random stand-ins (``tiny``:
-    make_tiny_pair's options, e.g. ``n_ctx``)."""
+    make_tiny_pair's options, e.g. ``n_ctx``); in fast mode a given ``expert`` replaces the tiny one."""
     from steer_lens.models import load_model
 
     if fast:
         from steer_lens.testing import make_tiny_pair
 
-        target, expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_analyses_"), **tiny)
-        return load_model(target), load_model(expert)
+        target, tiny_expert = make_tiny_pair(tempfile.mkdtemp(prefix="steer_lens_analyses_"), **tiny)
+        return load_model(target), load_model(expert or tiny_expert)
     return load_model("smollm2-135m-instruct"), load_model(expert or "gemma-3-270m")
 
 

@@ -89,6 +89,8 @@ LABEL_MAIN = "expertsteer_label"
 CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
             "random_label_caa": "label_caa", "random_caa": "caa", "random_self_rfm": "self_rfm",
             "reverse_random": "reverse_expertsteer_autoencoder",
+            "random_ridge": "expertsteer_ridge", "random_procrustes": "expertsteer_procrustes",
+            "random_hybrid": "expertsteer_hybrid",
             # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
             "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
 # which random control each method is judged against; the lowest-MI label variant has none of its own

@@ -56,10 +56,11 @@ ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                "expertsteer_label_field": ("ridge", "validation", "label", "field")}
 CORE = ["unsteered", "expert_unsteered", "calibration", "label_caa", "random_label_caa", "expertsteer_label", "random_label", "caa",
         "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder", "random"]
-ABLATIONS = ["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
+ABLATIONS = ["iti", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
+             "expertsteer_highest_mi",
              "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
              "random_label_field"]
-EXTRA = ["expertsteer_hybrid"]  # not in the default method list (compute); pass --methods to add it
+EXTRA = ["expertsteer_hybrid", "random_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
 _TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "iti"}
 # rows that do not depend on the expert: the target's own methods and their random controls
@@ -442,6 +443,10 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is ~4x faster than 2 when other jobs share the 2 cores)")
     a = p.parse_args(argv)
+    unknown = [m for m in a.methods if m not in CORE + ABLATIONS + EXTRA]
+    if unknown:  # the run plan only knows these lists: an unknown name would be dropped silently
+        p.error(f"unknown method(s) {' '.join(unknown)}: choose from {' '.join(CORE + ABLATIONS + EXTRA)} "
+                "(the reverse rows come with --reverse)")
     root = Path(__file__).resolve().parent.parent / "results"
     v3 = a.protocol >= 3
     default_out = root / "protocol3" if v3 else root

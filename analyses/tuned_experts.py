@@ -63,7 +63,8 @@ def row(name: str, card: dict) -> list[str]:
 # followed by its random control (same hooks, norms and strength), then the correct-vs-wrong methods
 STEERING = ["expert_unsteered", "unsteered", "calibration", "label_caa", "random_label_caa", "expertsteer_label", "random_label",
             "expertsteer_label_lowest_mi", "caa", "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder",
-            "random", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_hybrid"]
+            "random", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
+            "expertsteer_hybrid", "random_hybrid"]
 
 
 EXPERT_METHODS = {"expertsteer_label", "random_label", "expertsteer_label_lowest_mi", "expertsteer_autoencoder", "random",

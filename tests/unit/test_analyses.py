@@ -44,6 +44,22 @@ def test_transfer_audit_rows_and_cache(tmp_path, analyses_path):
     assert (tmp_path / "transfer_audit.md").read_text() == md and "| arithmetic_2way |" in md
 
 
+def test_transfer_audit_with_another_expert(tmp_path, analyses_path):
+    """--expert audits that model (here a tiny Gemma-3 of 2 layers, not the stand-in pair's 3):
+    its probes are read at its own layers, and the audit goes to its own folder."""
+    import transfer_audit
+
+    from steer_lens.testing import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "tuned", "gemma3", d_model=32, n_layers=2, seed=7)
+    default = transfer_audit.main(["--fast", "--out", str(tmp_path / "default"), "--datasets", "arithmetic_2way"])
+    out = transfer_audit.main(["--fast", "--expert", str(other), "--out", str(tmp_path / "other"),
+                               "--datasets", "arithmetic_2way"])
+    (row,), (base,) = out["rows"], default["rows"]
+    assert len(row["expert_probe_by_layer"]) == 2 != len(base["expert_probe_by_layer"])
+    assert (tmp_path / "other" / "cache" / "arithmetic_2way.json").is_file()
+
+
 def test_dose_response_fast(tmp_path, analyses_path):
     """Every (dataset, method, strength) point is cached with its numbers; the summary answers the
     positive-control questions from those points, and --report-only rebuilds it without models."""

@@ -442,3 +442,25 @@ def test_margin_bias_recovers_a_ranking_hidden_by_a_constant_shift():
         signed_margins(summarise(three, [([0.0, 1.0, 2.0], [1, 1, 1])], majority_rate=1.0), three)
     with pytest.raises(ValueError, match="same split"):
         signed_margins(res, items[:3])
+
+
+def test_every_alignment_has_its_own_random_control(tmp_path):
+    """Ridge and Procrustes are judged against random vectors at their own hooks, norms and
+    strength (not the auto-encoder's); an unknown method name is an error, not silently dropped."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import json
+
+    import main_results as mr
+    from main_report import CONTROL_OF
+
+    assert CONTROL_OF["expertsteer_ridge"] == "random_ridge" and CONTROL_OF["expertsteer_procrustes"] == "random_procrustes"
+    mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expertsteer_ridge", "random_ridge"])
+    (ridge,) = (tmp_path / "cache").glob("*/arithmetic_2way__expertsteer_ridge.json")
+    rows = {m: json.loads((ridge.parent / f"arithmetic_2way__{m}.json").read_text())
+            for m in ("expertsteer_ridge", "random_ridge")}
+    ctrl = rows["random_ridge"]
+    assert ctrl["matched_to"] == "expertsteer_ridge"
+    assert (ctrl["layers"], ctrl["strength"]) == (rows["expertsteer_ridge"]["layers"], rows["expertsteer_ridge"]["strength"])
+    assert "random_ridge" in (tmp_path / "main_results.csv").read_text()
+    with pytest.raises(SystemExit):
+        mr.parse(["--fast", "--methods", "unsteered", "random_rigde"])
