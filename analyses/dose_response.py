@@ -272,6 +272,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             moves = [np.sign(p["strength"]) * (p["behaviour_prob"] - zero["behaviour_prob"]) for p in ok]
             line.update(bprob_at_0=round(zero["behaviour_prob"], 3),
                         max_signed_bprob_move=round(float(max(moves)), 3) if moves else "",
+                        # either sign (a random direction has no behaviour sign of its own)
+                        max_abs_bprob_move=round(float(max(map(abs, moves))), 3) if moves else "",
                         moves_by_0_10=bool(moves and max(moves) >= 0.10))
         out.append(line)
     return out
@@ -390,6 +392,25 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
                f"with neutral-text loss up by less than 20%, on {n_ok} of {len(behaviours)} behaviour sets.", "",
                _md_table(behaviours, ["dataset", "layers", "n_val", "bprob_at_0", "max_signed_bprob_move",
                                       "moves_by_0_10", "loss_ratio_at_1"]), ""]
+    others = [r for r in summary if r["method"] != "caa" and "bprob_at_0" in r]
+    if others:
+        tally = []
+        for method in sorted({r["method"] for r in others}, key=lambda m: METHODS.index(m) if m in METHODS else 99):
+            mine = [r for r in others if r["method"] == method]
+            tally.append({"method": method, "sets": len(mine),
+                          "signed_move_ge_0_10": sum(bool(r["moves_by_0_10"]) for r in mine),
+                          "any_move_ge_0_10": sum(r["max_abs_bprob_move"] != "" and r["max_abs_bprob_move"] >= 0.10
+                                                  for r in mine),
+                          "largest_any_move": max((r["max_abs_bprob_move"] for r in mine
+                                                   if r["max_abs_bprob_move"] != ""), default="")})
+        md += ["## The other methods on the behaviour sets", "",
+               "The same criterion (|strength| <= 1, neutral-text loss up < 20%) for every other method on the A/B "
+               "behaviour sets: a move of P(behaviour) by >= 0.10 in the strength's sign (RFM directions are "
+               "oriented towards the behaviour-matching answers), and in either sign (a random vector's sign "
+               "carries no behaviour: its moves are the reference a direction must beat).", "", _md_table(tally, list(tally[0])), "",
+               _md_table(sorted(others, key=lambda r: (r["dataset"], r["method"])),
+                         ["dataset", "method", "layers", "n_val", "bprob_at_0", "max_signed_bprob_move",
+                          "max_abs_bprob_move", "moves_by_0_10", "loss_ratio_at_1"]), ""]
     md += ["## Every dataset and method", "", _md_table(summary, cols), ""]
     md += [f"![{n}]({n}.png)" for n in sorted({r["dataset"] for r in rows})]
     return write_report(out / "summary.md", "\n".join(md) + "\n")

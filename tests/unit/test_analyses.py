@@ -101,6 +101,21 @@ def test_positive_control_summary_detects_monotone_label_shift(analyses_path):
     assert dose_response.summarise(rows)[0]["share1_monotone_fluent"] is False
 
 
+def test_behaviour_moves_in_either_sign(analyses_path):
+    """On an A/B set the summary reports the largest move of P(behaviour) at a fluent |strength| <= 1
+    in the strength's sign and in either sign (a random direction has no behaviour sign)."""
+    import dose_response
+
+    rows = [{"dataset": "caa_x", "method": "random", "strength": s, "accuracy": 0.5, "shares": [0.5, 0.5],
+             "pred_share": 0.5, "neutral_loss": 2.0 + 0.1 * abs(s), "layers": [3], "n": 10, "n_choices": 2,
+             "format": "ab", "behaviour_prob": b, "shared_labels": True}
+            for s, b in [(-2, 0.9), (-1, 0.7), (-0.5, 0.62), (0, 0.5), (0.5, 0.45), (1, 0.48), (2, 0.1)]]
+    (line,) = dose_response.summarise(rows)
+    # fluent points: loss < 2.4 at |s| <= 1 -> moves -0.2, -0.12 (sign against), -0.05, -0.02
+    assert line["max_signed_bprob_move"] == -0.02 and line["max_abs_bprob_move"] == 0.2
+    assert line["moves_by_0_10"] is False
+
+
 def test_paper_setup_dry_run(tmp_path, analyses_path):
     """The reproduction recipe end to end on two tiny configs of the paper's families (Llama-3.1-style
     target, Qwen2 expert of another width) in bfloat16: the protocol-3 rows, the label methods and
