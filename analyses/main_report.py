@@ -93,6 +93,9 @@ CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_la
             "random_hybrid": "expertsteer_hybrid",
             # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
             "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
+# rows that do not depend on the expert: the target's own methods and their random controls
+_TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "iti"}
+TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
 # which random control each method is judged against; the lowest-MI label variant has none of its own
 CONTROL_OF = {**{m: c for c, m in CONTROLS.items()}, "expertsteer_label_lowest_mi": "random_label"}
 # rows that are references, not methods: no significance tally of their own

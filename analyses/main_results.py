@@ -39,7 +39,7 @@ from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
 from steer_lens.protocol import StrengthSearch, choose, point  # noqa: E402
 from lens_common import start_run  # noqa: E402
-from main_report import CONTROLS  # noqa: E402
+from main_report import CONTROLS, TARGET_ONLY  # noqa: E402
 
 log = logging.getLogger("main_results")
 COMPACT = list(COMPACT_DATASETS)
@@ -62,9 +62,6 @@ ABLATIONS = ["iti", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes
              "random_label_field"]
 EXTRA = ["expertsteer_hybrid", "random_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
-_TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "iti"}
-# rows that do not depend on the expert: the target's own methods and their random controls
-TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
 PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
                      "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi", "expertsteer_hybrid"]
 

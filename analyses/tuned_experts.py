@@ -17,6 +17,7 @@ import csv
 import json
 from pathlib import Path
 
+from main_report import TARGET_ONLY
 from steer_lens.evaluate import mcnemar, paired_bootstrap
 from steer_lens.io import write_text
 
@@ -117,8 +118,9 @@ def card_name(folder: str, cards: dict) -> str:
 def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     """One line per (expert, pair window, method) from each expert's main-results folder and its
     ``expert_layers_<first>_<last>`` subfolders (runs with ``--expert-layers``; ``extend_flat`` below
-    either: runs with ``--extend-flat``); target-only rows
-    come from the main protocol-3 run (same target, same settings, shared cache). A window run is
+    either: runs with ``--extend-flat``); target-only rows (``TARGET_ONLY``) missing there
+    come from the main protocol-3 run (same target, same settings, shared cache), never a row that
+    depends on the expert. A window run is
     followed by the base expert's rows in the same window (``<base_csv folder>/<window>/``), the
     comparison that says what the tuning changed. The base expert's window runs are read from
     ``<root>/<card's base model>/<window>/`` when the base model was run as the expert there (e.g.
@@ -142,7 +144,8 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
             items, base_items = _items(sub), _items(base_root / rel) if sub != folder else {}
             for ds in sorted({d for d, _ in rows}):
                 for m in STEERING:
-                    r = rows.get((ds, m)) or (base.get((ds, m)) if m != "expert_unsteered" and sub == folder else None)
+                    # a row the expert does not change may come from the main run; an expert's own never does
+                    r = rows.get((ds, m)) or (base.get((ds, m)) if m in TARGET_ONLY and sub == folder else None)
                     if r is not None:
                         out.append(_row(name, window, m, r))
                 for m in STEERING:

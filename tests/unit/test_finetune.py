@@ -213,13 +213,15 @@ def test_cli_finetune_fast(tmp_path):
         head + "\nsst2,expert_unsteered,0.8,0.7,0.9,10,,0.0,tiny-sst2,,1.0,0.5\n"
         "sst2,expertsteer_label,0.7,0.6,0.8,10,14,0.3,target,0.65,0.01,0.5\n")
     (tmp_path / "base.csv").write_text(head + "\nsst2,unsteered,0.5,0.4,0.6,10,,0.0,target,,1.0,1.0\n"
-                                       "sst2,expert_unsteered,0.6,0.5,0.7,10,,0.0,base-expert,,1.0,0.5\n")
+                                       "sst2,expert_unsteered,0.6,0.5,0.7,10,,0.0,base-expert,,1.0,0.5\n"
+                                       "sst2,expertsteer_autoencoder,0.64,0.5,0.7,10,18 20,0.2,target,0.6,0.01,0.5\n")
     again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
                             "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
                             "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
     lines = [x for x in steering.splitlines() if x.startswith("| tiny-sst2 |")]
+    # the main run's target-only rows fill in; its expert-dependent rows (the base expert's) never do
     assert [x.split(" | ")[3] for x in lines] == ["expert_unsteered", "unsteered", "expertsteer_label"]
     assert "0.800 [0.700, 0.900]" in lines[0] and "tiny-sst2" in lines[0]  # the tuned expert, not the base one
     # a run with --expert-layers 2 3: its rows, then the base expert's rows in the same window
