@@ -69,7 +69,7 @@ STEERING = ["expert_unsteered", "unsteered", "calibration", "label_caa", "random
 
 
 EXPERT_METHODS = {"expertsteer_label", "random_label", "expertsteer_label_lowest_mi", "expertsteer_autoencoder", "random",
-                  "expertsteer_ridge"}  # rows that depend on the expert
+                  "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes"}  # depend on the expert
 
 
 def _csv(path: Path) -> list[dict]:
@@ -120,9 +120,9 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
     ``expert_layers_<first>_<last>`` subfolders (runs with ``--expert-layers``; ``extend_flat`` below
     either: runs with ``--extend-flat``); target-only rows (``TARGET_ONLY``) missing there
     come from the main protocol-3 run (same target, same settings, shared cache), never a row that
-    depends on the expert. A window run is
-    followed by the base expert's rows in the same window (``<base_csv folder>/<window>/``), the
-    comparison that says what the tuning changed. The base expert's window runs are read from
+    depends on the expert. Each expert-dependent row is followed by the base expert's row in the same
+    window (``<base_csv folder>/<window>/``; the main folder: only where the tuned expert has that
+    row too), the comparison that says what the tuning changed. The base expert's window runs are read from
     ``<root>/<card's base model>/<window>/`` when the base model was run as the expert there (e.g.
     ``--expert smollm2-135m-instruct``), else from the main run's folder (the default expert)."""
     base = {(r["dataset"], r["method"]): r for r in _csv(base_csv)}
@@ -139,17 +139,18 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
             window = next(("-".join(p.split("_")[2:]) for p in rel.parts if p.startswith("expert_layers_")),
                           "middle half") + (", extend-flat search" if "extend_flat" in rel.parts else "")
             rows = {(r["dataset"], r["method"]): r for r in _csv(sub / "main_results.csv")}
-            base_window = {(r["dataset"], r["method"]): r for r in _csv(base_root / rel / "main_results.csv")
-                           if sub != folder}
-            items, base_items = _items(sub), _items(base_root / rel) if sub != folder else {}
+            main_run = sub == folder and base_root == base_csv.parent  # the default expert's own table
+            base_window = {(r["dataset"], r["method"]): r
+                           for r in _csv(base_csv if main_run else base_root / rel / "main_results.csv")}
+            items, base_items = _items(sub), _items(base_root / rel)
             for ds in sorted({d for d, _ in rows}):
                 for m in STEERING:
                     # a row the expert does not change may come from the main run; an expert's own never does
                     r = rows.get((ds, m)) or (base.get((ds, m)) if m in TARGET_ONLY and sub == folder else None)
                     if r is not None:
                         out.append(_row(name, window, m, r))
-                for m in STEERING:
-                    if m in EXPERT_METHODS and (ds, m) in base_window:
+                for m in STEERING:  # the main folder: only where the tuned expert has the row too
+                    if m in EXPERT_METHODS and (ds, m) in base_window and ((ds, m) in rows or sub != folder):
                         vs = paired(items.get(ds, {}).get(m), base_items.get(ds, {}).get(m)) if (ds, m) in rows else ""
                         out.append(_row(name, window, f"{m} (base expert)", base_window[(ds, m)], vs))
     return out

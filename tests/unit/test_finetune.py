@@ -224,6 +224,17 @@ def test_cli_finetune_fast(tmp_path):
     # the main run's target-only rows fill in; its expert-dependent rows (the base expert's) never do
     assert [x.split(" | ")[3] for x in lines] == ["expert_unsteered", "unsteered", "expertsteer_label"]
     assert "0.800 [0.700, 0.900]" in lines[0] and "tiny-sst2" in lines[0]  # the tuned expert, not the base one
+    # a row the tuned expert has in the main folder is followed by the base expert's, paired
+    with (tmp_path / "tiny-sst2-0123456789" / "main_results.csv").open("a") as f:
+        f.write("sst2,expertsteer_autoencoder,0.6,0.5,0.7,10,18 20,0.2,target,0.6,0.01,0.5\n")
+    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
+                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
+    lines = [x.split(" | ") for x in steering.splitlines() if x.startswith("| tiny-sst2 |")]
+    assert [(x[3], x[5][:5]) for x in lines][-2:] == [("expertsteer_autoencoder", "0.600"),
+                                                       ("expertsteer_autoencoder (base expert)", "0.640")]
     # a run with --expert-layers 2 3: its rows, then the base expert's rows in the same window
     for folder, acc in ((tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3", "0.55"),
                         (tmp_path / "expert_layers_2_3", "0.66")):
