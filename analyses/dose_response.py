@@ -407,7 +407,8 @@ def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str)
                "The same criterion (|strength| <= 1, neutral-text loss up < 20%) for every other method on the A/B "
                "behaviour sets: a move of P(behaviour) by >= 0.10 in the strength's sign (RFM directions are "
                "oriented towards the behaviour-matching answers), and in either sign (a random vector's sign "
-               "carries no behaviour: its moves are the reference a direction must beat).", "", _md_table(tally, list(tally[0])), "",
+               "carries no behaviour: its moves are the reference a direction must beat).", "",
+               _md_table(tally, list(tally[0])), "",
                _md_table(sorted(others, key=lambda r: (r["dataset"], r["method"])),
                          ["dataset", "method", "layers", "n_val", "bprob_at_0", "max_signed_bprob_move",
                           "max_abs_bprob_move", "moves_by_0_10", "loss_ratio_at_1"]), ""]

@@ -69,7 +69,8 @@ STEERING = ["expert_unsteered", "unsteered", "calibration", "label_caa", "random
 
 
 EXPERT_METHODS = {"expertsteer_label", "random_label", "expertsteer_label_lowest_mi", "expertsteer_autoencoder", "random",
-                  "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes"}  # depend on the expert
+                  "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
+                  "expertsteer_hybrid", "random_hybrid"}  # rows that depend on the expert
 
 
 def _csv(path: Path) -> list[dict]:

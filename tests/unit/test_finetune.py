@@ -198,14 +198,19 @@ def test_cli_finetune_fast(tmp_path):
     bad_device = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "e2", "--device", "tpu9")
     assert bad_device.returncode != 0 and "device" in bad_device.stderr and "Traceback" not in bad_device.stderr
     # the experts table (analyses/tuned_experts.py) lists it with the command that rebuilds it
-    table = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md"],
-                           capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0, table.stderr
+    def tables(*extra) -> str:
+        """Run analyses/tuned_experts.py on this test's cards; the steering README's text."""
+        res = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
+                              "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md", *extra],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        return (tmp_path / "README.md").read_text()
+
+    readme = tables()
     text = (tmp_path / "experts.md").read_text()
     assert "| tiny-sst2 | target | sst2 | 32 (train+train_extra) | 8 x 4 |" in text
     assert "--dataset sst2 --steps 8 --batch-size 4 --lr 0.001 --seed 0 --train-limit 32" in text
-    assert "no expert has been run through the main protocol yet" in (tmp_path / "README.md").read_text()
+    assert "no expert has been run through the main protocol yet" in readme
     # README.md: the expert's own rows next to the target-only rows of the main run
     head = "dataset,method,accuracy,ci_low,ci_high,n,layers,strength,model,val_accuracy,p_mcnemar_vs_unsteered,pred_share"
     (tmp_path / "tiny-sst2-0123456789").mkdir()
@@ -215,11 +220,7 @@ def test_cli_finetune_fast(tmp_path):
     (tmp_path / "base.csv").write_text(head + "\nsst2,unsteered,0.5,0.4,0.6,10,,0.0,target,,1.0,1.0\n"
                                        "sst2,expert_unsteered,0.6,0.5,0.7,10,,0.0,base-expert,,1.0,0.5\n"
                                        "sst2,expertsteer_autoencoder,0.64,0.5,0.7,10,18 20,0.2,target,0.6,0.01,0.5\n")
-    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
-                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
+    steering = tables("--base-csv", tmp_path / "base.csv").split("## The experts")[0]
     lines = [x for x in steering.splitlines() if x.startswith("| tiny-sst2 |")]
     # the main run's target-only rows fill in; its expert-dependent rows (the base expert's) never do
     assert [x.split(" | ")[3] for x in lines] == ["expert_unsteered", "unsteered", "expertsteer_label"]
@@ -227,11 +228,7 @@ def test_cli_finetune_fast(tmp_path):
     # a row the tuned expert has in the main folder is followed by the base expert's, paired
     with (tmp_path / "tiny-sst2-0123456789" / "main_results.csv").open("a") as f:
         f.write("sst2,expertsteer_autoencoder,0.6,0.5,0.7,10,18 20,0.2,target,0.6,0.01,0.5\n")
-    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
-                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
+    steering = tables("--base-csv", tmp_path / "base.csv").split("## The experts")[0]
     lines = [x.split(" | ") for x in steering.splitlines() if x.startswith("| tiny-sst2 |")]
     assert [(x[3], x[5][:5]) for x in lines][-2:] == [("expertsteer_autoencoder", "0.600"),
                                                        ("expertsteer_autoencoder (base expert)", "0.640")]
@@ -240,11 +237,7 @@ def test_cli_finetune_fast(tmp_path):
                         (tmp_path / "expert_layers_2_3", "0.66")):
         folder.mkdir()
         (folder / "main_results.csv").write_text(head + f"\nsst2,expertsteer_label,{acc},0.5,0.7,10,3,0.3,target,,0.5,0.5\n")
-    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
-                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    steering = (tmp_path / "README.md").read_text().split("## The experts")[0]
+    steering = tables("--base-csv", tmp_path / "base.csv").split("## The experts")[0]
     window = [x.split(" | ") for x in steering.splitlines() if x.startswith("| tiny-sst2 | 2-3 |")]
     assert [(x[3], x[5][:5]) for x in window] == [("expertsteer_label", "0.550"),
                                                    ("expertsteer_label (base expert)", "0.660")]
@@ -256,11 +249,7 @@ def test_cli_finetune_fast(tmp_path):
                           (tmp_path / "expert_layers_2_3", (0, 1, 6))):
         (folder / "items.json").write_text(json.dumps({"sst2": {"expertsteer_label": {
             "ids": ids, "correct": [k in right for k in range(10)]}}}))
-    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
-                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    window = [x.split(" | ") for x in (tmp_path / "README.md").read_text().splitlines()
+    window = [x.split(" | ") for x in tables("--base-csv", tmp_path / "base.csv").splitlines()
               if x.startswith("| tiny-sst2 | 2-3 |")]
     assert window[0][-1] == " |" and window[1][-1].startswith("+0.300 [") and window[1][-1].endswith(
         "p = 0.375 (4 vs 1) |"), window[1][-1]
@@ -268,11 +257,8 @@ def test_cli_finetune_fast(tmp_path):
     flat = tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3" / "extend_flat"
     flat.mkdir()
     (flat / "main_results.csv").write_text(head + "\nsst2,expertsteer_label,0.61,0.5,0.7,10,3,1.0,target,,0.5,0.5\n")
-    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
-                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    lines = [x.split(" | ") for x in (tmp_path / "README.md").read_text().splitlines() if x.startswith("| tiny-sst2 | 2-3")]
+    lines = [x.split(" | ") for x in tables("--base-csv", tmp_path / "base.csv").splitlines()
+             if x.startswith("| tiny-sst2 | 2-3")]
     assert [(x[1], x[3], x[5][:5]) for x in lines] == [("2-3", "expertsteer_label", "0.550"),
                                                         ("2-3", "expertsteer_label (base expert)", "0.660"),
                                                         ("2-3, extend-flat search", "expertsteer_label", "0.610")]
@@ -280,11 +266,7 @@ def test_cli_finetune_fast(tmp_path):
     own = tmp_path / "target" / "expert_layers_2_3"
     own.mkdir(parents=True)
     (own / "main_results.csv").write_text(head + "\nsst2,expertsteer_label,0.70,0.5,0.8,10,3,0.3,target,,0.5,0.5\n")
-    again = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                            "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md",
-                            "--base-csv", tmp_path / "base.csv"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    text = (tmp_path / "README.md").read_text()
+    text = tables("--base-csv", tmp_path / "base.csv")
     lines = [x.split(" | ") for x in text.splitlines() if x.startswith("| tiny-sst2 | 2-3 |")]
     assert [(x[3], x[5][:5]) for x in lines] == [("expertsteer_label", "0.550"),
                                                   ("expertsteer_label (base expert)", "0.700")]
