@@ -68,9 +68,8 @@ STEERING = ["expert_unsteered", "unsteered", "calibration", "label_caa", "random
             "expertsteer_hybrid", "random_hybrid"]
 
 
-EXPERT_METHODS = {"expertsteer_label", "random_label", "expertsteer_label_lowest_mi", "expertsteer_autoencoder", "random",
-                  "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
-                  "expertsteer_hybrid", "random_hybrid"}  # rows that depend on the expert
+# the steering rows that depend on the expert: all but the target's own rows and the expert itself
+EXPERT_METHODS = set(STEERING) - TARGET_ONLY - {"expert_unsteered"}
 
 
 def _csv(path: Path) -> list[dict]:
@@ -141,8 +140,8 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
                           "middle half") + (", extend-flat search" if "extend_flat" in rel.parts else "")
             rows = {(r["dataset"], r["method"]): r for r in _csv(sub / "main_results.csv")}
             main_run = sub == folder and base_root == base_csv.parent  # the default expert's own table
-            base_window = {(r["dataset"], r["method"]): r
-                           for r in _csv(base_csv if main_run else base_root / rel / "main_results.csv")}
+            base_window = base if main_run else {(r["dataset"], r["method"]): r
+                                                 for r in _csv(base_root / rel / "main_results.csv")}
             items, base_items = _items(sub), _items(base_root / rel)
             for ds in sorted({d for d, _ in rows}):
                 for m in STEERING:
