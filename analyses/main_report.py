@@ -90,14 +90,14 @@ CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_la
             "random_label_caa": "label_caa", "random_caa": "caa", "random_self_rfm": "self_rfm",
             "reverse_random": "reverse_expertsteer_autoencoder",
             "random_ridge": "expertsteer_ridge", "random_procrustes": "expertsteer_procrustes",
-            "random_hybrid": "expertsteer_hybrid",
+            "random_hybrid": "expertsteer_hybrid", "random_label_lowest_mi": "expertsteer_label_lowest_mi",
             # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
             "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
 # rows that do not depend on the expert: the target's own methods and their random controls
 _TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "iti"}
 TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
-# which random control each method is judged against; the lowest-MI label variant has none of its own
-CONTROL_OF = {**{m: c for c, m in CONTROLS.items()}, "expertsteer_label_lowest_mi": "random_label"}
+# which random control each method is judged against
+CONTROL_OF = {m: c for c, m in CONTROLS.items()}
 # rows that are references, not methods: no significance tally of their own
 REFERENCES = {"unsteered", "expert_unsteered", "calibration", "random", "reverse_random", *CONTROL_OF.values()}
 # the zero-cost baseline of two-way sets: the unsteered margins plus a validation-fitted bias (no steering)
@@ -248,7 +248,8 @@ the validation rule (`expertsteer_label`: `pair_shortlist` expert layers of the 
 best train-only label separation, each paired with the target layer at the same depth, chosen on
 VALIDATION). `random` / `random_label` = random unit vectors at the hooks, norms and selected strength
 of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own); `random_label_caa`,
-`random_caa` and `random_self_rfm` the same for `label_caa`, `caa` and `self_rfm`. `*_field` methods steer
+`random_caa`, `random_self_rfm`, `random_ridge`, `random_procrustes`, `random_hybrid` and
+`random_label_lowest_mi` the same for `label_caa`, `caa`, `self_rfm` and the other ExpertSteer variants. `*_field` methods steer
 each token along the gradient of the pair's RFM at that token (`steer_lens.field`, ridge alignment);
 their controls `random_field` / `random_label_field` are the same mode on RFMs refitted to shuffled
 labels, at the matched method's hooks, norms and strength.""",

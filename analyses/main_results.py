@@ -58,7 +58,7 @@ CORE = ["unsteered", "expert_unsteered", "calibration", "label_caa", "random_lab
         "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder", "random"]
 ABLATIONS = ["iti", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
              "expertsteer_highest_mi",
-             "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
+             "expertsteer_label_lowest_mi", "random_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
              "random_label_field"]
 EXTRA = ["expertsteer_hybrid", "random_hybrid"]  # not in the default method list (compute); pass --methods to add it
 REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]

@@ -63,7 +63,7 @@ def row(name: str, card: dict) -> list[str]:
 # the steering table: the expert itself, the target's own label direction and the expert's, each
 # followed by its random control (same hooks, norms and strength), then the correct-vs-wrong methods
 STEERING = ["expert_unsteered", "unsteered", "calibration", "label_caa", "random_label_caa", "expertsteer_label", "random_label",
-            "expertsteer_label_lowest_mi", "caa", "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder",
+            "expertsteer_label_lowest_mi", "random_label_lowest_mi", "caa", "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder",
             "random", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
             "expertsteer_hybrid", "random_hybrid"]
 

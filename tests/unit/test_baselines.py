@@ -454,13 +454,16 @@ def test_every_alignment_has_its_own_random_control(tmp_path):
     from main_report import CONTROL_OF
 
     assert CONTROL_OF["expertsteer_ridge"] == "random_ridge" and CONTROL_OF["expertsteer_procrustes"] == "random_procrustes"
-    mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expertsteer_ridge", "random_ridge"])
+    assert CONTROL_OF["expertsteer_label_lowest_mi"] == "random_label_lowest_mi"  # not expertsteer_label's hooks
+    pairs = {"expertsteer_ridge": "random_ridge", "expertsteer_label_lowest_mi": "random_label_lowest_mi"}
+    mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", *pairs, *pairs.values()])
     (ridge,) = (tmp_path / "cache").glob("*/arithmetic_2way__expertsteer_ridge.json")
     rows = {m: json.loads((ridge.parent / f"arithmetic_2way__{m}.json").read_text())
-            for m in ("expertsteer_ridge", "random_ridge")}
-    ctrl = rows["random_ridge"]
-    assert ctrl["matched_to"] == "expertsteer_ridge"
-    assert (ctrl["layers"], ctrl["strength"]) == (rows["expertsteer_ridge"]["layers"], rows["expertsteer_ridge"]["strength"])
-    assert "random_ridge" in (tmp_path / "main_results.csv").read_text()
+            for pair in pairs.items() for m in pair}
+    for method, control in pairs.items():
+        ctrl = rows[control]
+        assert ctrl["matched_to"] == method
+        assert (ctrl["layers"], ctrl["strength"]) == (rows[method]["layers"], rows[method]["strength"])
+        assert control in (tmp_path / "main_results.csv").read_text()
     with pytest.raises(SystemExit):
         mr.parse(["--fast", "--methods", "unsteered", "random_rigde"])
