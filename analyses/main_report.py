@@ -98,6 +98,13 @@ _TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "
 TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
 # which random control each method is judged against
 CONTROL_OF = {m: c for c, m in CONTROLS.items()}
+
+
+def with_controls(methods: list[str]) -> list[str]:
+    """``methods`` with each one's random control right after it (a new control joins every list)."""
+    return [x for m in methods for x in (m, CONTROL_OF.get(m)) if x]
+
+
 # rows that are references, not methods: no significance tally of their own
 REFERENCES = {"unsteered", "expert_unsteered", "calibration", "random", "reverse_random", *CONTROL_OF.values()}
 # the zero-cost baseline of two-way sets: the unsteered margins plus a validation-fitted bias (no steering)

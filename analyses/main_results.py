@@ -39,7 +39,7 @@ from steer_lens.io import write_json  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
 from steer_lens.protocol import StrengthSearch, choose, point  # noqa: E402
 from lens_common import start_run  # noqa: E402
-from main_report import CONTROLS, TARGET_ONLY  # noqa: E402
+from main_report import CONTROLS, TARGET_ONLY, with_controls  # noqa: E402
 
 log = logging.getLogger("main_results")
 COMPACT = list(COMPACT_DATASETS)
@@ -54,14 +54,12 @@ ES_VARIANTS = {"expertsteer_autoencoder": ("autoencoder", "lowest", "correct"),
                # context-dependent: each token steered along the RFM's gradient there (steer_lens.field)
                "expertsteer_ridge_field": ("ridge", "lowest", "correct", "field"),
                "expertsteer_label_field": ("ridge", "validation", "label", "field")}
-CORE = ["unsteered", "expert_unsteered", "calibration", "label_caa", "random_label_caa", "expertsteer_label", "random_label", "caa",
-        "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder", "random"]
-ABLATIONS = ["iti", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
-             "expertsteer_highest_mi",
-             "expertsteer_label_lowest_mi", "random_label_lowest_mi", "expertsteer_ridge_field", "random_field", "expertsteer_label_field",
-             "random_label_field"]
-EXTRA = ["expertsteer_hybrid", "random_hybrid"]  # not in the default method list (compute); pass --methods to add it
-REVERSE = ["reverse_expertsteer_autoencoder", "reverse_random"]
+CORE = with_controls(["unsteered", "expert_unsteered", "calibration", "label_caa", "expertsteer_label", "caa", "self_rfm",
+                      "expertsteer_autoencoder"])
+ABLATIONS = with_controls(["iti", "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi",
+                           "expertsteer_label_lowest_mi", "expertsteer_ridge_field", "expertsteer_label_field"])
+EXTRA = with_controls(["expertsteer_hybrid"])  # not in the default method list (compute); pass --methods to add it
+REVERSE = with_controls(["reverse_expertsteer_autoencoder"])
 PROTOCOL2_METHODS = ["unsteered", "expert_unsteered", "caa", "self_rfm", "expertsteer_autoencoder", "random", "iti",
                      "expertsteer_ridge", "expertsteer_procrustes", "expertsteer_highest_mi", "expertsteer_hybrid"]
 

@@ -17,7 +17,7 @@ import csv
 import json
 from pathlib import Path
 
-from main_report import TARGET_ONLY
+from main_report import TARGET_ONLY, with_controls
 from steer_lens.evaluate import mcnemar, paired_bootstrap
 from steer_lens.io import write_text
 
@@ -62,10 +62,9 @@ def row(name: str, card: dict) -> list[str]:
 
 # the steering table: the expert itself, the target's own label direction and the expert's, each
 # followed by its random control (same hooks, norms and strength), then the correct-vs-wrong methods
-STEERING = ["expert_unsteered", "unsteered", "calibration", "label_caa", "random_label_caa", "expertsteer_label", "random_label",
-            "expertsteer_label_lowest_mi", "random_label_lowest_mi", "caa", "random_caa", "self_rfm", "random_self_rfm", "expertsteer_autoencoder",
-            "random", "expertsteer_ridge", "random_ridge", "expertsteer_procrustes", "random_procrustes",
-            "expertsteer_hybrid", "random_hybrid"]
+STEERING = with_controls(["expert_unsteered", "unsteered", "calibration", "label_caa", "expertsteer_label",
+                          "expertsteer_label_lowest_mi", "caa", "self_rfm", "expertsteer_autoencoder", "expertsteer_ridge",
+                          "expertsteer_procrustes", "expertsteer_hybrid"])
 
 
 # the steering rows that depend on the expert: all but the target's own rows and the expert itself

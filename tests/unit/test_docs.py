@@ -3,6 +3,7 @@
 Reports move (the session journal left the README for ``results/JOURNAL.md``) and a relative link
 that silently breaks sends a reader nowhere; this walks every committed ``.md`` outside ``.venv``.
 """
+import os
 import re
 from pathlib import Path
 
@@ -13,8 +14,13 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def documents() -> list[Path]:
+    """Every ``.md`` under the project root, not descending into the environment or git folders."""
     skip = {".venv", ".git", "node_modules", ".pytest_cache"}
-    return sorted(p for p in ROOT.rglob("*.md") if not skip & set(p.relative_to(ROOT).parts))
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip]
+        found += [Path(folder) / f for f in files if f.endswith(".md")]
+    return sorted(found)
 
 
 def slug(heading: str) -> str:
