@@ -3,7 +3,7 @@ once per method, all through ``steer_lens.protocol``. Resumable: each (dataset, 
 as JSON under ``<out>/cache/<config>/`` and skipped on re-runs. Writes <out>/main_results.csv and
 <out>/README.md (via analyses/main_report.py).
 
-Protocol 3 (default; results/protocol3/): strengths searched on 100 validation items (coarse log grid,
+Protocol 3 (default; results/benchmark/): strengths searched on 100 validation items (coarse log grid,
 upward extension, refinement where answers flip); label-direction methods (``label_caa``,
 ``expertsteer_label``: answer X minus answer Y, signed strengths) next to the correct-vs-wrong
 contrast; ExpertSteer layer pairs either by the paper's lowest-MI rule or shortlisted on train
@@ -423,10 +423,10 @@ def parse(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--ae-epochs", type=int, default=300, help="hybrid aligner max epochs (autoencoder: closed form)")
     p.add_argument("--methods", nargs="+", default=CORE + ABLATIONS)
-    p.add_argument("--out", default=None, help="default: results/protocol3 (protocol 2: results; another "
+    p.add_argument("--out", default=None, help="default: results/benchmark (protocol 2: results; another "
                    "expert: results/tuned_experts/<expert folder name>)")
     p.add_argument("--cache", default=None, help="cache root (default <out>/cache; another expert: "
-                   "results/protocol3/cache, so target-only rows are shared with the main run)")
+                   "results/benchmark/cache, so target-only rows are shared with the main run)")
     p.add_argument("--expert", default=EXPERT, help="expert model: registry name or local HF folder "
                    "(e.g. a tuned expert from `steer-lens finetune`)")
     p.add_argument("--target", default=TARGET, help="target model: registry name or local HF folder")
@@ -444,10 +444,10 @@ def parse(argv=None):
                 "(the reverse rows come with --reverse)")
     root = Path(__file__).resolve().parent.parent / "results"
     v3 = a.protocol >= 3
-    default_out = root / "protocol3" if v3 else root
+    default_out = root / "benchmark" if v3 else root
     if a.expert != EXPERT:
         default_out = root / "tuned_experts" / Path(a.expert).name
-        a.cache = a.cache or (str(root / "protocol3" / "cache") if v3 and not a.fast else None)
+        a.cache = a.cache or (str(root / "benchmark" / "cache") if v3 and not a.fast else None)
     if a.expert_layers is not None and a.out is None:  # another pair window: its own table, the same cache
         a.cache = a.cache or str(default_out / "cache")
         default_out = default_out / WINDOW_FOLDER.format(*a.expert_layers)

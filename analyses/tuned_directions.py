@@ -13,7 +13,7 @@ train items) and read three ways:
   where it is added? (A fixed vector can only shift every item alike; this asks whether it points
   along the knowledge at all.)
 - ``cos_target_label``: cosine with the target's own label-CAA direction at the steered layer (the
-  direction that is known to move its answers; ``results/protocol3``);
+  direction that is known to move its answers; ``results/benchmark``);
 - ``shift_at_<s>``: what the vector does to the answer: the mean change in log p(choice 1) - log p(choice 0)
   at the first answer token where the two differ, after each test prompt, when the plan steers at signed strength ``s`` (nats; the
   vector's sign as fitted); ``caa_shift_at_<s>``: the same for the target's own label-CAA at that layer.

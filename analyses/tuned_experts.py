@@ -2,7 +2,7 @@
 expert_card.json, written by ``steer-lens finetune --card-copy``), and README.md: the steering
 rows of every expert that has been run as the expert of the main protocol
 (``analyses/main_results.py --expert <folder>`` writes ``results/tuned_experts/<folder name>/``),
-next to the target's own rows on the same dataset (``results/protocol3/main_results.csv``).
+next to the target's own rows on the same dataset (``results/benchmark/main_results.csv``).
 
     python analyses/tuned_experts.py [--cards results/tuned_experts/cards] [--out results/tuned_experts/experts.md]
 
@@ -166,7 +166,7 @@ def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
             "(`analyses/main_results.py --expert <folder> --datasets <its dataset>`): fit on train, layer pairs and "
             "strength chosen on 100 validation items, test scored once; each random control sits at its method's "
             "hooks, norms and strength. Target-only rows (unsteered, label_caa, caa, self_rfm and their controls) "
-            "are shared with `results/protocol3`. On a \"(base expert)\" row, *tuned - base (paired)* compares the "
+            "are shared with `results/benchmark`. On a \"(base expert)\" row, *tuned - base (paired)* compares the "
             "tuned expert's row above it with the base expert's in the same window item by item: mean difference "
             "[95% paired-bootstrap CI], exact McNemar p (uncorrected) and (items right only with the tuned expert's "
             "direction vs only with the base one's).", "",
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cards", type=Path, default=ROOT / "results" / "tuned_experts" / "cards")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "tuned_experts" / "experts.md",
                     help="the experts table; README.md is written next to it")
-    ap.add_argument("--base-csv", type=Path, default=ROOT / "results" / "protocol3" / "main_results.csv",
+    ap.add_argument("--base-csv", type=Path, default=ROOT / "results" / "benchmark" / "main_results.csv",
                     help="the main run's rows (target-only methods are taken from it)")
     args = ap.parse_args(argv)
     cards = {p.stem: json.loads(p.read_text()) for p in sorted(args.cards.glob("*.json"))}
