@@ -146,12 +146,16 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
+NOTES_LINK = "The reading of these numbers: [notes.md](notes.md)."
+
+
 def write_report(path: Path, text: str) -> Path:
-    """Write a Markdown report, followed by the hand-written ``notes.md`` beside it when there is
-    one (the reading that goes with the numbers), atomically; returns ``path``."""
+    """Write a Markdown report, atomically, ending with a link to the hand-written ``notes.md`` beside
+    it when there is one (the reading that goes with the numbers; linked, not copied, so the report
+    does not go stale when the notes change); returns ``path``."""
     notes = Path(path).parent / "notes.md"
     if notes.is_file():
-        text = text.rstrip("\n") + "\n\n" + notes.read_text().rstrip("\n") + "\n"
+        text = text.rstrip("\n") + "\n\n" + NOTES_LINK + "\n"
     write_text(path, text)
     return Path(path)
 

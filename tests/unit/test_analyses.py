@@ -118,7 +118,7 @@ def test_behaviour_moves_in_either_sign(analyses_path):
 
 def test_paper_setup_dry_run(tmp_path, analyses_path):
     """The reproduction recipe end to end on two tiny configs of the paper's families (Llama-3.1-style
-    target, Qwen2 expert of another width) in bfloat16: the protocol-3 rows, the label methods and
+    target, Qwen2 expert of another width) in bfloat16: the benchmark rows, the label methods and
     their control, and a report."""
     import json
 
@@ -138,7 +138,7 @@ def test_paper_setup_dry_run(tmp_path, analyses_path):
             "expertsteer_label", "random_label"} <= set(rows)
     assert rows["random_label"]["strength"] == rows["expertsteer_label"]["strength"]
     assert all(0 <= r["accuracy"] <= 1 and r["n"] == 8 for r in rows.values())
-    assert "Protocol 3" in readme.read_text()
+    assert "steer_lens.protocol" in readme.read_text()
 
 
 def test_topic_reading_states_the_rise_and_the_collapse(analyses_path):
@@ -409,25 +409,30 @@ def test_steering_mechanism_components_add_up(tiny_llama, analyses_path, one_thr
     assert "skipped" in steering_mechanism.neurons_part(tiny_llama, items, plans[0][1], 1.5, {"skipped": "x"}, 2)
 
 
-def test_write_report_appends_the_notes_beside_it(tmp_path, analyses_path):
-    from lens_common import write_report
+def test_write_report_links_the_notes_beside_it(tmp_path, analyses_path):
+    from lens_common import NOTES_LINK, write_report
 
     path = write_report(tmp_path / "README.md", "# Report\n\n| a |\n")
     assert path.read_text() == "# Report\n\n| a |\n"  # no notes.md: the report alone
-    (tmp_path / "notes.md").write_text("## Notes\n\nreading\n\n")
+    (tmp_path / "notes.md").write_text("## Notes\n\nhand-written\n\n")
     write_report(path, "# Report\n\n| b |\n")
-    assert path.read_text() == "# Report\n\n| b |\n\n## Notes\n\nreading\n"
+    assert path.read_text() == f"# Report\n\n| b |\n\n{NOTES_LINK}\n"  # linked, not copied
+    assert "hand-written" not in path.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "notes.md"]  # atomic: no temp left
 
 
-def test_committed_reports_carry_their_notes():
-    """A report that appends the hand-written notes.md beside it (lens_common.write_report, main_report,
-    tuned_experts) must be regenerated after the notes change: every committed report holds its notes."""
+def test_committed_reports_reach_their_notes():
+    """A report beside a hand-written notes.md links to it (lens_common.write_report, tuned_experts) or,
+    where its generator still copies the notes in (main_report), holds their current text: a copy made
+    before the notes changed is stale and must be regenerated with --report-only."""
     results = ANALYSES.parent / "results"
     stale = []
     for notes in sorted(results.glob("*/notes.md")):
         reports = [notes.parent / n for n in ("README.md", "summary.md") if (notes.parent / n).is_file()]
-        if reports and notes.read_text().rstrip("\n") not in reports[0].read_text():
+        if not reports:
+            continue
+        text = reports[0].read_text()
+        if "](notes.md)" not in text and notes.read_text().rstrip("\n") not in text:
             stale.append(str(reports[0].relative_to(results.parent)))
     assert not stale, f"re-run these reports with --report-only (notes.md changed after them): {stale}"
 
