@@ -1,4 +1,4 @@
-"""Reproduction recipe: the main protocol (``analyses/main_results.py``, protocol 3) for one of the
+"""Reproduction recipe: the main protocol (``analyses/main_results.py``, the benchmark's rules) for one of the
 paper's target/expert pairs, on a GPU in bf16, from local model folders (nothing is downloaded).
 
 The paper's pairs (Wang et al. 2025), the memory each needs in bf16 (weights only: 2 bytes per

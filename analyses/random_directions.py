@@ -1,6 +1,6 @@
 """Is a steering row's gain specific to its direction? Many random controls, and where the vector points.
 
-A protocol-3 row (``analyses/main_results.py``) is judged against ONE random control: a random unit vector
+A benchmark row (``analyses/main_results.py``) is judged against ONE random control: a random unit vector
 at its hooks, norms and strength (seed 0). This script refits the row's plan exactly as main_results did
 (same train items and settings; the refit must land on the row's layers), scores ``--seeds`` more random
 directions at the same hooks, norms and strength on the same TEST items, and measures the cosine of the
@@ -84,7 +84,7 @@ def parse(argv=None):
     p.add_argument("--structure", choices=["independent", "rotation"], default="independent",
                    help="random_plan's structure: one random vector per hook (main_results' control) or the "
                         "row's vectors under one random rotation (keeps the cosines between hooks)")
-    p.add_argument("--main-out", default=None, help="main_results --out of the row (default: its protocol-3 folder)")
+    p.add_argument("--main-out", default=None, help="main_results --out of the row (default: results/benchmark)")
     p.add_argument("--out", default=None, help="default results/random_directions")
     p.add_argument("--fast", action="store_true", help="tiny random models (needs a main_results --fast run)")
     p.add_argument("--threads", type=int, default=1)

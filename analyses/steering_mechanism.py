@@ -1,6 +1,6 @@
 """What does a two-way steering row do to the answers? A constant shift, a readout direction, or more?
 
-For a protocol-3 row of ``analyses/main_results.py`` on a two-way set (refitted as
+For a benchmark row of ``analyses/main_results.py`` on a two-way set (refitted as
 ``analyses/random_directions.py`` refits it), with "margin" = score of choice 1 minus choice 0
 (``evaluate``'s length-normalised scores, nats per token):
 
@@ -447,7 +447,7 @@ def parse(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random directions for the readout table")
     p.add_argument("--strength", type=float, default=None,
                    help="strength of the readout table (default: the row's chosen strength)")
-    p.add_argument("--main-out", default=None, help="main_results --out of the row (default: its protocol-3 folder)")
+    p.add_argument("--main-out", default=None, help="main_results --out of the row (default: results/benchmark)")
     p.add_argument("--out", default=None, help="default results/steering_mechanism")
     p.add_argument("--fast", action="store_true", help="tiny random models (needs a main_results --fast run)")
     p.add_argument("--threads", type=int, default=1)

@@ -8,8 +8,8 @@ mass-mean shift u_h (unit, positives - negatives) times the std sigma_h of activ
 it is projected through that head's slice of W_O into the residual. The per-layer sums are
 added to the attention output, ``blocks.{l}.hook_attn_out`` (so they enter the residual stream;
 on a TransformerBridge ``hook_resid_mid`` is only the input of ``ln2``, so a vector added there
-reaches the MLP but never the residual: steer-lens before session 4 did that, see
-results/README.md). The plan's norms split one residual-norm budget (the median residual norm
+reaches the MLP but never the residual; ``steer()`` refuses that hook, and CHANGELOG.md records
+the release whose ITI rows steered there). The plan's norms split one residual-norm budget (the median residual norm
 after attention, read at ``hook_resid_mid``) across layers in proportion to ITI's own per-layer
 magnitudes, so ``strength`` means the same total size as for single-layer methods.
 """
