@@ -16,7 +16,8 @@ of prompt + correct vs prompt + wrong completion):
 
 Plans are refitted exactly as ``analyses/main_results.py`` fits them (same train items, 2 pairs,
 lowest MI); the audit checks that it steers the same layers as the cached main-results row.
-Probe folds keep an item's two rows together. Accuracies come from results/main_results.csv.
+Probe folds keep an item's two rows together. Accuracies come from --accuracies: the audited fixed-grid
+run's CSV, `git show v0.4.0:results/main_results.csv` (its numbers are in CHANGELOG.md, release 0.2.0).
 
     python analyses/transfer_audit.py [--fast] [--datasets ...] [--report-only]
 Writes transfer_audit.csv / .md / .png and probe_by_depth.png under results/transfer_audit/
@@ -179,7 +180,7 @@ def main(argv=None) -> dict:
     p.add_argument("--expert", default=None, help="another expert (registry name or HF folder, e.g. a tuned "
                    "expert); its audit goes to results/transfer_audit/<expert name>/ unless --out is given")
     p.add_argument("--accuracies", default=None, help="main-results CSV the report reads accuracies from "
-                   "(default results/main_results.csv; none with --expert)")
+                   "(default results/main_results.csv if present; none with --expert)")
     args = p.parse_args(argv)
     if args.expert and args.out is None:
         args.out = str(ROOT / "results" / "transfer_audit" / Path(args.expert).name)
