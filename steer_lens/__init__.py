@@ -5,7 +5,7 @@ activations (Wang, Wu, Haddow, Birch 2025), plus the baselines, probes and evalu
 needed to tell whether it helps.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"
 
 from .activations import Activations, capture
 from .data import contrast_prompts, list_datasets, load_dataset
