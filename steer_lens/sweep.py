@@ -1,14 +1,27 @@
 """A strength sweep that runs the unsteered lower blocks once: ``sweep(model, items, plan, strengths)``.
 
 Equal to ``[evaluate(model, items, plan=plan, strength=s) for s in strengths]`` (positions "all",
-relative scale with ``plan.norms``) but, when every item's choices differ only in their last
-continuation token (one token each as SST-2's " negative"/" positive" on SmolLM2, or " (A"/" (B"
-whose " (" is shared), each batch's residual entering the lowest steered block ``k``
-(``blocks.k.*``) over prompt + shared continuation tokens is computed once
-(``model(tokens, stop_at_layer=k)``, left-padded), kept for the whole sweep (n_items x length x
-d_model floats), and only blocks k..n-1 run per strength, through ``model(residual,
-start_at_layer=k, logits_to_keep=L)`` inside ``plan.apply(model, s)``: the last L positions give
-every choice's L scored tokens in one pass (``evaluate`` needs a cached continuation pass).
+relative scale with ``plan.norms``; same scores within float tolerance, same predictions), but the
+residual entering the lowest steered block ``k`` (``blocks.k.*``) is computed once
+(``model(tokens, stop_at_layer=k)``, left-padded batches, longest prompts first as ``evaluate``)
+and only blocks k..n-1 run per strength, through ``model(residual, start_at_layer=k)`` inside
+``plan.apply(model, s)``. Two layouts:
+
+* **last token differs** (every item's choices share all continuation tokens but their last one:
+  one token each as SST-2's " negative"/" positive" on SmolLM2, or " (A"/" (B" whose " (" is
+  shared): one pass over prompt + shared continuation tokens, ``logits_to_keep=L`` giving every
+  choice's L scored tokens at once.
+* **choices differ earlier** (MMLU, ARC, arithmetic, SVAMP answers of several tokens): as
+  ``evaluate``, the prompt runs once with a KV cache and the choices continue from it as rows of
+  one batch; the residuals entering block k are kept for the prompt and for every choice's tokens,
+  and per strength blocks k.. run the prompt (filling their KV cache) and then the choices. The
+  cache layers of the skipped blocks are filled with zeros of the prompt's length: those blocks
+  never read them, but HF derives the cached length and the attention masks from them.
+
+``SweepInputs`` holds the tokenized batches and the residuals entering the blocks asked for, so
+one object serves many plans and many calls (a strength search's rounds, several candidate plans):
+a plan steering from block k2 reuses the residual kept at a lower block k1 and runs only blocks
+k1..k2-1 on it. ``sweep(..., inputs=SweepInputs(model, items))`` shares them.
 
 TransformerBridge's ``start_at_layer`` still executes blocks 0..k-1 on the injected residual and
 then discards their output, so on its own it saves nothing: while the upper part runs, blocks
@@ -16,28 +29,29 @@ then discards their output, so on its own it saves nothing: while the upper part
 ``finally``; HF decoder layers return their hidden states as one tensor in transformers 5, checked
 against the full forward on seven tiny families in tests/unit/test_sweep.py). Hooks the caller
 put on those blocks therefore do not fire in the upper pass; the steered hooks are all at block k
-or above. The attention mask and position ids are those of the
-full forward (the HF model sees the same mask and sequence length), and the steering context is
-the one ``evaluate`` uses (its position tracker sees the mask: left padding is never steered).
+or above. Attention masks and position ids are those of ``evaluate``'s forwards, and the steering
+context is the one ``evaluate`` uses (its position tracker sees the mask: left padding is never
+steered).
 
-If any item's choices differ before their last token (e.g. multi-token answers " red"/" blue" on
-a byte-level tokenizer), the plan lacks a norm for a hook (``steer`` would then measure it on
-the first forward, which differs here) or steers a hook outside the blocks, the sweep falls back to ``evaluate`` per strength: still
-correct, no saving.
+If the plan lacks a norm for a hook (``steer`` would then measure it on the first forward, which
+differs here) or steers a hook outside the blocks, the sweep falls back to ``evaluate`` per
+strength: still correct, no saving.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from .data import Item
-from .evaluate import EvalResult, _item_rows, _majority, evaluate, summarise
+from .evaluate import EvalResult, _item_rows, _majority, _select_cache, evaluate, summarise
 from .steer import check_strength
 from .tokens import pad
 
@@ -81,68 +95,251 @@ def _last_token_differs(rows) -> bool:
                and all(c[:-1] == conts[0][:-1] for c in conts) for _, conts, _ in rows)
 
 
-def lower_residuals(model, prompts: Sequence[list[int]], k: int, batch_size: int) \
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids of a left-padded batch, as the bridge derives them from the mask."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def _drop_hf_cache(model) -> None:
+    if hasattr(model, "_last_hf_cache"):
+        del model._last_hf_cache
+
+
+def _run(model, x: Tensor, mask: Tensor, pos: Tensor, start: int | None, stop: int | None, **kw):
+    """Blocks ``start``..``stop``-1 of ``x`` (token ids when ``start`` is None, else the residual
+    entering block ``start``; ``stop`` None: to the logits)."""
+    if stop is not None:
+        kw["stop_at_layer"] = stop
+    if start is None:
+        return model(x, attention_mask=mask, position_ids=pos, **kw)
+    with skip_blocks(model, start):
+        return model(x, attention_mask=mask, position_ids=pos, start_at_layer=start, **kw)
+
+
+def _fill_cache(cache, like: Tensor) -> None:
+    """Give every cache layer that no block filled (the skipped or not yet reached ones) zero keys
+    and values as long as ``like``'s (batch, kv-heads, pos, head-dim): never read, but HF derives
+    the cached length and the masks from them."""
+    ref = next((layer.keys for layer in cache.layers if layer.is_initialized and layer.keys.numel()), None)
+    for layer in cache.layers:
+        if not layer.is_initialized or layer.keys.numel() == 0:
+            shape = (like.shape[0], ref.shape[1] if ref is not None else 1, like.shape[1],
+                     ref.shape[3] if ref is not None else 1)
+            zeros = torch.zeros(shape, dtype=ref.dtype if ref is not None else torch.float32, device=like.device)
+            layer.update(zeros, zeros.clone())
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.original_model.config)
+
+
+@dataclass
+class _Batch:
+    """One batch of items: prompts left-padded; with ``conts``, the choices as right-padded rows."""
+
+    chunk: list[int]  # item indices
+    tokens: Int[Tensor, "batch pos"]
+    mask: Int[Tensor, "batch pos"]
+    pos: Int[Tensor, "batch pos"]
+    keep: int = 1  # last-token layout: the last ``keep`` positions score the choices
+    # choices-differ layout: owner row of each choice, their tokens, the full mask and positions
+    index: Tensor | None = None
+    cont: Tensor | None = None
+    cont_mask: Tensor | None = None
+    full_mask: Tensor | None = None
+    cont_pos: Tensor | None = None
+    starts: Tensor | None = None
+
+
+class SweepInputs:
+    """``items`` tokenized and batched once for ``sweep``, and the residuals entering the blocks
+    asked for (``level(k)``), kept for reuse by every plan and strength: the ``keep`` most recently
+    used levels stay, a new level starts from the highest kept one below it."""
+
+    def __init__(self, model, items: Sequence[Item], *, batch_size: int = 8, chat_template: bool | None = None,
+                 keep: int = 2):
+        self.model, self.items = model, list(items)
+        if not self.items:
+            raise ValueError("no items to sweep; pass at least one Item")
+        self.batch_size, self.chat_template, self.keep = batch_size, chat_template, max(1, keep)
+        self.rows = [_item_rows(model, it, chat_template) for it in self.items]
+        self.last_token = _last_token_differs(self.rows)
+        self._levels: OrderedDict[int, list] = OrderedDict()
+        self.batches = self._batches()
+
+    def matches(self, items: Sequence[Item]) -> bool:
+        return len(items) == len(self.items) and all(a is b or a == b for a, b in zip(items, self.items))
+
+    def _batches(self) -> list[_Batch]:
+        model, rows = self.model, self.rows
+        if self.last_token:
+            prompts = [pr + conts[0][:-1] for pr, conts, _ in rows]
+        else:
+            prompts = [pr for pr, _, _ in rows]
+        order = sorted(range(len(rows)), key=lambda i: -len(prompts[i]))
+        out = []
+        for b in range(0, len(order), self.batch_size):
+            chunk = order[b: b + self.batch_size]
+            batch = pad(model, [(prompts[i], 0) for i in chunk], padding_side="left")
+            mask = batch.attention_mask
+            item = _Batch(chunk=chunk, tokens=batch.tokens, mask=mask, pos=_positions(mask))
+            if self.last_token:
+                item.keep = max(len(rows[i][1][0]) for i in chunk)
+            else:
+                device = batch.tokens.device
+                owner = [r for r, i in enumerate(chunk) for _ in rows[i][1]]
+                conts = [c for i in chunk for c in rows[i][1]]
+                item.index = torch.tensor(owner, device=device)
+                cont = pad(model, [(c, 0) for c in conts], padding_side="right")
+                item.cont, item.cont_mask = cont.tokens, cont.attention_mask
+                item.full_mask = torch.cat([mask[item.index], cont.attention_mask], dim=1)
+                steps = torch.arange(cont.tokens.shape[1], device=device)[None]
+                item.cont_pos = mask.sum(1)[item.index][:, None] + steps
+                item.starts = torch.tensor([s for i in chunk for s in rows[i][2]], device=device)
+            out.append(item)
+        return out
+
+    def level(self, k: int) -> list:
+        """Per batch, the residual entering block ``k``: a tensor (last-token layout) or a pair
+        (prompt residual, choices' residual)."""
+        if k in self._levels:
+            self._levels.move_to_end(k)
+            return self._levels[k]
+        below = [j for j in self._levels if j < k]
+        if below:
+            j = max(below)
+            res = [self._advance(b, self._levels[j][n], j, k) for n, b in enumerate(self.batches)]
+        elif self.last_token:
+            res = [r for _, r, _ in lower_residuals(self.model, self._prompt_ids(), k, self.batch_size,
+                                                    batches=self.batches)]
+        else:
+            res = [self._advance(b, None, None, k) for b in self.batches]
+        self._levels[k] = res
+        while len(self._levels) > self.keep:
+            self._levels.popitem(last=False)
+        return res
+
+    def _prompt_ids(self) -> list[list[int]]:
+        return [pr + conts[0][:-1] for pr, conts, _ in self.rows]
+
+    def _advance(self, b: _Batch, resid, start: int | None, stop: int):
+        """Blocks ``start``..``stop``-1 (from the tokens when ``start`` is None), unsteered."""
+        model = self.model
+        with torch.no_grad():
+            if self.last_token:
+                x = b.tokens if start is None else resid
+                out = _run(model, x, b.mask, b.pos, start, stop)
+                _drop_hf_cache(model)
+                return out
+            xp, xc = (b.tokens, b.cont) if start is None else resid
+            cache = _new_cache(model)
+            rp = _run(model, xp, b.mask, b.pos, start, stop, past_key_values=cache)
+            _fill_cache(cache, b.tokens)
+            cache = _select_cache(cache, b.index)
+            rc = _run(model, xc, b.full_mask, b.cont_pos, start, stop, past_key_values=cache)
+            _drop_hf_cache(model)
+            return rp, rc
+
+    def scores(self, k: int) -> list[tuple[list[float], list[int]]]:
+        """Per item: (summed log-prob of each choice's scored tokens, their count) from blocks k..
+        on the kept residuals (under whatever steering context is active)."""
+        level = self.level(k)
+        model, rows = self.model, self.rows
+        scores: dict[int, tuple[list[float], list[int]]] = {}
+        with torch.no_grad():
+            for b, resid in zip(self.batches, level):
+                if self.last_token:
+                    logits = _run(model, resid, b.mask, b.pos, k, None, logits_to_keep=b.keep)
+                    lp = torch.log_softmax(logits[:, -b.keep:].float(), dim=-1).cpu()
+                    for r, i in enumerate(b.chunk):
+                        _, conts, starts = rows[i]
+                        off = b.keep - len(conts[0])
+                        sums = [sum(float(lp[r, off + j, t]) for j, t in enumerate(c) if j >= st)
+                                for c, st in zip(conts, starts)]
+                        scores[i] = (sums, [max(0, len(c) - st) for c, st in zip(conts, starts)])
+                else:
+                    rp, rc = resid
+                    cache = _new_cache(model)
+                    out = _run(model, rp, b.mask, b.pos, k, None, past_key_values=cache, logits_to_keep=1)
+                    device = b.tokens.device
+                    last_lp = torch.log_softmax(out[:, -1].float(), dim=-1).to(device)
+                    _fill_cache(cache, b.tokens)
+                    cache = _select_cache(cache, b.index)
+                    logits = _run(model, rc, b.full_mask, b.cont_pos, k, None, past_key_values=cache)
+                    lp = torch.log_softmax(logits.float(), dim=-1).to(device)
+                    # token j of a choice is predicted by its logits j-1 (the prompt's for j=0)
+                    pred = torch.cat([last_lp[b.index][:, None], lp[:, :-1]], dim=1)
+                    tok_lp = pred.gather(-1, b.cont[..., None])[..., 0]
+                    steps = torch.arange(b.cont.shape[1], device=device)[None]
+                    scored = b.cont_mask.bool() & (steps >= b.starts[:, None])
+                    sums, counts = (tok_lp * scored).sum(1).tolist(), scored.sum(1).tolist()
+                    r = 0
+                    for i in b.chunk:
+                        n = len(rows[i][1])
+                        scores[i] = (sums[r: r + n], counts[r: r + n])
+                        r += n
+                _drop_hf_cache(model)
+        return [scores[i] for i in range(len(rows))]
+
+
+def lower_residuals(model, prompts: Sequence[list[int]], k: int, batch_size: int, *, batches=None) \
         -> list[tuple[list[int], Float[Tensor, "batch pos d_model"], Int[Tensor, "batch pos"]]]:
     """Per batch (longest prompts first, as ``score_items``): item indices, the residual entering
-    block ``k`` (left-padded) and the attention mask."""
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    out = []
-    with torch.no_grad():
+    block ``k`` (left-padded) and the attention mask. ``batches``: ``SweepInputs``' batches of
+    these prompts (else they are padded here)."""
+    if batches is None:
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        batches = []
         for b in range(0, len(order), batch_size):
             chunk = order[b: b + batch_size]
             batch = pad(model, [(prompts[i], 0) for i in chunk], padding_side="left")
-            resid = model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=k)
-            out.append((chunk, resid, batch.attention_mask))
+            batches.append(_Batch(chunk=chunk, tokens=batch.tokens, mask=batch.attention_mask,
+                                  pos=_positions(batch.attention_mask)))
+    out = []
+    with torch.no_grad():
+        for b in batches:
+            resid = _run(model, b.tokens, b.mask, b.pos, None, k)
+            out.append((b.chunk, resid, b.mask))
     return out
 
 
-def _upper_scores(model, batches, rows, k: int) -> list[tuple[list[float], list[int]]]:
-    """Per item: (summed log-prob of each choice's scored tokens, their count) from blocks k.. on
-    the kept residuals of prompt + shared continuation tokens (the last L positions predict a
-    choice's L continuation tokens; left padding puts every row's end in the last column)."""
-    scores: dict[int, tuple[list[float], list[int]]] = {}
-    with torch.no_grad(), skip_blocks(model, k):
-        for chunk, resid, mask in batches:
-            keep = max(len(rows[i][1][0]) for i in chunk)
-            logits = model(resid, attention_mask=mask, start_at_layer=k, logits_to_keep=keep)
-            lp = torch.log_softmax(logits[:, -keep:].float(), dim=-1).cpu()
-            for r, i in enumerate(chunk):
-                _, conts, starts = rows[i]
-                off = keep - len(conts[0])
-                sums = [sum(float(lp[r, off + j, t]) for j, t in enumerate(c) if j >= st)
-                        for c, st in zip(conts, starts)]
-                scores[i] = (sums, [max(0, len(c) - st) for c, st in zip(conts, starts)])
-            if hasattr(model, "_last_hf_cache"):
-                del model._last_hf_cache
-    return [scores[i] for i in range(len(rows))]
+def sweepable(plan) -> bool:
+    """The sweep's shared lower pass applies: every hook inside a block and with a norm."""
+    hooks = plan.rfms if plan.mode == "field" else plan.vectors
+    return bool(hooks) and all(h in plan.norms and _BLOCK.match(h) is not None for h in hooks)
 
 
 def sweep(model, items: Sequence[Item], plan, strengths: Sequence[float], *, batch_size: int = 8,
-          chat_template: bool | None = None, seed: int = 0) -> list[EvalResult]:
+          chat_template: bool | None = None, seed: int = 0, inputs: SweepInputs | None = None) -> list[EvalResult]:
     """``evaluate(model, items, plan=plan, strength=s)`` for every ``s`` in ``strengths`` (same
     scores within float tolerance, same predictions), computing blocks below the plan's lowest
-    steered block once per batch. Falls back to ``evaluate`` per strength when some item's
-    choices differ before their last token, a hook has no norm in ``plan.norms`` or is not inside
-    a block (e.g. ``hook_embed``)."""
+    steered block once per batch. ``inputs``: a ``SweepInputs`` of the same items (and batch size)
+    whose kept residuals are reused (several calls, several plans). Falls back to ``evaluate`` per
+    strength when a hook has no norm in ``plan.norms`` or is not inside a block (e.g.
+    ``hook_embed``)."""
     items = list(items)
     if not items:
         raise ValueError("no items to sweep; pass at least one Item")
     strengths = [check_strength(s) for s in strengths]
-    rows = [_item_rows(model, it, chat_template) for it in items]
-    hooks = plan.rfms if plan.mode == "field" else plan.vectors
-    if (not _last_token_differs(rows) or any(h not in plan.norms for h in hooks)
-            or any(_BLOCK.match(h) is None for h in hooks)):
+    if not sweepable(plan):
         return [evaluate(model, items, plan=plan, strength=s, batch_size=batch_size,
                          chat_template=chat_template, seed=seed) for s in strengths]
+    if inputs is None:
+        inputs = SweepInputs(model, items, batch_size=batch_size, chat_template=chat_template, keep=1)
+    elif not inputs.matches(items):
+        raise ValueError("sweep: inputs= was prepared for other items")
     k = first_steered_block(plan)
     plan.check_compatible(model)
-    batches = lower_residuals(model, [pr + conts[0][:-1] for pr, conts, _ in rows], k, batch_size)
     majority = _majority(items)
     name = str(getattr(model.cfg, "model_name", "?"))
+    inputs.level(k)  # the unsteered lower pass, outside the steering context
     out = []
     for s in strengths:
         with plan.apply(model, s):
-            scores = _upper_scores(model, batches, rows, k)
+            scores = inputs.scores(k)
         out.append(summarise(items, scores, majority_rate=majority, seed=seed,
                              meta={"strength": float(s), "model": name, "sweep_from_block": k}))
     return out

@@ -1,6 +1,8 @@
 """sweep(): one lower pass per batch, the steered upper blocks per strength, equal to evaluate()
-per strength (scores, predictions); the multi-token fallback; field plans; lower blocks really run
-once; and the protocol's grid search gives the same choice with and without the sweep."""
+per strength (scores, predictions), also for choices that differ before their last token (cached
+prompt, choices continued from it); SweepInputs shared by several plans and calls; the fallbacks;
+field plans; lower blocks really run once; and the protocol's grid search gives the same choice
+with and without the sweep."""
 
 import pytest
 import torch
@@ -95,18 +97,65 @@ def test_lower_blocks_run_once_per_batch(tiny_llama):
     assert all("forward" not in vars(b) for b in tiny_llama.blocks)  # pass-through removed
 
 
-@pytest.mark.parametrize("case", ["multi_token", "no_norm", "embed_hook"])
+@pytest.mark.parametrize("case", ["no_norm", "embed_hook"])
 def test_fall_back_to_evaluate(tiny_llama, monkeypatch, case):
     import steer_lens.sweep as S
 
-    items = ITEMS[:3] + [Item("m", "colour?", ("red", "blue"), 1)]  # differ at their first token of 3
-    plan = make_plan(tiny_llama, ["blocks.1.hook_resid_post"])
+    items, plan = ITEMS[:4], make_plan(tiny_llama, ["blocks.1.hook_resid_post"])
     if case == "no_norm":  # steer() measures the norm on the context's first forward: not the sweep's
-        items, plan.norms = ITEMS[:4], {}
+        plan.norms = {}
     if case == "embed_hook":  # not inside a block: nothing below it to share
-        items, plan = ITEMS[:4], make_plan(tiny_llama, ["hook_embed"])
+        plan = make_plan(tiny_llama, ["hook_embed"])
     monkeypatch.setattr(S, "lower_residuals", lambda *a, **k: pytest.fail("fast path used"))
+    monkeypatch.setattr(S.SweepInputs, "level", lambda *a, **k: pytest.fail("fast path used"))
     assert_same(sweep(tiny_llama, items, plan, [0.0, 1.0]), items, tiny_llama, plan, [0.0, 1.0])
+
+
+# choices that differ before their last token: " red"/" blue"/" green" on the byte tokenizer, and
+# answers of different lengths, beside one-token and A/B items
+MULTI = ITEMS[:5] + AB[:3] + [Item(f"m{i}", f"colour {'of the sky ' * (i % 3)}{i}?",
+                                   ("red", "blue", "green", "dark red")[: 2 + i % 3], i % 2) for i in range(7)]
+
+
+def test_multi_token_choices_equal_evaluate(tiny_model):
+    from steer_lens.sweep import SweepInputs
+
+    n = tiny_model.cfg.n_layers
+    inputs = SweepInputs(tiny_model, MULTI, batch_size=4)
+    assert not inputs.last_token
+    plan = make_plan(tiny_model, [f"blocks.{n - 1}.hook_attn_out", "blocks.1.hook_resid_post"])
+    swept = sweep(tiny_model, MULTI, plan, STRENGTHS, batch_size=4, inputs=inputs)
+    assert_same(swept, MULTI, tiny_model, plan, STRENGTHS, batch_size=4)
+    assert all(r.meta["sweep_from_block"] == 1 for r in swept)
+    assert swept[0].margins != pytest.approx(swept[-1].margins, abs=1e-3)
+
+
+def test_inputs_shared_by_plans_and_calls(tiny_llama, monkeypatch):
+    """One SweepInputs serves several plans and calls: block 0 runs once per batch for all of
+    them (a plan steering from block 2 continues from the residual kept at block 1), and every
+    result still equals evaluate."""
+    from steer_lens.sweep import SweepInputs
+
+    calls = {0: 0}
+
+    def count(x, hook):
+        calls[0] += 1
+
+    for items in (ITEMS, MULTI):
+        calls[0] = 0
+        inputs = SweepInputs(tiny_llama, items, batch_size=4)
+        plans = [make_plan(tiny_llama, ["blocks.1.hook_resid_post"], seed=1),
+                 make_plan(tiny_llama, ["blocks.2.hook_resid_pre"], seed=2)]
+        with tiny_llama.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", count)]):
+            out = [sweep(tiny_llama, items, plan, [0.5, -1.0], batch_size=4, inputs=inputs) for plan in plans]
+            out.append(sweep(tiny_llama, items, plans[0], [2.0], batch_size=4, inputs=inputs))
+        passes = 1 if inputs.last_token else 2  # the cached layout: prompts, then choices
+        assert calls[0] == passes * len(inputs.batches)
+        assert sorted(inputs._levels) == [1, 2]
+        for plan, strengths, got in zip(plans + plans[:1], ([0.5, -1.0], [0.5, -1.0], [2.0]), out):
+            assert_same(got, items, tiny_llama, plan, strengths, batch_size=4)
+    with pytest.raises(ValueError, match="other items"):
+        sweep(tiny_llama, ITEMS[:3], plans[0], [1.0], inputs=inputs)
 
 
 def test_field_plan(tiny_llama, fast_path):
@@ -162,3 +211,4 @@ def test_every_family(family_dirs, kind, fast_path):
     assert_same(sweep(model, ITEMS + AB, plan, strengths, batch_size=8), ITEMS + AB, model, plan, strengths,
                 batch_size=8)
     assert fast_path == [1]
+    assert_same(sweep(model, MULTI, plan, strengths, batch_size=8), MULTI, model, plan, strengths, batch_size=8)
