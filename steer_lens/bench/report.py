@@ -1,4 +1,5 @@
-"""results/main_results.csv, results/README.md and the strength-curve PNG from the runner's rows.
+"""The benchmark report: ``main_results.csv``, ``README.md``, ``items.json`` and the strength-curve PNG,
+from the runner's rows.
 
 Everything written here is computed from the rows (no numbers are typed in by hand)."""
 
@@ -8,10 +9,12 @@ import csv
 import io
 import json
 from collections import defaultdict
+from collections.abc import Mapping, Set as AbstractSet
 from pathlib import Path
 
-from steer_lens.evaluate import mcnemar, paired_bootstrap
-from steer_lens.io import atomic_path, write_text
+from .. import methods as M
+from ..evaluate import mcnemar, paired_bootstrap
+from ..io import atomic_path, write_text
 
 COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
            "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
@@ -20,7 +23,7 @@ MAIN = "expertsteer_autoencoder"
 
 
 def _answers(dataset: str) -> dict[str, int]:
-    from steer_lens.data import load_dataset
+    from ..data import load_dataset
 
     try:
         ds = load_dataset(dataset)
@@ -85,19 +88,45 @@ def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 LABEL_MAIN = "expertsteer_label"
-# random controls: control -> the method whose hooks, norms and selected strength it copies (main_results runs them)
-CONTROLS = {"random": "expertsteer_autoencoder", "random_label": "expertsteer_label",
-            "random_label_caa": "label_caa", "random_caa": "caa", "random_self_rfm": "self_rfm",
-            "reverse_random": "reverse_expertsteer_autoencoder",
-            "random_ridge": "expertsteer_ridge", "random_procrustes": "expertsteer_procrustes",
-            "random_hybrid": "expertsteer_hybrid", "random_label_lowest_mi": "expertsteer_label_lowest_mi",
-            # random fields: the same mode on RFMs refitted to shuffled labels (steer_lens.field)
-            "random_field": "expertsteer_ridge_field", "random_label_field": "expertsteer_label_field"}
-# rows that do not depend on the expert: the target's own methods and their random controls
-_TARGET_METHODS = {"unsteered", "calibration", "caa", "self_rfm", "label_caa", "iti"}
-TARGET_ONLY = _TARGET_METHODS | {c for c, m in CONTROLS.items() if m in _TARGET_METHODS}
+
+
+class _Live(Mapping):
+    """A read-only view computed from the registry at each use, so a method registered later (a user's
+    own) is in every table."""
+
+    def __init__(self, compute):
+        self._compute = compute
+
+    def __getitem__(self, key):
+        return self._compute()[key]
+
+    def __iter__(self):
+        return iter(self._compute())
+
+    def __len__(self):
+        return len(self._compute())
+
+
+class _LiveSet(AbstractSet):
+    def __init__(self, compute):
+        self._compute = compute
+
+    def __contains__(self, x):
+        return x in self._compute()
+
+    def __iter__(self):
+        return iter(self._compute())
+
+    def __len__(self):
+        return len(self._compute())
+
+
+# control -> the method whose hooks, norms and selected strength it copies (from the registry)
+CONTROLS = _Live(lambda: {M.control_of(m): m for m in M.available() if M.control_of(m)})
 # which random control each method is judged against
-CONTROL_OF = {m: c for c, m in CONTROLS.items()}
+CONTROL_OF = _Live(lambda: {m: M.control_of(m) for m in M.available() if M.control_of(m)})
+# rows that do not depend on the expert: the target's own methods and their random controls
+TARGET_ONLY = _LiveSet(lambda: {m for m in M.available() if not M.get(m).needs_expert})
 
 
 def with_controls(methods: list[str]) -> list[str]:
@@ -106,7 +135,7 @@ def with_controls(methods: list[str]) -> list[str]:
 
 
 # rows that are references, not methods: no significance tally of their own
-REFERENCES = {"unsteered", "expert_unsteered", "calibration", "random", "reverse_random", *CONTROL_OF.values()}
+REFERENCES = _LiveSet(lambda: {m for m in M.available() if M.get(m).reference})
 # the zero-cost baseline of two-way sets: the unsteered margins plus a validation-fitted bias (no steering)
 CALIBRATION = "calibration"
 
@@ -221,46 +250,34 @@ def reading(rows: list[dict], comps: list[dict]) -> str:
                               for p in r["pairs"])
             lines.append(f"- {r['dataset']} / {r['method']}: layer pairs {pairs}.")
     grid = sorted({c["strength"] for r in rows for c in (r.get("val_curve") or [])})
-    chosen = [r.get("strength") for r in rows if r.get("val_curve")]
+    chosen = [r.get("strength") for r in rows if r.get("val_curve") and r["method"] not in REFERENCES]
     nonzero = [g for g in grid if g != 0]
     if nonzero and chosen:
         lo, hi = nonzero[0], nonzero[-1]
-        lines.append(f"- Strength selections: {sum(s == 0 for s in chosen)} of {len(chosen)} chose 0 (no steering), "
+        lines.append(f"- Strength selections of the steering rows: {sum(s == 0 for s in chosen)} of {len(chosen)} "
+                     "chose 0 (no steering), "
                      f"{sum(s == lo for s in chosen)} the smallest nonzero value ({lo}), "
                      f"{sum(s == hi for s in chosen)} the largest ({hi}; the best may lie above the grid).")
     return "\n".join(lines) or "- (no ExpertSteer rows yet)"
 
 
-PROTOCOL_TEXT = {
-    2: """Protocol: steering vectors fitted on TRAIN contrast pairs only; the strength chosen by VALIDATION
-accuracy over the grid, which always includes 0 (= do not steer: then the unsteered test row is
-reused); TEST scored once per method. CAA and self-RFM shortlist layers from the middle half of
-the target by a train-only split-half separation score and choose the layer together with the
-strength on VALIDATION; ITI picks heads by train-only 2-fold probe accuracy; ExpertSteer picks
-layer pairs by MI on train activations (auto-encoder fitted in closed form: the exact optimum of
-the paper's reconstruction loss). `random` = random unit vectors at ExpertSteer (autoencoder)'s
-hooks with its norms and its selected strength (no selection of its own); `reverse_random` the
-same for the reverse direction.""",
-    3: """Protocol 3 (`steer_lens.protocol`): steering vectors fitted on TRAIN only; strengths searched on
-VALIDATION (`limit_val` items): strength 0 (= do not steer: the unsteered test row is reused), a coarse
-log grid, upward extension (0.5, 1, 2) while the best is the largest tried, then `refine_rounds` rounds
-bisecting next to the best point and where the answers change most; one ranking rule (accuracy, mean
-margin, smaller strength); TEST scored once per method. Contrasts: "correct" (right minus wrong
-completion: `caa`, `self_rfm`, `iti`, `expertsteer_*`) and "label" (choice 1 minus choice 0 on every
-item, signed strengths: `label_caa`, `expertsteer_label*`). CAA-like methods shortlist target layers
-(middle half) by a train-only split-half separation score and choose layer and strength on
-VALIDATION ({selection}). ExpertSteer pairs: the paper's
-lowest-MI rule (`expertsteer_autoencoder`, `_ridge`, `_procrustes`, `expertsteer_label_lowest_mi`) or
-the validation rule (`expertsteer_label`: `pair_shortlist` expert layers of the middle half with the
-best train-only label separation, each paired with the target layer at the same depth, chosen on
-VALIDATION). `random` / `random_label` = random unit vectors at the hooks, norms and selected strength
-of `expertsteer_autoencoder` / `expertsteer_label` (no selection of their own); `random_label_caa`,
-`random_caa`, `random_self_rfm`, `random_ridge`, `random_procrustes`, `random_hybrid` and
-`random_label_lowest_mi` the same for `label_caa`, `caa`, `self_rfm` and the other ExpertSteer variants. `*_field` methods steer
-each token along the gradient of the pair's RFM at that token (`steer_lens.field`, ridge alignment);
-their controls `random_field` / `random_label_field` are the same mode on RFMs refitted to shuffled
-labels, at the matched method's hooks, norms and strength.""",
-}
+RULES_TEXT = """Rules (`steer_lens.methods.RuleSet`, hashed into every row's `rule_set`): steering vectors fitted
+on TRAIN only; strengths searched on VALIDATION (`limit_val` items, `steer_lens.protocol`): strength 0
+(= do not steer: the unsteered test row is reused), a coarse log grid, upward extension (0.5, 1, 2) while
+the best is the largest tried, then `refine_rounds` rounds bisecting next to the best point and where the
+answers change most; one ranking rule (accuracy, mean margin, smaller strength); TEST scored once per
+method. Contrasts: "correct" (right minus wrong completion: `caa`, `self_rfm`, `pca`, `iti`,
+`expertsteer_*`) and "label" (choice 1 minus choice 0 on every item, signed strengths: `label_caa`,
+`expertsteer_label*`). CAA-like methods shortlist target layers (middle half) by a train-only split-half
+separation score (layers tied at the cut-off spread over depth) and choose layer and strength on
+VALIDATION, every candidate searched in full. ExpertSteer pairs: the paper's lowest-MI rule
+(`expertsteer_autoencoder`, the paper's specification, `_ridge`, `_procrustes`,
+`expertsteer_label_lowest_mi`) or the validation rule (`expertsteer_label`: `pair_shortlist` expert
+layers {window} with the best train-only label separation, each paired with the target layer at the same
+depth, chosen on VALIDATION). Each `random*` row is its method's matched control: random unit vectors at
+its hooks, norms and selected strength (no selection of its own); the `*_field` methods' controls
+(`random_field`, `random_label_field`) are the same mode on RFMs refitted to shuffled labels.
+Every method's docstring: `steer-lens bench --list`."""
 
 
 def label_section(rows: list[dict]) -> str:
@@ -339,23 +356,16 @@ def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> 
         secs[r["dataset"]] += r.get("seconds", 0.0)
     cfg += "\n- compute (s, fitting + selection + test, per dataset): " + ", ".join(
         f"{d} {s:.0f}" for d, s in secs.items())
-    notes_file = out / "notes.md"
-    if not notes and notes_file.exists():
-        notes = notes_file.read_text()
-    protocol = PROTOCOL_TEXT[3 if config.get("protocol", 2) >= 3 else 2]
-    if "{selection}" in protocol:
-        ties = ("layers tied at the shortlist's cut-off score spread over depth" if config.get("layer_ties") == "spread"
-                else "ties broken lowest layer first")
-        refine = ("every candidate refined" if config.get("refine") == "all"
-                  else "candidates compared on the coarse grid, the best refined")
-        protocol = protocol.replace("{selection}", f"{refine}; {ties}")
+    if not notes and (out / "notes.md").exists():  # hand-written notes stay in their own file
+        notes = "Notes on these rows: [notes.md](notes.md)."
+    window = "of the middle half"
     if config.get("expert_layers"):
         first, last = config["expert_layers"]
-        protocol = protocol.replace("expert layers of the middle half", f"expert layers among {first}-{last} "
-                                    "(`--expert-layers`)")
+        window = f"among {first}-{last} (`--expert-layers`)"
+    protocol = RULES_TEXT.replace("{window}", window)
     text = f"""# Main results
 
-Generated by `analyses/main_results.py` (numbers below are computed, not typed).
+Generated by `{config.get("command", "steer-lens bench")}` from the cached rows (numbers below are computed, not typed).
 {protocol}
 Accuracy = length-normalised log-likelihood choice (`accuracy_sum` = summed); CI = seeded
 percentile bootstrap (2000 resamples). `expert_unsteered` is {config.get("expert", "Gemma-3-270m")} itself;

@@ -17,6 +17,9 @@ EPILOG = """examples:
   steer-lens models
   steer-lens demo --fast
   steer-lens fit --expert gemma-3-270m --target smollm2-135m-instruct --dataset sst2 --out plans/sst2
+  steer-lens fit --method expertsteer_label --expert gemma-3-270m --target smollm2-135m-instruct --dataset sst2 --out plans/sst2_label
+  steer-lens evaluate --method expertsteer_label --expert gemma-3-270m --model smollm2-135m-instruct --dataset sst2
+  steer-lens bench --list
   steer-lens generate --model smollm2-135m-instruct --plan plans/sst2 --prompt "The movie was"
   steer-lens export plans/sst2 --out sst2.gguf --strength 0.3
   steer-lens merge plans/sst2 --strength 0.1 --out smollm2-sst2
@@ -25,7 +28,7 @@ run `steer-lens <command> --help` for each command's options and an example."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, export_cmd, finetune_cmd, fit_cmd, merge_cmd, models_cmd, report_cmd, run_cmd
+    from . import bench_cmd, demo, export_cmd, finetune_cmd, fit_cmd, merge_cmd, models_cmd, report_cmd, run_cmd
 
     parser = StrictParser(
         prog="steer-lens", description="ExpertSteer: steer a target LLM with vectors learned from an "
@@ -36,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=StrictParser)
     sub.required = True
     parent = common_parent()
-    for module in (models_cmd, fit_cmd, run_cmd, demo, export_cmd, merge_cmd, report_cmd, finetune_cmd):
+    for module in (models_cmd, fit_cmd, run_cmd, bench_cmd, demo, export_cmd, merge_cmd, report_cmd, finetune_cmd):
         module.register(sub, parent)
     return parser
 

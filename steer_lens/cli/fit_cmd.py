@@ -32,22 +32,32 @@ def register(sub, parent) -> None:
                    help="stream to OUT/shard-NNNNN.safetensors + OUT/index.json, this many prompts per file: "
                         "memory is bounded by the shard, not the dataset (read back with Activations.load(OUT))")
 
-    p = add_command(sub, "fit", parent, run_fit, "fit ExpertSteer: expert activations -> aligned -> "
-                    "lowest-MI layer pairs -> RFM steering vectors; saves a plan folder with an MI heatmap",
+    p = add_command(sub, "fit", parent, run_fit, "fit ExpertSteer (expert activations -> aligned -> lowest-MI layer "
+                    "pairs -> RFM steering vectors) or, with --method, any registered recipe with its candidate and "
+                    "strength chosen on validation; saves a plan folder",
                     "steer-lens fit --expert gemma-3-270m --target smollm2-135m-instruct --dataset sst2 "
-                    "--limit 50 --out plans/sst2")
-    add_fit_args(p)
+                    "--limit 50 --out plans/sst2\n  steer-lens fit --method label_caa --target smollm2-135m-instruct "
+                    "--dataset sst2 --out plans/sst2_label_caa")
+    add_fit_args(p, expert="", limit=None)
+    p.add_argument("--method", default=None,
+                   help="a registered method (`steer-lens bench --list`): fitted on train, candidate and strength "
+                        "chosen on validation (the plan folder gets choice.json); the ExpertSteer flags below are "
+                        "then ignored")
+    p.add_argument("--val-limit", type=positive_int, default=None,
+                   help="--method: validation items (default: the benchmark's rule set, 100)")
     p.add_argument("--out", required=True, help="plan folder to write (replaced atomically)")
 
 
 def add_fit_args(p, *, expert: str | None = None, target: str | None = None, dataset: str | None = None,
                  limit: int | None = 50, ae_epochs: int = 300, with_dataset: bool = True) -> None:
-    p.add_argument("--expert", default=expert, required=expert is None, help="expert model")
+    p.add_argument("--expert", default=expert or None, required=expert is None,
+                   help="expert model" + (" (ExpertSteer and the expert's methods)" if expert == "" else ""))
     p.add_argument("--target", default=target, required=target is None, help="target model")
     if with_dataset:
         p.add_argument("--dataset", default=dataset, required=dataset is None, help="dataset (train split)")
     p.add_argument("--split", default="train", help="split to fit on (default: train)")
-    p.add_argument("--limit", type=positive_int, default=limit, help=f"training items (default: {limit})")
+    p.add_argument("--limit", type=positive_int, default=limit,
+                   help=f"training items (default: {limit if limit else '50; with --method the rule set, 64'})")
     p.add_argument("--alignment", choices=ALIGNMENTS, default="autoencoder")
     p.add_argument("--n-pairs", type=positive_int, default=3, help="expert->target layer pairs (default 3)")
     p.add_argument("--target-window", type=window, default="auto",
@@ -122,6 +132,11 @@ def plan_summary(plan) -> tuple[dict, str]:
 
 
 def run_fit(args) -> int:
+    if getattr(args, "method", None):
+        return run_fit_method(args)
+    if not args.expert:
+        raise CLIError("fit needs --expert (ExpertSteer), or --method NAME for a registered recipe")
+    args.limit = args.limit or 50
     expert_model = load_model(args.expert, args)
     target_model = load_model(args.target, args)
     _, items = load_items(args.dataset, args.split, args.limit, args.seed)
@@ -134,6 +149,30 @@ def run_fit(args) -> int:
     if "mi_heatmap" in paths:
         text += f"\nMI heatmap: {paths['mi_heatmap']}"
     return emit(args, {**summary, **paths, "n_items": len(items)}, text)
+
+
+def run_fit_method(args) -> int:
+    """``fit --method NAME``: the registered recipe, chosen on validation, saved as a plan folder."""
+    from .. import methods as M
+    from ..io import write_json
+
+    method = M.get(args.method)
+    if method.needs_expert and not args.expert:
+        raise CLIError(f"method {args.method!r} needs --expert")
+    rules = M.RuleSet()
+    rules = rules.replace(limit_train=args.limit or rules.limit_train, limit_val=args.val_limit or rules.limit_val)
+    target = load_model(args.target, args)
+    expert = load_model(args.expert, args) if method.needs_expert else None
+    log(f"fitting {args.method} on {args.dataset} (train) and choosing on validation ...")
+    plan, choice = M.fit_method(args.method, target, args.dataset, expert=expert, rules=rules)
+    folder = plan.save(args.out)
+    write_json(Path(folder) / "choice.json", choice)
+    s = choice["strength"]
+    layers = " ".join(map(str, M.plan_layers(plan)))
+    text = (f"{args.method} on {args.dataset}: layers {layers}, candidate {choice['candidate']}; validation chose "
+            + ("strength 0: no steering chosen" if s == 0 else f"strength {s:g}")
+            + f"\nplan saved to {folder} (choice.json: the validation curve)")
+    return emit(args, {"plan": str(folder), **choice}, text)
 
 
 def run_capture(args) -> int:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..protocol import render_comparison
-from .common import (add_command, add_model_args, emit, load_model, load_plan, log, positive_int, strength,
-                     strengths)
+from .common import (CLIError, add_command, add_model_args, emit, load_model, load_plan, log, positive_int,
+                     strength, strengths)
 
 DEFAULT_STRENGTHS = "0.025,0.05,0.1,0.2,0.4"  # x median residual norm; = steer_lens.protocol.StrengthSearch().grid
 
@@ -19,9 +19,17 @@ def register(sub, parent) -> None:
     add_model_args(p)
     p.add_argument("--dataset", required=True)
     p.add_argument("--plan", default=None, help="plan folder (omit: unsteered accuracy only)")
+    p.add_argument("--method", default=None,
+                   help="a registered method (`steer-lens bench --list`) instead of --plan: fitted on train, chosen "
+                        "on validation, scored on test beside its random control, the unsteered model and "
+                        "calibration (rows cached under --cache)")
+    p.add_argument("--expert", default=None, help="--method: the expert model, for the expert's methods")
+    p.add_argument("--limit-train", type=positive_int, default=None, help="--method: train items (default 64)")
+    p.add_argument("--cache", default=None, help="--method: row cache (default $STEER_LENS_CACHE/bench)")
     add_search_args(p)
     p.add_argument("--strength", type=strength, default=None, help="fixed strength (skips validation)")
-    p.add_argument("--limit", type=positive_int, default=100, help="test items (default 100)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="test items (default 100; with --method the rule set's 500)")
     p.add_argument("--val-limit", type=positive_int, default=100, help="validation items (default 100)")
     p.add_argument("--no-random", action="store_true", help="skip the random-vector control")
     p.add_argument("--batch-size", type=positive_int, default=8)
@@ -65,11 +73,41 @@ def search_of(args):
                           signed=args.signed, extend_flat=args.extend_flat)
 
 
+def run_evaluate_method(args) -> int:
+    """``evaluate --method NAME``: one benchmark row beside its random control, unsteered and calibration."""
+    from .. import methods as M
+    from ..bench import Bench, compare_method, model_id, render_compare
+    from ..io import write_json
+    from ..models import cache_dir
+
+    if args.plan:
+        raise CLIError("give --plan or --method, not both")
+    method = M.get(args.method)
+    if method.needs_expert and not args.expert:
+        raise CLIError(f"method {args.method!r} needs --expert")
+    rules = M.RuleSet()
+    rules = rules.replace(limit_test=args.limit or rules.limit_test, limit_val=args.val_limit or rules.limit_val,
+                          limit_train=args.limit_train or rules.limit_train)
+    target = load_model(args.model, args)
+    expert = load_model(args.expert, args) if args.expert else None
+    bench = Bench(target, expert, cache=args.cache or cache_dir() / "bench", rules=rules,
+                  target_id=model_id(args.model), expert_id=model_id(args.expert) if args.expert else None,
+                  batch_size=args.batch_size, dtype=args.dtype)
+    log(f"{args.method} on {args.dataset}: fit on train, choose on validation, score test (cached in {bench.cache.root}) ...")
+    res = compare_method(bench, args.dataset, args.method)
+    if args.out:
+        write_json(args.out, res)
+    return emit(args, res, render_compare(res) + (f"\nresults written to {args.out}" if args.out else ""))
+
+
 def run_evaluate(args) -> int:
     from ..data import load_dataset
     from ..io import write_json
     from ..protocol import compare
 
+    if args.method:
+        return run_evaluate_method(args)
+    args.limit = args.limit or 100
     dataset = load_dataset(args.dataset)
     if "test" not in dataset.splits:
         raise ValueError(f"dataset {dataset.name!r} has no test split; available: {sorted(dataset.splits)}")

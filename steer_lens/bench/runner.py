@@ -1,0 +1,177 @@
+"""The benchmark runner: models x datasets x methods through the protocol, one cached row each.
+
+    bench = Bench(target, expert, cache="results/benchmark/cache", target_id="smollm2-135m-instruct",
+                  expert_id="gemma-3-270m")
+    rows = bench.run(["sst2"], ["unsteered", "calibration", "expertsteer_label", "random_label"])
+
+Each row is fitted on TRAIN, chosen on VALIDATION and scores TEST once (``steer_lens.methods``),
+cached under the hash of everything it depends on (``RowCache``), and skipped when cached, so an
+interrupted run resumes where it stopped. ``shard=(i, n)`` runs the i-th of n deterministic parts
+of the rows (a job array of any scheduler spreads a benchmark over machines into one cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import methods as M
+from ..data import MCDataset, load_dataset
+from .cache import RowCache, dataset_key, model_id
+
+log = logging.getLogger("steer_lens.bench")
+
+
+class Bench:
+    """Runs registered methods on datasets for one target (and optionally one expert).
+
+    ``target_id`` / ``expert_id``: the models' names in cache keys (default: ``model_id`` of the
+    model's ``cfg.model_name``). ``dtype``: recorded in the keys when not float32 (another precision
+    is another experiment). ``test_split``: "test", or "confirm" inside a locked run."""
+
+    def __init__(self, target, expert=None, *, cache: str | Path, rules: M.RuleSet | None = None,
+                 target_id: str | None = None, expert_id: str | None = None, batch_size: int = 8,
+                 dtype: str | None = None, test_split: str = "test"):
+        self.target, self.expert = target, expert
+        self.rules = rules or M.RuleSet()
+        self.cache = RowCache(cache)
+        self.batch_size, self.test_split = batch_size, test_split
+        self.target_id = target_id or model_id(target.cfg.model_name)
+        self.expert_id = expert_id or (model_id(expert.cfg.model_name) if expert is not None else None)
+        self.extra = {"dtype": dtype} if dtype not in (None, "float32") else {}
+        if test_split != "test":
+            self.extra["split"] = test_split
+        self._contexts: dict[str, M.Context] = {}
+        self._datasets: dict[str, tuple[str, MCDataset]] = {}
+
+    # -- keys ----------------------------------------------------------------------------------
+    def config(self, method: str) -> dict:
+        """What ``method``'s rows depend on: the folder key of its rows."""
+        m = M.get(method)
+        scope = m.row_scope()
+        if scope == "test":  # selects nothing: only the scored model and the test items
+            model = self.expert_id if m.steered_model == "expert" else self.target_id
+            return {"rows": "unsteered test", "limit_test": self.rules.limit_test, "model": model, **self.extra}
+        cfg = {"rules": self.rules.to_dict(), "target": self.target_id, **self.extra}
+        if scope == "expert":
+            self._need_expert(method)
+            cfg["expert"] = self.expert_id
+        return cfg
+
+    def _need_expert(self, method: str) -> None:
+        if self.expert_id is None:
+            raise ValueError(f"method {method!r} needs an expert model: pass --expert (Bench(expert=...))")
+
+    def dataset(self, name_or_path) -> tuple[str, MCDataset]:
+        """(cache name, dataset) of a bundled name or a user's folder / JSONL file."""
+        spec = str(name_or_path)
+        if spec not in self._datasets:
+            ds = load_dataset(name_or_path)
+            for split in ("train", "validation", self.test_split):
+                if split not in ds.splits:
+                    raise ValueError(f"dataset {spec!r} has no {split!r} split (it has {sorted(ds.splits)}); a "
+                                     f"benchmark row fits on train, chooses on validation and scores {self.test_split}: "
+                                     f"add {split}.jsonl to the folder, or a \"split\" field to the JSONL lines")
+            self._datasets[spec] = (dataset_key(name_or_path, ds), ds)
+        return self._datasets[spec]
+
+    def row_path(self, dataset, method: str) -> Path:
+        key, _ = self.dataset(dataset)
+        return self.cache.path(self.config(method), key, method)
+
+    # -- running -------------------------------------------------------------------------------
+    def context(self, dataset) -> M.Context:
+        key, ds = self.dataset(dataset)
+        if key not in self._contexts:
+            self._contexts[key] = M.Context(ds, self.target, self.expert, self.rules, batch_size=self.batch_size,
+                                            row_of=lambda method, d=dataset: self.row(d, method),
+                                            test_split=self.test_split)
+        return self._contexts[key]
+
+    def row(self, dataset, method: str) -> dict:
+        """``method``'s row on ``dataset``: from the cache, else computed and cached."""
+        key, ds = self.dataset(dataset)
+        m = M.get(method)
+        cfg = self.config(method)
+        cached = self.cache.load(cfg, key, method)
+        if cached is not None:
+            log.info("skip %s / %s (cached)", key, method)
+            return cached
+        if self.target is None:
+            raise RuntimeError(f"no cached {method} row for {key}, and no models loaded (report-only)")
+        t0 = time.time()
+        row = self._compute(m, key, ds, dataset)
+        row.update(dataset=ds.name if key == ds.name else key, method=method, seconds=round(time.time() - t0, 1),
+                   rule_set=self.rules.hash)
+        row = self.cache.save(cfg, key, method, row)
+        log.info("%s / %s: acc %.3f [%.3f, %.3f] strength %s layers %s (%.0fs)", key, method, row["accuracy"],
+                 row["ci_low"], row["ci_high"], row.get("strength"), row.get("layers"), row["seconds"])
+        return row
+
+    def _compute(self, m: M.Method, key: str, ds: MCDataset, dataset) -> dict:
+        ctx = self.context(dataset)
+        try:
+            from ..ledger import scoring  # the test ledger, where the project has one
+        except ImportError:
+            return m.run(ctx)
+        with scoring(method=m.name, rule_set=self.rules.hash):
+            return m.run(ctx)
+
+    def applicable(self, dataset, methods: Sequence[str]) -> list[str]:
+        _, ds = self.dataset(dataset)
+        keep = [m for m in methods if M.get(m).applies(ds)]
+        for m in set(methods) - set(keep):
+            log.info("%s: no %s row (%s)", ds.name, m, "needs two-way items" if m == "calibration" else "n/a")
+        return keep
+
+    def units(self, datasets: Sequence, methods: Sequence[str]) -> list[tuple[object, list[str]]]:
+        """The run's work units in order: per dataset, each method with its control right after it
+        (a control needs its method's row, so they travel together)."""
+        groups, seen = [], set()
+        for m in methods:
+            if m in seen:
+                continue
+            ctrl = M.control_of(m)
+            group = [m] + ([ctrl] if ctrl in methods else [])
+            seen.update(group)
+            groups.append(group)
+        return [(d, g) for d in datasets for g in groups]
+
+    def run(self, datasets: Sequence, methods: Sequence[str], *, shard: tuple[int, int] | None = None) -> list[dict]:
+        """Every (dataset, method) row, computing what is not cached. ``shard=(i, n)``: only the work
+        units whose index is i modulo n (0 <= i < n); the rows they need from other units (the
+        unsteered row, a control's method) are computed or read from the shared cache as needed."""
+        for m in methods:
+            M.get(m)  # unknown names fail before any work
+        units = self.units(datasets, methods)
+        if shard is not None:
+            i, n = shard
+            if not (n >= 1 and 0 <= i < n):
+                raise ValueError(f"shard {i}/{n}: need 0 <= I < N (e.g. --shard 0/4 ... --shard 3/4)")
+            units = units[i::n]
+        rows = []
+        for dataset, group in units:
+            rows += [self.row(dataset, m) for m in self.applicable(dataset, group)]
+        return rows
+
+    def cached_rows(self, datasets: Sequence | None = None, methods: Sequence[str] | None = None) -> list[dict]:
+        """Every cached row of this configuration (target, expert, rules) on ``datasets`` (default: every
+        dataset with a row), ordered by dataset (``datasets``' order) then by the registry's method order."""
+        names = methods or [m for m in M.available() if self.expert_id is not None or not M.get(m).needs_expert]
+        configs = {json.dumps(self.config(m), sort_keys=True): self.config(m) for m in names}
+        found = {}
+        for cfg in configs.values():
+            for r in self.cache.rows(cfg):
+                if r["method"] in names and self.config(r["method"]) == cfg:
+                    found[(r["dataset"], r["method"])] = r
+        keys = [self.dataset(d)[0] for d in datasets] if datasets else sorted({d for d, _ in found})
+        rank = {d: i for i, d in enumerate(keys)}
+        order = {m: i for i, m in enumerate(M.available())}
+        rows = [r for r in found.values() if r["dataset"] in rank]
+        return sorted(rows, key=lambda r: (rank[r["dataset"]], order.get(r["method"], len(order))))
+
+
+__all__ = ["Bench"]
