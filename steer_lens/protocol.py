@@ -19,25 +19,49 @@ rule changes in one place:
 * ``compare`` scores TEST once for the unsteered model, the chosen plan and strength, and the
   random-vector control at the same hooks, norms and strength, with paired tests.
 
+Two search rules, named by ``StrengthSearch.strategy`` (``STRATEGIES``):
+
+* ``"reference"`` (the default): the search above, every point on every validation item.
+* ``"halving"``: the same grid, extension and refinement, with successive halving over items and
+  candidates (``choose_halving``): every candidate's grid is scored on the first
+  ``screen_fraction`` of the items; only the best ``keep`` share of the candidates continues;
+  a point is completed on the remaining items only while it is among its candidate's
+  ``finalists`` best screened points; refinement midpoints are screened first the same way; an
+  interval whose two ends give the same answer on every item scored at both is not bisected, and
+  refinement stops when no interval is left. The chosen point is always scored on every item.
+  For a single ``score`` callable (``search_strength``) only the interval rule applies.
+
 Strengths are on the relative scale: × the median residual norm at each steered hook. The coarse
-grid and each refinement round are scored in one ``steer_lens.sweep`` call (blocks below the
-steered one once; same points as one ``evaluate`` per strength); ``choose(use_sweep=False)``
-scores them one at a time.
+grid and each refinement round are scored in one ``steer_lens.sweep`` call per candidate (the
+unsteered blocks below the steered one run once per choice, shared by every candidate, round and
+strength through one ``SweepInputs``; same points as one ``evaluate`` per strength within float
+tolerance); ``choose(use_sweep=False)`` scores them one ``evaluate`` at a time.
+``steer_lens.profiling.ForwardCounter`` counts the blocks each stage runs (the stages are marked
+with ``profiling.phase``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+from . import profiling
 from .data import Item, MCDataset
-from .evaluate import EvalResult, evaluate, mcnemar, paired_bootstrap
+from .evaluate import EvalResult, bootstrap_ci, evaluate, mcnemar, paired_bootstrap
+
+STRATEGIES = ("reference", "halving")
 
 
 @dataclass(frozen=True)
 class StrengthSearch:
-    """How strengths are searched on validation (all × median residual norm)."""
+    """How strengths are searched on validation (all × median residual norm).
+
+    ``strategy``: "reference" (every point on every item) or "halving" (see the module doc;
+    ``screen_fraction``, ``keep`` and ``finalists`` apply to it only)."""
 
     grid: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
     extend: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in turn while the best is the largest tried
@@ -45,8 +69,12 @@ class StrengthSearch:
     signed: bool = False
     # also extend while the curve is flat (no point's answers differ from strength 0's by more than
     # FLAT): a direction too weak for the grid otherwise has an interior "best" point and is never
-    # tried stronger. Off by default: the rows cached before it was added used the rule without it.
+    # tried stronger. Off by default, so a row chosen without it is reproduced unchanged.
     extend_flat: bool = False
+    strategy: str = "reference"
+    screen_fraction: float = 0.25  # halving: share of the items every point is scored on first
+    keep: float = 0.5  # halving: share of the candidates (at least one) that continue after the screen
+    finalists: int = 2  # halving: a candidate's best screened points completed on every item
 
     def __post_init__(self) -> None:
         for name in ("grid", "extend"):
@@ -58,12 +86,23 @@ class StrengthSearch:
             raise ValueError("StrengthSearch.grid is empty; give at least one positive strength")
         if self.refine_rounds < 0:
             raise ValueError(f"refine_rounds must be >= 0, got {self.refine_rounds}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"StrengthSearch.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not 0 < self.screen_fraction <= 1 or not 0 < self.keep <= 1:
+            raise ValueError(f"screen_fraction and keep must be in (0, 1], got {self.screen_fraction}, {self.keep}")
+        if self.finalists < 1:
+            raise ValueError(f"finalists must be >= 1, got {self.finalists}")
 
     @classmethod
     def fixed(cls, strengths: Sequence[float], signed: bool = False) -> "StrengthSearch":
-        """Exactly ``strengths`` (and 0), no extension, no refinement: the old protocol."""
+        """Exactly ``strengths`` (and 0), no extension, no refinement: a fixed grid."""
         return cls(grid=tuple(abs(s) for s in strengths if s != 0) or (1.0,), extend=(), refine_rounds=0,
                    signed=signed)
+
+    @classmethod
+    def halving(cls, **changes) -> "StrengthSearch":
+        """The "halving" rule with the default grid, extension and refinement (``changes`` override)."""
+        return cls(**{"strategy": "halving", **changes})
 
 
 def point(strength: float, result: EvalResult) -> dict:
@@ -104,7 +143,11 @@ def search_strength(score: Callable[[float], dict], search: StrengthSearch = Str
     and every point tried, sorted by strength. ``zero``: the strength-0 point if already known;
     ``known``: points scored earlier (not scored again). ``score_many(strengths) -> points``, if
     given, scores the coarse grid (both signs) and each refinement round's midpoints in one call
-    (e.g. ``validation_sweep``); the points tried are the same as without it."""
+    (e.g. ``validation_sweep``); the points tried are the same as without it.
+
+    With ``search.strategy == "halving"`` an interval whose ends have the same answers (``change``
+    0: same predicted-choice distribution and accuracy) is not bisected, and refinement stops when
+    every interval it would bisect is such."""
     tried: dict[float, dict] = {round(float(p["strength"]), 6): p for p in known}
 
     def visit_all(strengths) -> None:
@@ -126,83 +169,137 @@ def search_strength(score: Callable[[float], dict], search: StrengthSearch = Str
         visit_all([s])
 
     signs = (1.0, -1.0) if search.signed else (1.0,)
-    visit_all([0.0] + [sign * s for s in search.grid for sign in signs])
+    with profiling.phase("grid"):
+        visit_all([0.0] + [sign * s for s in search.grid for sign in signs])
 
     def best() -> dict:
         return max(tried.values(), key=rank)
 
     ladder = sorted(search.extend)
-    while search.extend_flat:  # extend (both signs if signed) while no strength changed the answers
-        base = tried[0.0]
-        top = max(abs(s) for s in tried)
-        nxt = [s for s in ladder if s > top]
-        if not nxt or max(change(p, base) for p in tried.values()) > FLAT:
-            break
-        visit_all([sign * nxt[0] for sign in signs])
-    while True:  # extend upward while the best point sits on the largest |strength| tried
-        b = best()
-        top = max(abs(s) for s in tried)
-        nxt = [s for s in ladder if s > top]
-        if b["strength"] == 0 or abs(b["strength"]) < top or not nxt:
-            break
-        visit((1.0 if b["strength"] > 0 else -1.0) * nxt[0])
-    for _ in range(search.refine_rounds):
+    with profiling.phase("extend"):
+        while search.extend_flat:  # extend (both signs if signed) while no strength changed the answers
+            base = tried[0.0]
+            top = max(abs(s) for s in tried)
+            nxt = [s for s in ladder if s > top]
+            if not nxt or max(change(p, base) for p in tried.values()) > FLAT:
+                break
+            visit_all([sign * nxt[0] for sign in signs])
+        while True:  # extend upward while the best point sits on the largest |strength| tried
+            b = best()
+            top = max(abs(s) for s in tried)
+            nxt = [s for s in ladder if s > top]
+            if b["strength"] == 0 or abs(b["strength"]) < top or not nxt:
+                break
+            visit((1.0 if b["strength"] > 0 else -1.0) * nxt[0])
+    for r in range(search.refine_rounds):
         # bisect towards both neighbours of the best point, and the interval where the answers
         # change most (a narrow window sits where predictions flip, next to a plateau)
         order = sorted(tried)
-        i = order.index(round(best()["strength"], 6))
-        gaps = {(order[j], order[j + 1]) for j in (i - 1, i) if 0 <= j < len(order) - 1}
-        if len(order) > 1:
-            gaps.add(max(zip(order, order[1:]), key=lambda g: (change(tried[g[0]], tried[g[1]]), -abs(g[0]))))
-        visit_all([(lo + hi) / 2 for lo, hi in sorted(gaps)])
+        gaps = _refine_gaps(order, order.index(round(best()["strength"], 6)),
+                            lambda g: change(tried[g[0]], tried[g[1]]))
+        if search.strategy == "halving":
+            gaps = {g for g in gaps if change(tried[g[0]], tried[g[1]]) > 0}
+            if not gaps:
+                break
+        with profiling.phase(f"refine {r + 1}"):
+            visit_all([(lo + hi) / 2 for lo, hi in sorted(gaps)])
     return best(), sorted(tried.values(), key=lambda p: p["strength"])
+
+
+def _refine_gaps(order: Sequence[float], i: int, moved: Callable[[tuple], float]) -> set[tuple[float, float]]:
+    """The intervals a refinement round bisects: both neighbours of ``order[i]`` (the best point)
+    and the interval where the answers move most (``moved``; ties: the one nearer 0)."""
+    gaps = {(order[j], order[j + 1]) for j in (i - 1, i) if 0 <= j < len(order) - 1}
+    if len(order) > 1:
+        gaps.add(max(zip(order, order[1:]), key=lambda g: (moved(g), -abs(g[0]))))
+    return gaps
 
 
 @dataclass
 class Choice:
-    """What validation chose among candidate plans: the key, the strength, and every curve."""
+    """What validation chose among candidate plans: the key, the strength, and every curve.
+
+    ``screened`` (the "halving" rule): per candidate, the points scored on the screening items
+    only (their ``n`` says how many)."""
 
     key: object
     strength: float
     best: dict
     curves: dict = field(default_factory=dict)  # key -> validation curve (list of points)
+    screened: dict = field(default_factory=dict)  # key -> points on the screening items
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "key": self.key, "curves": {str(k): v for k, v in self.curves.items()}}
+        out = {**asdict(self), "key": self.key, "curves": {str(k): v for k, v in self.curves.items()}}
+        out["screened"] = {str(k): v for k, v in self.screened.items()}
+        if not out["screened"]:
+            del out["screened"]
+        return out
+
+
+class SharedInputs:
+    """One ``steer_lens.sweep.SweepInputs`` per item list, made on first use: every candidate plan,
+    round and strength scored on the same items reuses the unsteered residuals kept there."""
+
+    def __init__(self, model, *, batch_size: int = 8, keep: int = 2):
+        self.model, self.batch_size, self.keep = model, batch_size, keep
+        self._inputs: dict[tuple, object] = {}
+
+    def get(self, items: Sequence[Item]):
+        from .sweep import SweepInputs
+
+        key = tuple(it.id for it in items)
+        if key not in self._inputs:
+            self._inputs[key] = SweepInputs(self.model, items, batch_size=self.batch_size, keep=self.keep)
+        return self._inputs[key]
 
 
 def validation_scorer(model, items: Sequence[Item], plan, *, batch_size: int = 8, seed: int = 0,
-                      positions: str = "all", use_sweep: bool = True) -> Callable[[float], dict]:
+                      positions: str = "all", use_sweep: bool = True,
+                      inputs: SharedInputs | None = None) -> Callable[[float], dict]:
     """``score(strength) -> point`` on ``items`` steered by ``plan``. With ``use_sweep`` (positions
     "all" only) it also carries ``score.many(strengths) -> points`` (``validation_sweep``) for
-    ``search_strength``'s ``score_many``."""
+    ``search_strength``'s ``score_many``. ``inputs``: shared sweep inputs (``SharedInputs``)."""
 
     def score(s: float) -> dict:
+        profiling.note_points(1, len(items))
         return point(s, evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed,
                                  positions=positions))
 
     if use_sweep and positions == "all":
-        score.many = validation_sweep(model, items, plan, batch_size=batch_size, seed=seed)
+        score.many = validation_sweep(model, items, plan, batch_size=batch_size, seed=seed, inputs=inputs)
     return score
 
 
 def validation_sweep(model, items: Sequence[Item], plan, *, batch_size: int = 8,
-                     seed: int = 0) -> Callable[[Sequence[float]], list[dict]]:
+                     seed: int = 0, inputs: SharedInputs | None = None) -> Callable[[Sequence[float]], list[dict]]:
     """``score_many(strengths) -> points`` on ``items`` steered by ``plan`` at all positions, through
-    ``steer_lens.sweep`` (the unsteered lower blocks run once per call)."""
-    from .sweep import sweep
+    ``steer_lens.sweep`` (the unsteered lower blocks once per call, or once for all calls sharing
+    ``inputs``)."""
+    from . import sweep as sweep_module
 
     def score_many(strengths: Sequence[float]) -> list[dict]:
-        return [point(s, r) for s, r in zip(strengths, sweep(model, items, plan, strengths,
-                                                                  batch_size=batch_size, seed=seed))]
+        profiling.note_points(len(strengths), len(items))
+        kw = {"inputs": inputs.get(items)} if inputs is not None else {}
+        return [point(s, r) for s, r in zip(strengths, sweep_module.sweep(model, items, plan, strengths,
+                                                                          batch_size=batch_size, seed=seed, **kw))]
 
     return score_many
+
+
+def _keep_levels(candidates: Mapping[object, object]) -> int:
+    """How many lower-block residuals a shared SweepInputs keeps: one per distinct lowest steered
+    block among the candidates (at most 4)."""
+    from .sweep import first_steered_block, sweepable
+
+    blocks = {first_steered_block(p) for p in candidates.values() if hasattr(p, "norms") and sweepable(p)}
+    return min(4, max(1, len(blocks)))
 
 
 def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
            search: StrengthSearch = StrengthSearch(), screen: StrengthSearch | None = None,
            zero: dict | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all",
-           use_sweep: bool = True) -> Choice:
+           use_sweep: bool = True, share: bool = True,
+           score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]] | None = None) -> Choice:
     """Search the strength of each candidate plan on validation ``items``; keep the best point over
     all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point.
 
@@ -210,16 +307,38 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
     first; only the best candidate then gets the full ``search`` (its screened points reused).
 
     ``use_sweep`` (positions "all" only): score several strengths per call with
-    ``validation_sweep`` (same points, less compute); False scores them one ``evaluate`` at a time."""
+    ``validation_sweep`` (same points, less compute); False scores them one ``evaluate`` at a time.
+    ``share`` (with ``use_sweep``): every candidate and round reuses one set of unsteered
+    lower-block residuals (``SharedInputs``) instead of recomputing them per call.
+
+    ``search.strategy == "halving"`` runs ``choose_halving`` (``screen`` is not used).
+    ``score_items(plan, items, strengths) -> results`` replaces the model's scoring (tests, other
+    backends); by default ``steer_lens.sweep`` or ``evaluate``."""
     if not candidates:
         raise ValueError("no candidate plans to choose from")
+    shared = (SharedInputs(model, batch_size=batch_size, keep=_keep_levels(candidates))
+              if share and use_sweep and positions == "all" and score_items is None else None)
+    if search.strategy == "halving":
+        if score_items is None:
+            score_items = _model_scorer(model, batch_size=batch_size, seed=seed, positions=positions,
+                                        use_sweep=use_sweep, shared=shared)
+        return choose_halving(score_items, items, candidates, search, zero=zero, seed=seed)
     if zero is None:
-        zero = point(0.0, evaluate(model, items, batch_size=batch_size, seed=seed))
-    scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions,
-                                      use_sweep=use_sweep) for key, plan in candidates.items()}
+        with profiling.phase("zero"):
+            profiling.note_points(1, len(items))
+            if score_items is not None:
+                zero = point(0.0, score_items(next(iter(candidates.values())), items, [0.0])[0])
+            else:
+                zero = point(0.0, evaluate(model, items, batch_size=batch_size, seed=seed))
+    if score_items is not None:
+        scorers = {key: _points_scorer(score_items, items, plan) for key, plan in candidates.items()}
+    else:
+        scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions,
+                                          use_sweep=use_sweep, inputs=shared) for key, plan in candidates.items()}
     many = {key: getattr(scorer, "many", None) for key, scorer in scorers.items()}
     first = screen if (screen is not None and len(candidates) > 1) else search
-    found = {key: search_strength(scorers[key], first, zero=zero, score_many=many[key]) for key in candidates}
+    with profiling.phase("screen" if first is not search else "search"):
+        found = {key: search_strength(scorers[key], first, zero=zero, score_many=many[key]) for key in candidates}
     order = list(candidates)
 
     def winner():
@@ -227,10 +346,165 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
 
     if first is not search:
         key = winner()
-        found[key] = search_strength(scorers[key], search, zero=zero, known=found[key][1], score_many=many[key])
+        with profiling.phase("search"):
+            found[key] = search_strength(scorers[key], search, zero=zero, known=found[key][1], score_many=many[key])
     key = winner()
     b = found[key][0]
     return Choice(key=key, strength=b["strength"], best=b, curves={k: found[k][1] for k in order})
+
+
+def _points_scorer(score_items, items, plan) -> Callable[[float], dict]:
+    """``score(strength) -> point`` (with ``.many``) from a ``score_items(plan, items, strengths)``."""
+
+    def score(s: float) -> dict:
+        return score.many([s])[0]
+
+    def many(strengths: Sequence[float]) -> list[dict]:
+        profiling.note_points(len(strengths), len(items))
+        return [point(s, r) for s, r in zip(strengths, score_items(plan, items, list(strengths)))]
+
+    score.many = many
+    return score
+
+
+def _model_scorer(model, *, batch_size: int, seed: int, positions: str, use_sweep: bool,
+                  shared: SharedInputs | None):
+    """``score_items(plan, items, strengths) -> results`` on ``model``: one sweep per call (the
+    residuals shared through ``shared``), or one ``evaluate`` per strength."""
+    from . import sweep as sweep_module
+
+    def score_items(plan, items, strengths):
+        if use_sweep and positions == "all":
+            kw = {"inputs": shared.get(items)} if shared is not None else {}
+            return sweep_module.sweep(model, items, plan, strengths, batch_size=batch_size, seed=seed, **kw)
+        return [evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed, positions=positions)
+                for s in strengths]
+
+    return score_items
+
+
+def merge_results(a: EvalResult, b: EvalResult, seed: int = 0) -> EvalResult:
+    """The result on ``a``'s items followed by ``b``'s, from the two parts' per-item lists (as
+    ``evaluate`` on the joined list: accuracy, its bootstrap CI, margins, predictions, the mean
+    behaviour probability)."""
+    correct = list(a.correct) + list(b.correct)
+    lo, hi = bootstrap_ci(correct, seed=seed)
+    n = a.n + b.n
+    bp = None
+    if a.behaviour_prob is not None and b.behaviour_prob is not None:
+        bp = (a.behaviour_prob * a.n + b.behaviour_prob * b.n) / n
+    return EvalResult(accuracy=float(np.mean(correct)), ci_low=lo, ci_high=hi, n=n,
+                      majority_rate=a.majority_rate, accuracy_sum=(a.accuracy_sum * a.n + b.accuracy_sum * b.n) / n,
+                      ids=list(a.ids) + list(b.ids), correct=correct, margins=list(a.margins) + list(b.margins),
+                      predictions=list(a.predictions) + list(b.predictions), behaviour_prob=bp,
+                      meta={**a.meta, "merged": True})
+
+
+def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]],
+                   items: Sequence[Item], candidates: Mapping[object, object], search: StrengthSearch, *,
+                   zero: dict | None = None, seed: int = 0) -> Choice:
+    """The "halving" rule (module doc) over ``candidates`` on ``items``; ``score_items(plan,
+    part_items, strengths) -> results`` scores a plan on the screening items (the first
+    ``search.screen_fraction``, at least one) or on the rest. Every point in the returned curves
+    is scored on every item; ``Choice.screened`` holds the screening-only points."""
+    items = list(items)
+    order = list(candidates)
+    m = min(len(items), max(1, math.ceil(search.screen_fraction * len(items))))
+    parts = {"screen": items[:m], "rest": items[m:]}
+    got: dict[object, dict[float, dict[str, EvalResult]]] = {k: {} for k in order}
+    zero_parts: dict[str, EvalResult] = {}
+
+    def run(key, part: str, strengths) -> None:
+        todo = [s for s in dict.fromkeys(round(float(s), 6) for s in strengths)
+                if part not in got[key].get(s, {}) and s != 0]
+        if todo and parts[part]:
+            profiling.note_points(len(todo), len(parts[part]))
+            for s, r in zip(todo, score_items(candidates[key], parts[part], todo)):
+                got[key].setdefault(s, {})[part] = r
+
+    def zero_part(part: str) -> EvalResult | None:
+        if part not in zero_parts and parts[part]:
+            profiling.note_points(1, len(parts[part]))
+            zero_parts[part] = score_items(candidates[order[0]], parts[part], [0.0])[0]
+        return zero_parts.get(part)
+
+    def part_of(key, s, part):
+        return zero_part(part) if s == 0 else got[key].get(s, {}).get(part)
+
+    def complete(key, s) -> bool:
+        return s == 0 or all(p in got[key].get(s, {}) for p in parts if parts[p])
+
+    def full(key, s) -> dict:
+        if s == 0:
+            return zero
+        r = got[key][s]
+        return point(s, merge_results(r["screen"], r["rest"], seed) if "rest" in r else r["screen"])
+
+    def screened(key, s) -> dict:
+        return point(s, part_of(key, s, "screen"))
+
+    def best_full(key) -> dict:
+        return max((full(key, s) for s in [0.0, *got[key]] if complete(key, s)), key=rank)
+
+    def agree(key, a, b) -> bool:  # same answer on every item scored at both ends
+        return all(part_of(key, a, p).predictions == part_of(key, b, p).predictions
+                   for p in parts if parts[p] and part_of(key, a, p) is not None and part_of(key, b, p) is not None)
+
+    def finalize(key) -> None:  # complete the screened points among the candidate's best `finalists`
+        run(key, "rest", sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)[: search.finalists])
+
+    signs = (1.0, -1.0) if search.signed else (1.0,)
+    grid = [sign * s for s in search.grid for sign in signs]
+    ladder = sorted(search.extend)
+    with profiling.phase("zero"):
+        zero_part("screen")
+        if zero is None:
+            zero = point(0.0, merge_results(zero_part("screen"), zero_part("rest"), seed) if parts["rest"]
+                         else zero_part("screen"))
+    with profiling.phase("screen"):
+        for key in order:
+            run(key, "screen", grid)
+        for key in order:  # extend (both signs if signed) while no strength changed an answer
+            while search.extend_flat:
+                top = max(abs(s) for s in got[key])
+                nxt = [s for s in ladder if s > top]
+                if not nxt or not all(agree(key, s, 0.0) for s in got[key]):
+                    break
+                run(key, "screen", [sign * nxt[0] for sign in signs])
+    ranked = sorted(order, key=lambda k: (max(rank(screened(k, s)) for s in got[k]), -order.index(k)), reverse=True)
+    survivors = [k for k in order if k in ranked[: max(1, math.ceil(search.keep * len(order)))]]
+    with profiling.phase("complete"):
+        for key in survivors:
+            finalize(key)
+    with profiling.phase("extend"):
+        for key in survivors:  # extend upward while the best point sits on the largest |strength| tried
+            while True:
+                b = best_full(key)["strength"]
+                top = max(abs(s) for s in got[key])
+                nxt = [s for s in ladder if s > top]
+                if b == 0 or abs(b) < top or not nxt:
+                    break
+                s = (1.0 if b > 0 else -1.0) * nxt[0]
+                run(key, "screen", [s])
+                run(key, "rest", [s])
+    key = max(survivors, key=lambda k: (rank(best_full(k)), -order.index(k)))
+    for r in range(search.refine_rounds):
+        tried = sorted([0.0, *got[key]])
+        gaps = _refine_gaps(tried, tried.index(round(best_full(key)["strength"], 6)),
+                            lambda g: change(screened(key, g[0]), screened(key, g[1])))
+        mids = [round((lo + hi) / 2, 6) for lo, hi in sorted(gaps) if not agree(key, lo, hi)]
+        mids = [s for s in mids if s not in got[key]]
+        if not mids:
+            break
+        with profiling.phase(f"refine {r + 1}"):
+            run(key, "screen", mids)
+            finalize(key)
+    best_key = max(survivors, key=lambda k: (rank(best_full(k)), -order.index(k)))
+    b = best_full(best_key)
+    curves = {k: sorted((full(k, s) for s in [0.0, *got[k]] if complete(k, s)), key=lambda p: p["strength"])
+              for k in order}
+    screens = {k: sorted((screened(k, s) for s in [0.0, *got[k]]), key=lambda p: p["strength"]) for k in order}
+    return Choice(key=best_key, strength=b["strength"], best=b, curves=curves, screened=screens)
 
 
 def paired(a: EvalResult, b: EvalResult, seed: int = 0) -> dict:
