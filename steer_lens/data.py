@@ -6,6 +6,11 @@ Item format (one JSON object per line): required ``id`` str (unique), ``question
 choice); optional ``context`` str, ``domain`` str (any label; the bundled datasets use DOMAINS),
 ``source`` str, ``format`` "mc" (default) | "ab", ``split`` str (single-file datasets only).
 
+Splits: ``train``, ``validation``, ``test``; bundled sets may add ``train_extra`` (more training
+rows) and ``confirm`` (fresh items no other split has seen, scored only in a locked run, see
+``steer_lens.ledger``). Every scoring of a ``test`` or ``confirm`` split is recorded in the test
+ledger.
+
 * "mc": choice-text scoring. prompt = [context + blank line] + question + "\\nAnswer:", and
   completion k = " " + choices[k].
 * "ab": CAA-style A/B items whose question already lists "(A) ..." / "(B) ...". prompt = the
@@ -16,6 +21,7 @@ choice); optional ``context`` str, ``domain`` str (any label; the bundled datase
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
@@ -27,6 +33,9 @@ from typing import Any
 DOMAINS = ("medical", "finance", "math", "general", "behaviour")  # of the bundled datasets; user data may use any
 FORMATS = ("mc", "ab")
 SPLITS = ("train", "validation", "test")
+# Splits whose every scoring is recorded in the test ledger (steer_lens.ledger); "confirm" holds
+# fresh items scored only inside a locked run (ledger.locked_run).
+SCORED_SPLITS = ("test", "confirm")
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
 # one bundled dataset per domain: the compact benchmark (``steer-lens demo``, ``main_results.py --compact``)
 COMPACT_DATASETS = ("mmlu_medical_2way", "mmlu_finance_2way", "arithmetic_2way", "sst2", "caa_myopic_reward")
@@ -170,6 +179,36 @@ def _read_jsonl(path: Path, seen: dict[str, str]) -> list[tuple[Item, Any]]:
     return out
 
 
+def content_hash(items: Sequence[Item]) -> str:
+    """sha256 of the items' JSONL form (``Item.to_dict``, one line each): for a bundled split
+    file it equals the file's own sha256, so it names exactly the items that were scored."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update((json.dumps(it.to_dict(), ensure_ascii=False) + "\n").encode("utf-8"))
+    return h.hexdigest()
+
+
+# Items loaded from a folder's scored split (test, confirm) -> (dataset, split, content hash), so
+# that evaluate() can tell a list of such items by its origin (see ``origin``).
+_ORIGIN: dict[Item, tuple[str, str, str]] = {}
+
+
+def _remember(name: str, split: str, items: list[Item]) -> None:
+    if split in SCORED_SPLITS and items:
+        digest = content_hash(items)
+        for it in items:
+            _ORIGIN[it] = (name, split, digest)
+
+
+def origin(items: Sequence[Item]) -> tuple[str, str, str] | None:
+    """(dataset, split, content hash of the whole split) when every item comes from the same
+    scored split (test or confirm) of a dataset loaded with ``load_dataset``; else None."""
+    found = {_ORIGIN.get(it) for it in items}
+    if len(found) != 1:
+        return None
+    return next(iter(found))
+
+
 def list_datasets() -> list[str]:
     """Names of the datasets bundled with steer_lens."""
     if not BUNDLED_DIR.is_dir():
@@ -185,6 +224,8 @@ def _load_folder(folder: Path, name: str) -> MCDataset:
                          "validation.jsonl / test.jsonl.")
     seen: dict[str, str] = {}
     splits = {f.stem: [it for it, _ in _read_jsonl(f, seen)] for f in files}
+    for split, items in splits.items():
+        _remember(name, split, items)
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
     return MCDataset(name, splits, meta)
@@ -202,6 +243,8 @@ def load_dataset(name_or_path: str | Path) -> MCDataset:
         splits: dict[str, list[Item]] = {}
         for it, split in _read_jsonl(path, {}):
             splits.setdefault(split if isinstance(split, str) and split else "test", []).append(it)
+        for split, items in splits.items():
+            _remember(path.stem, split, items)
         return MCDataset(path.stem, splits, {})
     raise ValueError(f"unknown dataset {str(name_or_path)!r}: not a bundled name "
                      f"({', '.join(list_datasets())}) and no such file or folder.")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import Item, MCDataset
+from .data import SCORED_SPLITS, Item, MCDataset, content_hash, origin
 from .steer import steer
 from .tokens import encode_all, pad
 
@@ -236,15 +236,30 @@ def evaluate(
     share_prompt: bool = True,
 ) -> EvalResult:
     """Accuracy of ``model`` on a dataset split (or a list of items), optionally steered by
-    ``plan`` (a SteeringPlan) or ``vectors``/``norms`` at ``strength`` (relative scale)."""
+    ``plan`` (a SteeringPlan) or ``vectors``/``norms`` at ``strength`` (relative scale).
+
+    Scoring a ``test`` or ``confirm`` split (a dataset with that ``split``, or the items of such
+    a split loaded with ``load_dataset``) appends one line to the test ledger
+    (``steer_lens.ledger``; name the method and rule set with ``ledger.scoring``). A ``confirm``
+    split is scored only inside ``ledger.locked_run``; elsewhere this raises
+    ``ledger.ConfirmLockedError``."""
+    from . import ledger  # imported here so that `python -m steer_lens.ledger` runs it fresh
+
     if plan is not None and vectors is not None:
         raise ValueError("pass either plan= or vectors=, not both")
+    scored = None  # (dataset, split, content hash of the split) when this scores a test/confirm split
     if isinstance(dataset_or_items, MCDataset):
+        if split in SCORED_SPLITS and split in dataset_or_items.splits:
+            ledger.check_allowed(dataset_or_items.name, split)
+            scored = (dataset_or_items.name, split, content_hash(dataset_or_items.split(split)))
         items = dataset_or_items.split(split, limit=limit, seed=seed)
         majority = dataset_or_items.majority_rate(split) if limit is None else _majority(items)
     else:
         items = list(dataset_or_items)[:limit] if limit is not None else list(dataset_or_items)
         majority = _majority(items)
+        scored = origin(items) if items else None
+        if scored:
+            ledger.check_allowed(scored[0], scored[1])
     if not items:
         raise ValueError("no items to evaluate; check the split name and limit")
     if plan is not None:
@@ -256,8 +271,11 @@ def evaluate(
     with ctx:
         scores = score_items(model, items, chat_template=chat_template, batch_size=batch_size,
                              share_prompt=share_prompt)
-    return summarise(items, scores, majority_rate=majority, seed=seed,
-                     meta={"strength": float(strength), "model": str(getattr(model.cfg, "model_name", "?"))})
+    result = summarise(items, scores, majority_rate=majority, seed=seed,
+                       meta={"strength": float(strength), "model": str(getattr(model.cfg, "model_name", "?"))})
+    if scored:
+        ledger.record_evaluation(*scored, items, model)
+    return result
 
 
 def _majority(items: Sequence[Item]) -> float:
