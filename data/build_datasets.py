@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import bisect
 import csv
 import hashlib
 import json
@@ -21,6 +22,7 @@ import random
 import re
 import sys
 import tempfile
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +37,8 @@ FPB = ("wychen-null/project_nlp_cuda", "85f8c4fcd3a7f3be374279fd291f904f9436c9ab
 SVAMP = ("arkilpatel/SVAMP", "689d7ccac74b9983a2ac7cc3b264f441b99e7c53")
 ARC = ("zhaoxlpku/HKU-DASC7606-A2", "fcca017f3468a25901ad298913e976c42ad9165e")
 SST = ("TaoCesc/binary_cls", "6a73b09b39af0efe049622662211f3657c75a15e")
+# The labelled SST binary test sentences (GLUE hides their labels): source of sst2's confirm split.
+SST_TEST = ("smolPixel/DataAugmentationEMNLP2023", "146989825ee8459442041e7407ed1696cdff3f5a")
 CAA = ("nrimsky/CAA", "0aec415b166171f84c7034bd0d9d1ddf5e6ebf46 (refusal: 9f9db131958ba328dc999cd0a29c11434f5156c4)")
 
 MEDICAL = ("clinical_knowledge", "medical_genetics", "anatomy", "college_medicine")
@@ -77,6 +81,8 @@ RAW_SHA256: dict[str, str] = {
         "ddf16ad9a5d0c6322ffe6a800279b3a60737ad172a41b3dc9307e79148c8ee30",
     "nrimsky__CAA/datasets/test/sycophancy/test_dataset_ab.json":
         "82a03b23fc0bae1b9a5a02bec33c5a1057d0437aed534d814fb670a9a0b9b056",
+    "smolPixel__DataAugmentationEMNLP2023/data/SST2/test.tsv":
+        "4116cf27a2ef05c57fb922f42c565592f56841a7a4715f78a8d9ac5515181ff6",
     "TaoCesc__binary_cls/data/SST-2/dev.tsv":
         "46cc9126f5e3bf1634991d8eeed3a5e8dc81869622444af859729d720c58d815",
     "TaoCesc__binary_cls/data/SST-2/train.tsv":
@@ -153,8 +159,12 @@ TRAIN, VAL, TEST = 200, 100, 500
 # "train_extra": more training rows (disjoint from train/validation/test) for fine-tuning task experts
 # (steer_lens.finetune); the default "train" split stays the 200 rows other experiments use.
 SST2_EXTRA_PER_CLASS = 2000
-ARITHMETIC_EXTRA = 20000  # arithmetic is learnt slowly: session 10 raised it from 2000 for the tuned expert
-SPLIT_ORDER = ("train", "validation", "test", "train_extra")
+ARITHMETIC_EXTRA = 20000  # arithmetic is learnt slowly: a fine-tuned expert needs more than 2000 rows
+# "confirm": fresh items no other split has seen, scored only in a locked run (steer_lens.ledger)
+# to confirm a result chosen on validation/test. Only sets whose source has enough unused rows get
+# one; the others stay exploratory (data/SOURCES.md).
+ARITHMETIC_CONFIRM = 1000
+SPLIT_ORDER = ("train", "validation", "test", "train_extra", "confirm")
 MEDICAL_TEST = 400  # MMLU medical has only ~670 unique items: 400 test leaves ~200 for train
 
 
@@ -229,10 +239,11 @@ def sample(rng: random.Random, rows: list, k: int) -> list:
 
 def dedupe(splits: dict[str, list[dict]], log: list[str]) -> dict[str, list[dict]]:
     """Drop exact duplicate items within a split, and items whose question text (with context)
-    already appears in a split of higher priority (test > validation > train > train_extra)."""
+    already appears in a split of higher priority (test > validation > train > train_extra >
+    confirm; confirm comes last so that adding it leaves the other splits unchanged)."""
     out: dict[str, list[dict]] = {}
     earlier: set[str] = set()
-    for name in ("test", "validation", "train", "train_extra"):
+    for name in ("test", "validation", "train", "train_extra", "confirm"):
         if name not in splits:
             continue
         kept, here, dropped = [], set(), 0
@@ -277,6 +288,78 @@ def without(rows: list[dict], drop: list[dict]) -> list[dict]:
     return [r for r in rows if r["id"] not in ids]
 
 
+# ----------------------------------------------------------------------------- confirm splits
+_PTB = (("-lrb-", "("), ("-rrb-", ")"), ("-lsb-", "["), ("-rsb-", "]"), ("-lcb-", "{"),
+        ("-rcb-", "}"), ("\\/", "/"), ("``", '"'), ("''", '"'))
+
+
+def norm_text(text: str) -> str:
+    """Text compared across tokenisations: NFKC, lowercase, PTB brackets and escapes undone,
+    split clitics rejoined ("does n't" -> "doesn't", "it 's" -> "it's"), punctuation dropped,
+    whitespace collapsed."""
+    s = unicodedata.normalize("NFKC", text).lower()
+    for a, b in _PTB:
+        s = s.replace(a, b)
+    s = re.sub(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", s)
+    s = re.sub(r"[^\w\s]|_", " ", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+MIN_CONTAINED_WORDS = 3  # shorter texts ("bad", "very bad") count as seen only when equal
+
+
+def fresh(confirm: list[dict], others: list[dict], key, log: list[str], what: str) -> list[dict]:
+    """The ``confirm`` rows that no row of ``others`` has seen: their normalised text
+    (``norm_text(key(row))``) neither equals nor contains, word-aligned, nor is contained in any
+    other row's (containment counts where the contained text has at least MIN_CONTAINED_WORDS
+    words); also drops repeats within ``confirm``. Logs how many were dropped and why."""
+    other_keys = sorted({k for k in (norm_text(key(r)) for r in others) if k})
+    exact = set(other_keys)
+    haystack = "\n" + "\n".join(f" {k} " for k in other_keys) + "\n"
+    keys = [norm_text(key(r)) for r in confirm]
+    inside = set()  # confirm rows that contain some other row's text
+    joined = "\n".join(f" {k} " for k in keys)
+    starts, pos = [], 0
+    for k in keys:
+        starts.append(pos)
+        pos += len(k) + 3
+    for o in other_keys:
+        if o.count(" ") + 1 < MIN_CONTAINED_WORDS:
+            continue
+        needle, at = f" {o} ", 0
+        while (at := joined.find(needle, at)) >= 0:
+            inside.add(bisect.bisect_right(starts, at) - 1)
+            at += 1
+    kept, seen, equal, contains, contained, repeat, empty = [], set(), 0, 0, 0, 0, 0
+    for i, (row, k) in enumerate(zip(confirm, keys)):
+        if not k:
+            empty += 1
+        elif k in seen:
+            repeat += 1
+        elif k in exact:
+            equal += 1
+        elif k.count(" ") + 1 >= MIN_CONTAINED_WORDS and f" {k} " in haystack:
+            contained += 1
+        elif i in inside:
+            contains += 1
+        else:
+            seen.add(k)
+            kept.append(row)
+    dropped = len(confirm) - len(kept)
+    log.append(f"confirm: {len(confirm)} {what}; dropped {dropped} that another split has seen "
+               f"(normalised text equal: {equal}, inside another row: {contained}, containing another "
+               f"row: {contains}; repeats {repeat}, empty {empty}); kept {len(kept)}")
+    return kept
+
+
+def question_text(it: dict) -> str:
+    return f"{it.get('context') or ''} {it['question']}"
+
+
+def question_and_choices(it: dict) -> str:
+    return f"{question_text(it)} {' '.join(sorted(it['choices']))}"
+
+
 # ----------------------------------------------------------------------------- builders
 def read_mmlu(raw: Raw, subjects: tuple[str, ...], split: str, domain: str) -> list[dict]:
     rows = []
@@ -292,9 +375,11 @@ def read_mmlu(raw: Raw, subjects: tuple[str, ...], split: str, domain: str) -> l
 
 
 def build_mmlu(raw: Raw, subjects: tuple[str, ...], domain: str, ways: int, log: list[str],
-               n_test: int = TEST) -> dict:
+               n_test: int = TEST, confirm: bool = False) -> dict:
     """MMLU test -> our test (seeded 500); val -> validation; dev + leftover test rows -> train.
-    Rows whose question stem occurs in an earlier-chosen split are left out before sampling."""
+    Rows whose question stem occurs in an earlier-chosen split are left out before sampling.
+    With ``confirm``: every test and val row used by no split (and fresh, see ``fresh``) becomes
+    the confirm split, built after the others from its own seed stream."""
     rng = random.Random(f"{SEED}-mmlu-{domain}")  # same splits for the 4-way and 2-way versions
     dev, val, test = (read_mmlu(raw, subjects, s, domain) for s in ("dev", "val", "test"))
     log.append(f"raw rows: dev {len(dev)}, val {len(val)}, test {len(test)}")
@@ -317,6 +402,24 @@ def build_mmlu(raw: Raw, subjects: tuple[str, ...], domain: str, ways: int, log:
     if ways == 2:
         rng2 = random.Random(f"{SEED}-mmlu-{domain}-2way")
         splits = {k: two_way(v, rng2) for k, v in splits.items()}
+    if confirm:
+        used = {r["id"] for r in train + val_pick + test_pick}
+        pool = [r for r in test + val if r["id"] not in used]
+        others = [r for v in splits.values() for r in v]
+        stems = {norm_text(question_text(r)) for r in others}
+        kept, repeats = [], 0
+        for r in pool:  # one row per question stem: not a used row's, not an earlier confirm row's
+            stem = norm_text(question_text(r))
+            repeats += stem in stems
+            if stem not in stems:
+                stems.add(stem)
+                kept.append(r)
+        log.append(f"confirm: {len(pool)} test/val rows used by no split; {repeats} share a question "
+                   "stem with a used row or an earlier unused row, dropped")
+        pool = fresh(kept, others, question_and_choices, log, "unused rows")
+        if ways == 2:
+            pool = two_way(pool, random.Random(f"{SEED}-mmlu-{domain}-{ways}way-confirm"))
+        splits["confirm"] = pool
     return splits
 
 
@@ -412,7 +515,11 @@ def build_svamp(raw: Raw, log: list[str]) -> dict:
     splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL],
               "train": rows[TEST + VAL:TEST + VAL + TRAIN]}
     splits = {k: sorted(v, key=lambda r: r["id"]) for k, v in splits.items()}
-    return {k: two_way(v, rng) for k, v in splits.items()}
+    splits = {k: two_way(v, rng) for k, v in splits.items()}
+    rest = sorted(rows[TEST + VAL + TRAIN:], key=lambda r: r["id"])  # every row no split uses
+    rest = fresh(rest, [r for v in splits.values() for r in v], question_text, log, "unused rows")
+    splits["confirm"] = two_way(rest, random.Random(f"{SEED}-svamp-confirm"))
+    return splits
 
 
 def _arithmetic_problems(rng: random.Random, n: int, seen: set[str], prefix: str) -> list[dict]:
@@ -449,6 +556,13 @@ def build_arithmetic(log: list[str]) -> dict:
     splits = {"test": rows[:TEST], "validation": rows[TEST:TEST + VAL], "train": rows[TEST + VAL:]}
     splits = {k: two_way(v, rng) for k, v in splits.items()}
     splits["train_extra"] = two_way(_more_arithmetic(seen, ARITHMETIC_EXTRA, log), rng)
+    crng = random.Random(f"{SEED}-arithmetic-confirm")
+    confirm = _arithmetic_problems(crng, ARITHMETIC_CONFIRM, seen, "arith-confirm-")
+    log.append(f"confirm: {ARITHMETIC_CONFIRM} new problems from the same generator on the seed "
+               f"stream '{SEED}-arithmetic-confirm', none repeating a question of another split")
+    spoken = lambda r: r["question"].replace("+", " plus ").replace("-", " minus ")  # noqa: E731
+    confirm = fresh(confirm, [r for v in splits.values() for r in v], spoken, log, "generated")
+    splits["confirm"] = two_way(confirm, crng)
     return splits
 
 
@@ -503,7 +617,31 @@ def build_sst2(raw: Raw, log: list[str]) -> dict:
     extra = balanced(without(train, train_pick), SST2_EXTRA_PER_CLASS, rng)
     log.append(f"train_extra: {2 * SST2_EXTRA_PER_CLASS} more train.tsv phrases of >= 8 words "
                "(class-balanced, seeded; texts in validation/test/train dropped by the dedupe pass)")
-    return {"train": train_pick, "validation": val, "test": test, "train_extra": extra}
+    splits = {"train": train_pick, "validation": val, "test": test, "train_extra": extra}
+    splits["confirm"] = fresh(read_sst_test(raw, log), [r for v in splits.values() for r in v],
+                              lambda r: r["question"].split("\n")[0].removeprefix("Sentence: "), log,
+                              "labelled SST test sentences")
+    return splits
+
+
+def read_sst_test(raw: Raw, log: list[str]) -> list[dict]:
+    """The labelled SST binary test sentences (GLUE test order; columns sentence, label,
+    true_label, labels written 0.0 / 1.0 and equal in both label columns)."""
+    p = raw.path(SST_TEST[0], "data/SST2/test.tsv")
+    with open(p, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if rows[0] != ["sentence", "label", "true_label"]:
+        sys.exit(f"{p}: unexpected header {rows[0]}; expected sentence, label, true_label")
+    out = []
+    for i, (text, label, true_label) in enumerate(rows[1:]):
+        if label != true_label or label not in ("0.0", "1.0"):
+            sys.exit(f"{p}, row {i + 2}: labels {label!r} / {true_label!r}; expected equal 0.0 or 1.0")
+        q = f"Sentence: {text.strip()}\nIs the sentiment of this sentence positive or negative?"
+        out.append(item(f"sst2-confirm-{i}", q, ["negative", "positive"], int(label == "1.0"),
+                        "general", "sst2/test"))
+    log.append(f"test.tsv (labelled SST binary test): {len(out)} sentences "
+               f"({sum(r['answer'] for r in out)} positive)")
+    return out
 
 
 def build_caa(raw: Raw, behaviour: str, log: list[str]) -> dict:
@@ -557,7 +695,7 @@ DATASETS = {
                               notice=_mmlu_notice(MEDICAL), licence_file=(MMLU[0], "LICENSE"),
                               description="MMLU medical subjects: right answer + one seeded wrong one."),
     "mmlu_finance_2way": dict(domain="finance", source=MMLU, licence="MIT",
-                              build=lambda r, log: build_mmlu(r, FINANCE, "finance", 2, log),
+                              build=lambda r, log: build_mmlu(r, FINANCE, "finance", 2, log, confirm=True),
                               notice=_mmlu_notice(FINANCE), licence_file=(MMLU[0], "LICENSE"),
                               description="MMLU economics/accounting subjects: right + one seeded wrong."),
     "financial_phrasebank": dict(
@@ -602,7 +740,10 @@ DATASETS = {
                          f"Obtained from github.com/{SST[0]} at commit {SST[1]} (data/SST-2).\n"
                          "Changes: class-balanced seeded subsample; train and train_extra from train.tsv "
                          "phrases with >= 8 words; validation/test from dev.tsv (GLUE test labels are "
-                         "hidden).\n")),
+                         "hidden).\n"
+                         "confirm: the labelled SST binary test sentences (the original SST test split, "
+                         f"whose labels GLUE hides), from github.com/{SST_TEST[0]} at commit {SST_TEST[1]} "
+                         "(data/SST2/test.tsv); sentences another split has seen are left out.\n")),
 }
 for _b in BEHAVIOURS:
     DATASETS[f"caa_{_b.replace('-', '_').lower()}"] = dict(
@@ -649,8 +790,9 @@ def write_dataset(name: str, spec: dict, splits: dict, log: list[str], raw: Raw)
 
 def update_sources_md(metas: list[dict]) -> None:
     start, end = "<!-- sizes:start -->", "<!-- sizes:end -->"
-    rows = ["| dataset | domain | format | train | validation | test | majority (test) | train_extra |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | domain | format | train | validation | test | majority (test) | train_extra "
+            "| confirm |",
+            "|---|---|---|---|---|---|---|---|---|"]
     all_meta = {m["name"]: m for m in metas}
     for f in sorted(OUT.glob("*/meta.json")):
         m = json.loads(f.read_text())
@@ -659,7 +801,8 @@ def update_sources_md(metas: list[dict]) -> None:
         m = all_meta[name]
         s = m["sizes"]
         rows.append(f"| {name} | {m['domain']} | {m['format']} | {s['train']} | {s['validation']} "
-                    f"| {s['test']} | {m['majority_rate']['test']:.3f} | {s.get('train_extra', 0)} |")
+                    f"| {s['test']} | {m['majority_rate']['test']:.3f} | {s.get('train_extra', 0)} "
+                    f"| {s.get('confirm', 0)} |")
     table = start + "\n" + "\n".join(rows) + "\n" + end
     text = SOURCES_MD.read_text(encoding="utf-8") if SOURCES_MD.exists() else f"{start}\n{end}\n"
     text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: table, text, flags=re.S)

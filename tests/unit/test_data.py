@@ -24,6 +24,8 @@ def _sources_table() -> dict[str, dict[str, int]]:
         out[cells[0]] = {"train": int(cells[3]), "validation": int(cells[4]), "test": int(cells[5])}
         if int(cells[7]):  # train_extra: more training rows for fine-tuning, where the source has them
             out[cells[0]]["train_extra"] = int(cells[7])
+        if int(cells[8]):  # confirm: fresh items scored only in a locked run
+            out[cells[0]]["confirm"] = int(cells[8])
     return out
 
 
@@ -41,7 +43,7 @@ def test_expected_datasets_are_bundled():
 @pytest.mark.parametrize("name", NAMES)
 def test_bundled_dataset_is_consistent(name):
     ds = load_dataset(name)
-    assert set(ds.splits) - {"train_extra"} == {"train", "validation", "test"}
+    assert set(ds.splits) - {"train_extra", "confirm"} == {"train", "validation", "test"}
     sizes = {k: len(v) for k, v in ds.splits.items()}
     assert sizes == _sources_table()[name] == ds.metadata["sizes"]
     assert 0 < sizes["test"] <= 500 and sizes["train"] >= 30
@@ -55,6 +57,10 @@ def test_bundled_dataset_is_consistent(name):
     if "train_extra" in ds.splits:
         extra = {_norm(i) for i in ds.split("train_extra")}
         assert len(extra) == len(ds.split("train_extra")) and not extra & (train | val | test)
+    if "confirm" in ds.splits:  # fuller freshness checks: tests/unit/test_confirm.py
+        confirm = {_norm(i) for i in ds.split("confirm")}
+        others = {_norm(i) for s, items in ds.splits.items() if s != "confirm" for i in items}
+        assert len(confirm) == len(ds.split("confirm")) and not confirm & others
     for split in ds.splits:
         rate = ds.majority_rate(split)
         assert rate == pytest.approx(ds.metadata["majority_rate"][split], abs=1e-4)
