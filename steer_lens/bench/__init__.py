@@ -1,7 +1,7 @@
 """The benchmark runner: registered methods x datasets x models through the protocol.
 
     import steer_lens as sl
-    bench = sl.bench.Bench(target, expert, cache="results/cache")
+    bench = sl.bench.Bench(target, expert)          # rows cached under $STEER_LENS_CACHE/bench
     print(sl.bench.render_compare(sl.bench.compare_method(bench, "sst2", "expertsteer_label")))
 
 ``Bench`` caches one row per (dataset, method) under the hash of the rule set and the models'

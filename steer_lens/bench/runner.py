@@ -28,15 +28,20 @@ log = logging.getLogger("steer_lens.bench")
 class Bench:
     """Runs registered methods on datasets for one target (and optionally one expert).
 
-    ``target_id`` / ``expert_id``: the models' names in cache keys (default: ``model_id`` of the
+    ``cache``: the row cache's root (default ``$STEER_LENS_CACHE/bench``). ``target_id`` / ``expert_id``:
+    the models' names in cache keys (default: ``model_id`` of the
     model's ``cfg.model_name``). ``dtype``: recorded in the keys when not float32 (another precision
     is another experiment). ``test_split``: "test", or "confirm" inside a locked run."""
 
-    def __init__(self, target, expert=None, *, cache: str | Path, rules: M.RuleSet | None = None,
+    def __init__(self, target, expert=None, *, cache: str | Path | None = None, rules: M.RuleSet | None = None,
                  target_id: str | None = None, expert_id: str | None = None, batch_size: int = 8,
                  dtype: str | None = None, test_split: str = "test"):
         self.target, self.expert = target, expert
         self.rules = rules or M.RuleSet()
+        if cache is None:
+            from ..models import cache_dir
+
+            cache = cache_dir() / "bench"
         self.cache = RowCache(cache)
         self.batch_size, self.test_split = batch_size, test_split
         self.target_id = target_id or model_id(target.cfg.model_name)
