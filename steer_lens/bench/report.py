@@ -152,10 +152,39 @@ def comparisons(rows: list[dict], main: str = MAIN,
             if other in m and m[other]["ids"] == m[main]["ids"]:
                 pb = paired_bootstrap(m[main]["correct"], m[other]["correct"])
                 p = mcnemar(m[main]["correct"], m[other]["correct"])["p"]
-                out.append({"dataset": ds, "vs": other, "diff": round(pb["diff"], 3),
+                out.append({"dataset": ds, "method": main, "vs": other, "diff": round(pb["diff"], 3),
                             "ci": f"[{pb['ci_low']:.3f}, {pb['ci_high']:.3f}]",
-                            "p_mcnemar": round(p, 3), "verdict": _significance(pb, p)})
+                            "p_mcnemar": round(p, 3), "p": p, "verdict": _significance(pb, p)})
     return out
+
+
+def _key(c: Mapping) -> tuple:
+    return c["dataset"], c["method"], c["vs"]
+
+
+def with_bh(comps: list[dict], bh: Mapping | None = None) -> list[dict]:
+    """``comps`` with ``p_bh``: the Benjamini-Hochberg adjusted p-value, from ``bh`` (the report's whole
+    family of paired tests, ``report_family``) or, without it, over ``comps`` alone."""
+    from ..stats import bh as adjust
+
+    if bh is None:
+        uniq = {_key(c): c["p"] for c in comps}
+        bh = dict(zip(uniq, adjust(list(uniq.values()))))
+    return [{**c, "p_bh": round(bh[_key(c)], 3)} for c in comps]
+
+
+def _unique_tests(rows: list[dict]) -> list[dict]:
+    comps = comparisons(rows) + _label_comps(rows) + _control_comps(rows) + _calibration_comps(rows)
+    return list({_key(c): c for c in comps}.values())
+
+
+def report_family(rows: list[dict]) -> dict[tuple, float]:
+    """Every paired test a report shows, (dataset, method, vs) -> BH-adjusted p over all of them (the
+    exploratory family; a preregistered primary family gets Holm instead, in its own report)."""
+    from ..stats import bh as adjust
+
+    uniq = {_key(c): c["p"] for c in _unique_tests(rows)}
+    return dict(zip(uniq, adjust(list(uniq.values()))))
 
 
 def _significance(pb: dict, p: float) -> int:
@@ -280,40 +309,53 @@ its hooks, norms and selected strength (no selection of its own); the `*_field` 
 Every method's docstring: `steer-lens bench --list`."""
 
 
-def label_section(rows: list[dict]) -> str:
+COLS = ["dataset", "method", "vs", "diff", "ci", "p_mcnemar", "p_bh"]
+
+
+def _label_comps(rows: list[dict]) -> list[dict]:
+    comps = comparisons(rows, LABEL_MAIN, ("random_label", "label_caa", "expertsteer_label_lowest_mi", "unsteered"))
+    return comps + comparisons(rows, "expertsteer_label_field",
+                               ("random_label_field", LABEL_MAIN, "label_caa", "unsteered"))
+
+
+def _control_comps(rows: list[dict]) -> list[dict]:
+    return [c for m, ctrl in CONTROL_OF.items() if not m.startswith("reverse_") for c in comparisons(rows, m, (ctrl,))]
+
+
+def _calibration_comps(rows: list[dict]) -> list[dict]:
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows)
+               if m not in REFERENCES and not m.startswith("reverse_")]
+    return [c for m in methods for c in comparisons(rows, m, (CALIBRATION,))]
+
+
+def label_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Paired comparisons of the expert's label direction (validation-chosen pair), fixed vector
     and context-dependent field."""
-    comps = [{"method": LABEL_MAIN, **c} for c in comparisons(
-        rows, LABEL_MAIN, ("random_label", "label_caa", "expertsteer_label_lowest_mi", "unsteered"))]
-    comps += [{"method": "expertsteer_label_field", **c} for c in comparisons(
-        rows, "expertsteer_label_field", ("random_label_field", LABEL_MAIN, "label_caa", "unsteered"))]
+    comps = _label_comps(rows)
     if not comps:
         return ""
     return ("\n## Paired comparisons of ExpertSteer with the label contrast (validation-chosen pair)\n"
-            + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
+            + _md_table(with_bh(comps, bh), COLS) + "\n")
 
 
-def control_section(rows: list[dict]) -> str:
+def control_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Every method against its own random control (same hooks, norms and strength), paired."""
-    comps = [{"method": m, **c} for m, ctrl in CONTROL_OF.items() if not m.startswith("reverse_")
-             for c in comparisons(rows, m, (ctrl,))]
+    comps = _control_comps(rows)
     if not comps:
         return ""
     return ("\n## Each method against its own random control (paired, same test items)\n"
-            + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
+            + _md_table(with_bh(comps, bh), COLS) + "\n")
 
 
-def calibration_section(rows: list[dict]) -> str:
+def calibration_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Every steering method against the calibration baseline (paired, same test items): a gain it
     does not beat is a shift of the answer margins that needs no model internals."""
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows)
-               if m not in REFERENCES and not m.startswith("reverse_")]
-    comps = [{"method": m, **c} for m in methods for c in comparisons(rows, m, (CALIBRATION,))]
+    comps = _calibration_comps(rows)
     if not comps:
         return ""
     return ("\n## Each method against the calibration baseline (no steering: unsteered margins plus a bias fitted "
             "on validation; paired, same test items)\n"
-            + _md_table(comps, ["dataset", "method", "vs", "diff", "ci", "p_mcnemar"]) + "\n")
+            + _md_table(with_bh(comps, bh), COLS) + "\n")
 
 
 ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
@@ -349,6 +391,7 @@ def write_report(rows: list[dict], out: Path, config: dict, notes: str = "") -> 
     avg = [{"method": m, "model": mo, "mean_accuracy": round(sum(v) / len(v), 4), "datasets": len(v)}
            for (m, mo), v in per_method.items()]
     comps = comparisons(rows)
+    bh = report_family(rows)
     has_png = plot_curves(rows, out / "strength_curves.png")
     cfg = "\n".join(f"- {k}: {v}" for k, v in config.items())
     secs = defaultdict(float)
@@ -393,8 +436,11 @@ constant (diagnostic only: the constant is estimated on the test items themselve
 {_md_table(dom, ["domain", "method", "model", "mean_accuracy", "datasets"])}
 
 ## Paired comparisons of ExpertSteer (autoencoder) on the same test items
-{_md_table(comps, ["dataset", "vs", "diff", "ci", "p_mcnemar"]) if comps else "(none yet)"}
-{label_section(rows)}{control_section(rows)}{calibration_section(rows)}
+`p_mcnemar`: exact McNemar p, uncorrected; `p_bh`: Benjamini-Hochberg adjusted over all {len(bh)} paired tests in
+this report ({sum(v < 0.05 for v in bh.values())} of them below 0.05 after adjustment, {sum(c["p"] < 0.05 for c in _unique_tests(rows))}
+before). Every comparison here is exploratory: the rules were refined while looking at these test splits.
+{_md_table(with_bh(comps, bh), ["dataset", "vs", "diff", "ci", "p_mcnemar", "p_bh"]) if comps else "(none yet)"}
+{label_section(rows, bh)}{control_section(rows, bh)}{calibration_section(rows, bh)}
 ## How often each method is significantly better / worse (paired, per dataset)
 Counts over datasets; "better" needs the paired-bootstrap 95% CI above 0 and exact McNemar p < 0.05
 (uncorrected for the many comparisons: expect ~5% false positives). `chose_no_steering` = datasets

@@ -148,3 +148,33 @@ def test_the_three_commands_on_tiny_models(tiny_dir, tmp_path, capsys, one_threa
     assert list(res["rows"]) == ["expertsteer_label", "random_label", "unsteered", "calibration"]
     assert res["rows"]["random_label"]["strength"] == res["rows"]["expertsteer_label"]["strength"]
     assert cli(["evaluate", "--method", "caa", "--plan", str(plan_dir), "--model", target, "--dataset", data]) == 2
+
+
+def test_report_adjusts_every_paired_test_with_benjamini_hochberg(tmp_path):
+    from statsmodels.stats.multitest import multipletests
+
+    from steer_lens.bench.report import report_family, write_report
+
+    def row(method, correct, strength=0.3):
+        return {"dataset": "d", "domain": "math", "method": method, "accuracy": sum(correct) / len(correct),
+                "ci_low": 0.0, "ci_high": 1.0, "n": len(correct), "majority_rate": 0.5, "layers": [3],
+                "strength": strength, "model": "t", "accuracy_sum": 0.5, "ids": list(range(len(correct))),
+                "correct": correct, "seconds": 1.0, "val_curve": []}
+
+    n = 60
+    rows = [row("unsteered", [i % 2 == 0 for i in range(n)], 0.0), row("calibration", [i % 3 == 0 for i in range(n)], 0.0),
+            row("caa", [i % 5 != 0 for i in range(n)]), row("random_caa", [i % 2 == 1 for i in range(n)]),
+            row("expertsteer_autoencoder", [i % 4 != 0 for i in range(n)]), row("random", [i < 30 for i in range(n)])]
+    family = report_family(rows)
+    raw = {k: v for k, v in family.items()}
+    assert ("d", "caa", "random_caa") in family and ("d", "caa", "calibration") in family
+    from steer_lens.bench.report import _unique_tests
+
+    tests = _unique_tests(rows)
+    expected = multipletests([c["p"] for c in tests], method="fdr_bh")[1]
+    assert [raw[(c["dataset"], c["method"], c["vs"])] for c in tests] == pytest.approx(list(expected))
+    text = write_report(rows, tmp_path, config={}).read_text()
+    line = next(x for x in text.split("## Each method against its own random control")[1].splitlines()
+                if x.startswith("| d | caa | random_caa |"))
+    assert line.split(" | ")[-1].rstrip(" |") == str(round(family[("d", "caa", "random_caa")], 3))
+    assert f"adjusted over all {len(tests)} paired tests" in text
