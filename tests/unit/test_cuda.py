@@ -22,7 +22,7 @@ def device():
     return "cuda"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_device_map_auto_on_gpu(family_dirs, dtype):
     """accelerate places the model (over every visible GPU); inputs go to the embeddings' device
     and the logits equal the same model on one GPU."""

@@ -1,0 +1,1 @@
+"""Import-only stand-in (see scripts/gpu_stubs/README.md)."""
