@@ -3,7 +3,9 @@
 A prompt is either plain text, or a ``(prompt, completion)`` pair whose completion tokens
 form the *span* (e.g. an answer appended to a question): pooling, scoring and steering
 can then be restricted to those tokens. With a chat template the prompt becomes the user
-turn and the completion is what the assistant starts to say.
+turn and the completion is what the assistant starts to say; a prompt text that carries
+earlier exchanges (``steer_lens.prompting.ChatPrompt``) puts them first, as user and
+assistant turns.
 """
 
 from __future__ import annotations
@@ -59,9 +61,13 @@ def format_prompt(model, prompt: Prompt, *, chat: bool) -> tuple[str, str]:
     if not isinstance(text, str) or not isinstance(completion, str):
         raise TypeError(f"a prompt is a str or a (prompt, completion) pair of str, got {prompt!r}")
     if chat:
-        text = model.tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
+        # a prompt with earlier exchanges (``steer_lens.prompting.ChatPrompt``, k-shot examples): those
+        # become user/assistant turns before its last user message
+        turns = getattr(text, "turns", None) or ()
+        messages = [{"role": role, "content": content} for pair in turns
+                    for role, content in zip(("user", "assistant"), pair)]
+        messages.append({"role": "user", "content": getattr(text, "last", text) if turns else text})
+        text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text, completion
 
 

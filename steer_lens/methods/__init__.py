@@ -15,6 +15,7 @@ from .rules import RuleSet
 from .registry import available, control_of, get, register, unregister, with_controls
 from .controls import RandomControl
 from . import reference, target, expertsteer, pca  # noqa: F401  (register the built-in methods)
+from . import prompting  # noqa: F401  (the baselines a user would pick instead of steering)
 from .expertsteer import PAPER, ExpertSteerMethod, Variant
 from .target import LayerMethod
 from .pca import pca_direction
