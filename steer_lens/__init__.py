@@ -15,7 +15,7 @@ from .pipeline import ExpertSteer
 from .plan import SteeringPlan
 from .rfm import RFMConfig, steering_vector
 from .steer import steer
-from . import baselines, probes  # noqa: E402  (subpackages: sl.baselines.fit_caa, sl.probes.logit_lens)
+from . import baselines, probes, methods, bench  # noqa: E402  (subpackages: sl.baselines.fit_caa, sl.methods.get)
 
 # Last on purpose: the package attribute ``evaluate`` is the *function*. The module keeps working
 # through ``from steer_lens.evaluate import bootstrap_ci`` (imports read sys.modules); the one form
@@ -23,7 +23,7 @@ from . import baselines, probes  # noqa: E402  (subpackages: sl.baselines.fit_ca
 from .evaluate import EvalResult, evaluate  # noqa: E402
 
 __all__ = [
-    "Activations", "EvalResult", "ExpertSteer", "RFMConfig", "SteeringPlan", "baselines", "capture",
-    "contrast_prompts", "evaluate", "generate", "list_datasets", "load_dataset", "load_model", "probes",
+    "Activations", "EvalResult", "ExpertSteer", "RFMConfig", "SteeringPlan", "baselines", "bench", "capture",
+    "contrast_prompts", "evaluate", "generate", "list_datasets", "load_dataset", "load_model", "methods", "probes",
     "steer", "steering_vector",
 ]

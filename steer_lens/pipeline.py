@@ -41,6 +41,26 @@ def depth_match(layer: int, n_from: int, n_to: int) -> int:
     return min(n_to - 1, round((layer + 0.5) * n_to / n_from - 0.5))
 
 
+def shortlist_pairs(expert_acts: Tensor, n_pos: int, expert, target, k: int, *,
+                    window: tuple[int, int] | None = None, ties: str = "spread") -> list[tuple[int, int]]:
+    """The train-only pair rule: the ``k`` expert layers in ``window`` (first, last expert layer,
+    inclusive; default the middle half) whose split-half mean-difference direction best separates
+    positives from negatives, each paired with the target layer at the same relative depth.
+    Validation then chooses among the pairs (``ExpertSteer(pairs=[pair])`` per pair).
+    ``expert_acts``: (prompts, expert layer, d) with the ``n_pos`` positives first (e.g.
+    ``ExpertSteer().capture(...)[0]``)."""
+    from .baselines.common import choose_layer, shortlist_layers
+
+    Le, Lt = expert.cfg.n_layers, target.cfg.n_layers
+    lo, hi = window if window is not None else (Le // 4, 3 * Le // 4)
+    if not 0 <= lo <= hi < Le:
+        raise ValueError(f"expert layer window {lo}..{hi} is outside the expert's layers 0..{Le - 1}: "
+                         f"pass --expert-layers FIRST LAST with 0 <= FIRST <= LAST < {Le}")
+    _, scores = choose_layer(expert_acts[:n_pos], expert_acts[n_pos:], list(range(Le)),
+                             candidates=range(lo, hi + 1))
+    return [(e, depth_match(e, Le, Lt)) for e in shortlist_layers(scores, k, ties)]
+
+
 def target_norms(model, prompts: Sequence[Prompt], layers: Sequence[int], hook: str,
                  chat_template: bool | None, limit: int = 32) -> dict[str, float]:
     """Median per-token residual norm at each target hook, over (up to) ``limit`` prompts."""
