@@ -102,7 +102,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def write_outputs(out: Path, rows: list[dict], command: str, letters: list[dict] | None = None) -> Path:
     from lens_common import write_report
-    from main_report import _md_table
+    from steer_lens.bench.report import _md_table
 
     summary = summarise(rows)
     n_ok = len({(r["dataset"]) for r in summary if r["max_signed_move"] >= 0.10})

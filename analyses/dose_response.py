@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steer_lens import methods as M
 from steer_lens.baselines import choose_layer, fit_caa, fit_self_rfm, pooled_activations, random_plan
 from steer_lens.data import contrast_prompts, list_datasets, load_dataset
 from steer_lens.io import write_json, write_text
@@ -101,9 +102,10 @@ def fit_method(method: str, target, expert, train) -> object:
         layer, _ = choose_layer(*acts, layers)
         fit = fit_self_rfm if method == "self_rfm" else fit_caa
         return fit(target, pos, neg, layer, acts=acts, acts_layers=layers)
-    alignment = "ridge" if method == "expertsteer_ridge" else "autoencoder"
-    plan = ExpertSteer(n_pairs=2, alignment=alignment).fit(expert, target, pos, neg)
-    return random_plan(plan, seed=0) if method == "random" else plan
+    m = M.get(method)
+    es = m.matched_method if isinstance(m, M.RandomControl) else m  # random: the paper's method's control
+    plan = ExpertSteer(n_pairs=2, alignment=es.variant.alignment).fit(expert, target, pos, neg)
+    return random_plan(plan, seed=0) if es is not m else plan
 
 
 class Study:
@@ -338,7 +340,7 @@ def plot_topic(res: dict, path: Path) -> None:
 
 def write_outputs(out: Path, rows: list[dict], topic: dict | None, command: str) -> Path:
     from lens_common import made_by, write_report
-    from main_report import _md_table
+    from steer_lens.bench.report import _md_table
 
     summary = summarise(rows)
     buf = io.StringIO()

@@ -128,6 +128,27 @@ def fit_plan(args, dataset: str | None = None):
     return _PLANS[key]
 
 
+def benchmark(main_args: list[str], *, models: bool = False):
+    """(Bench, options) of the benchmark run ``python analyses/main_results.py <main_args>``: the
+    library's runner (``steer_lens.bench.Bench``) on that run's cache, rules and model names. Without
+    ``models`` it only reads cached rows (``row_path``, ``cached_rows``); with them (loaded as the run
+    loads them) it also refits a row's plan: ``steer_lens.methods.get(m).plan_of(bench.context(d), row)``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import main_results
+    from steer_lens.bench import Bench
+    from steer_lens.bench.cli import finish_args, ids_of, load_models
+
+    a = main_results.parse(main_args)
+    finish_args(a)
+    target = expert = None
+    target_id, expert_id = ids_of(a)
+    if models:
+        target, expert, target_id, expert_id = load_models(a)
+    bench = Bench(target, expert, cache=a.cache, rules=a.rules, target_id=target_id, expert_id=expert_id,
+                  batch_size=a.batch_size, dtype=a.dtype)
+    return bench, a
+
+
 def mean_difference(target, pos, neg, layer: int) -> torch.Tensor:
     """CAA-style mean difference of span-mean activations (inline fallback for baselines)."""
     from steer_lens.activations import capture

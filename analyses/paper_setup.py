@@ -1,5 +1,6 @@
-"""Reproduction recipe: the main protocol (``analyses/main_results.py``, the benchmark's rules) for one of the
-paper's target/expert pairs, on a GPU in bf16, from local model folders (nothing is downloaded).
+"""Reproduction recipe: the benchmark (the library's runner ``steer_lens.bench``, the rules of
+``analyses/main_results.py``) for one of the paper's target/expert pairs, on a GPU in bf16, from local
+model folders (nothing is downloaded).
 
 The paper's pairs (Wang et al. 2025), the memory each needs in bf16 (weights only: 2 bytes per
 parameter; add ~20% for activations at batch 8 and short prompts), and where to put them:
@@ -25,6 +26,8 @@ paper's families (a Llama-3.1-style target and a Qwen2 expert of another width),
 from __future__ import annotations
 
 import argparse
+import logging
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -42,7 +45,9 @@ def parse(argv=None):
     p.add_argument("--device-map", default=None, help="accelerate placement, e.g. auto (then no --device)")
     p.add_argument("--out", default=None)
     p.add_argument("--dry-run", action="store_true", help="two tiny random-weight configs, CPU, seconds")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to analyses/main_results.py after --")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("extra", nargs=argparse.REMAINDER,
+                   help="runner options (those of `steer-lens bench` / analyses/main_results.py) after --")
     a = p.parse_args(argv)
     if not a.dry_run and not (a.target and a.expert):
         p.error("give --target and --expert (local folders or HF-cache ids), or --dry-run")
@@ -50,8 +55,7 @@ def parse(argv=None):
 
 
 def main(argv=None) -> Path:
-    sys.path.insert(0, str(HERE))
-    import main_results
+    from steer_lens.bench.cli import add_bench_args, run
 
     a = parse(argv)
     extra = [x for x in a.extra if x != "--"]
@@ -62,6 +66,7 @@ def main(argv=None) -> Path:
         a.target = str(make_tiny_model(tmp / "target", "llama3", d_model=64, n_layers=4, n_ctx=4096))
         a.expert = str(make_tiny_model(tmp / "expert", "qwen2", d_model=48, n_layers=3, seed=1, n_ctx=4096))
         a.device, a.dtype = "cpu", a.dtype
+        a.threads = a.threads or 1
         extra = ["--limit-test", "8", "--limit-val", "6", "--limit-train", "20", "--strengths", "0.5", "1.0",
                  "--refine-rounds", "1", "--pair-shortlist", "2", "--methods", "unsteered", "expert_unsteered",
                  "caa", "label_caa", "expertsteer_autoencoder", "random", "expertsteer_label", "random_label",
@@ -71,7 +76,16 @@ def main(argv=None) -> Path:
     args = ["--target", a.target, "--expert", a.expert, "--datasets", *a.datasets, "--reverse", "--out", out,
             "--cache", str(Path(out) / "cache"), "--dtype", a.dtype]
     args += ["--device-map", a.device_map] if a.device_map else ["--device", a.device]
-    return main_results.main(args + extra)
+    p = argparse.ArgumentParser(prog="analyses/paper_setup.py")
+    add_bench_args(p)
+    bench_args = p.parse_args(args + extra)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    command = shlex.join(["python", "analyses/paper_setup.py", *(sys.argv[1:] if argv is None else argv)])
+    return run(bench_args, command=command)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Is a steering row's gain specific to its direction? Many random controls, and where the vector points.
 
-A benchmark row (``analyses/main_results.py``) is judged against ONE random control: a random unit vector
-at its hooks, norms and strength (seed 0). This script refits the row's plan exactly as main_results did
-(same train items and settings; the refit must land on the row's layers), scores ``--seeds`` more random
+A benchmark row (``analyses/main_results.py``, the library's runner ``steer_lens.bench``) is judged
+against ONE random control: a random unit vector at its hooks, norms and strength (seed 0). This script
+refits the row's plan exactly as the runner fitted it (``steer_lens.methods.get(method).plan_of``: the
+same train items and rules; the refit must land on the row's layers), scores ``--seeds`` more random
 directions at the same hooks, norms and strength on the same TEST items, and measures the cosine of the
 row's vector with the target's own directions at each steered layer: the label direction (answer 1 minus
 answer 0, ``label_caa``'s recipe) and the correct-minus-wrong direction (``caa``'s). A gain that no random
@@ -26,33 +27,39 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import main_results as mr  # noqa: E402
-from lens_common import layer_of, made_by, start_run, write_csv, write_report  # noqa: E402
-from steer_lens.baselines import fit_caa, fit_self_rfm, pooled_activations, random_plan  # noqa: E402
-from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
+from lens_common import benchmark, layer_of, made_by, start_run, write_csv, write_report  # noqa: E402
+from steer_lens import methods as M  # noqa: E402
+from steer_lens.baselines import fit_caa, pooled_activations, random_plan  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
-from steer_lens.pipeline import ExpertSteer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_METHODS = {"caa": ("correct", fit_caa), "self_rfm": ("correct", fit_self_rfm), "label_caa": ("label", fit_caa)}
-ES_METHODS = [m for m, (_, rule, *_rest) in mr.ES_VARIANTS.items() if rule != "validation"]
+
+
+def _fixed_vectors(name: str) -> bool:
+    """A registered method whose plan adds fixed vectors to the target's residual stream (no field, no
+    attention heads, not the reverse direction): the methods this script's cosines are defined for."""
+    m = M.get(name)
+    if isinstance(m, M.ExpertSteerMethod):
+        return m.variant.mode == "fixed" and not m.reverse
+    return isinstance(m, M.LayerMethod)
+
+
+METHODS = [m for m in M.available() if _fixed_vectors(m)]
 SEED_PREFIX = {"independent": "seed", "rotation": "rotseed"}  # cache file names per random_plan structure
 
 
-def refit(method: str, row: dict, a, target, expert, contrasts):
-    """The row's plan, refitted deterministically as main_results fitted it."""
-    if method in TARGET_METHODS:
-        contrast, fit = TARGET_METHODS[method]
-        return fit(target, *contrasts[contrast], row["layers"][0])
-    pos, neg = contrasts[mr.ES_VARIANTS[method][2]]
-    acts = ExpertSteer().capture(expert, target, list(pos) + list(neg))
-    plan = mr.es_config(method, a).fit(expert, target, pos, neg, activations=acts)
-    layers = sorted(layer_of(h) for h in plan.vectors)
-    if layers != row["layers"]:
-        raise RuntimeError(f"the refit {method} plan steers layers {layers}, the cached row {row['layers']}: the "
-                           "row was made with main_results settings other than its defaults; refit it with those")
-    return plan
+def refit(bench, dataset: str, method: str, row: dict):
+    """The row's plan, refitted deterministically as the runner fitted it (same train items and rules)."""
+    try:
+        return M.get(method).plan_of(bench.context(dataset), row)
+    except ValueError as err:
+        raise RuntimeError(f"{err} (pass the analyses/main_results.py options the row was made with)") from None
+
+
+def contrasts_of(ctx) -> dict:
+    """The TRAIN contrasts of a run's context: "correct" (right minus wrong) and "label" (1 minus 0)."""
+    return {c: ctx.contrast(c) for c in ("correct", "label")}
 
 
 def own_directions(target, contrasts, layers: list[int]) -> dict[int, dict[str, torch.Tensor]]:
@@ -78,11 +85,11 @@ def cosines(plan, own: dict[int, dict[str, torch.Tensor]]) -> dict[str, dict[str
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=None, help="default sst2 (fast: arithmetic_2way)")
-    p.add_argument("--method", default="expertsteer_autoencoder", choices=sorted(TARGET_METHODS) + ES_METHODS)
+    p.add_argument("--method", default="expertsteer_autoencoder", choices=METHODS)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4],
-                   help="random-direction seeds (seed 0 is main_results' own control)")
+                   help="random-direction seeds (seed 0 is the benchmark's own control)")
     p.add_argument("--structure", choices=["independent", "rotation"], default="independent",
-                   help="random_plan's structure: one random vector per hook (main_results' control) or the "
+                   help="random_plan's structure: one random vector per hook (the benchmark's control) or the "
                         "row's vectors under one random rotation (keeps the cosines between hooks)")
     p.add_argument("--main-out", default=None, help="main_results --out of the row (default: results/benchmark)")
     p.add_argument("--out", default=None, help="default results/random_directions")
@@ -95,33 +102,36 @@ def parse(argv=None):
     return a
 
 
+def main_args(a) -> list[str]:
+    """The options of the benchmark run whose row this script reads (``analyses/main_results.py``)."""
+    return ["--datasets", a.dataset, *(["--fast"] if a.fast else []), *(["--out", a.main_out] if a.main_out else [])]
+
+
 def run(a) -> None:
-    main_args = ["--datasets", a.dataset, *(["--fast"] if a.fast else []), *(["--out", a.main_out] if a.main_out else [])]
-    ma = mr.parse(main_args)
-    row_path = mr.Runner(ma, None, None).row_path(a.dataset, a.method)
+    bench, _ = benchmark(main_args(a))
+    row_path = bench.row_path(a.dataset, a.method)
     if not row_path.is_file():
         raise SystemExit(f"no cached {a.method} row for {a.dataset} at {row_path}: run analyses/main_results.py "
-                         f"{' '.join(main_args)} --methods {a.method} first")
+                         f"{' '.join(main_args(a))} --methods {a.method} first")
     row = json.loads(row_path.read_text())
     cache = Path(a.out) / "cache"
     prefix = SEED_PREFIX[a.structure]
     todo = [s for s in [0, *a.seeds] if not (cache / f"{a.dataset}__{a.method}__{prefix}{s}.json").is_file()]
     if not todo and (cache / f"{a.dataset}__{a.method}__cosines.json").is_file():
         return
-    target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
-    ds = load_dataset(a.dataset)
-    train = ds.split("train", limit=ma.limit_train)
-    contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
-    plan = refit(a.method, row, ma, target, expert, contrasts)
-    own = own_directions(target, contrasts, row["layers"])
+    bench, _ = benchmark(main_args(a), models=True)
+    ctx = bench.context(a.dataset)
+    plan = refit(bench, a.dataset, a.method, row)
+    own = own_directions(bench.target, contrasts_of(ctx), row["layers"])
     cfile = cache / f"{a.dataset}__{a.method}__cosines.json"
     earlier = json.loads(cfile.read_text())["random"] if cfile.is_file() else {}  # a later run's seeds add to them
     cos = {"method": cosines(plan, own),
            "random": {**earlier, **{str(s): cosines(random_plan(plan, seed=s), own) for s in [0, *a.seeds]}}}
     write_json(cfile, cos)
     for s in todo:
-        r = evaluate(target, ds, split="test", limit=ma.limit_test, plan=random_plan(plan, seed=s, structure=a.structure),
-                     strength=row["strength"], batch_size=ma.batch_size)
+        r = evaluate(bench.target, ctx.dataset, split=ctx.test_split, limit=bench.rules.limit_test,
+                     plan=random_plan(plan, seed=s, structure=a.structure), strength=row["strength"],
+                     batch_size=bench.batch_size)
         write_json(cache / f"{a.dataset}__{a.method}__{prefix}{s}.json",
                    {"seed": s, "strength": row["strength"], "layers": row["layers"], **r.to_dict(),
                     "method_accuracy": row["accuracy"], "method_ids": row["ids"]})

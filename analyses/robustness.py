@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steer_lens import methods as M
 from steer_lens.baselines import choose_layer, fit_caa, fit_self_rfm, shortlist_layers
 from steer_lens.data import Item, contrast_prompts, load_dataset
 from steer_lens.evaluate import evaluate
@@ -55,7 +56,8 @@ from steer_lens.sweep import sweep
 log = logging.getLogger("robustness")
 DATASETS = {"sst2": "label", "financial_phrasebank": "label", "caa_sycophancy": "correct"}
 METHODS = ["expertsteer_autoencoder", "expertsteer_ridge", "caa", "self_rfm"]
-ES_ALIGNMENT = {"expertsteer_autoencoder": "autoencoder", "expertsteer_ridge": "ridge"}
+# the ExpertSteer methods' alignments, from the registered benchmark methods
+ES_ALIGNMENT = {m: M.get(m).variant.alignment for m in METHODS if isinstance(M.get(m), M.ExpertSteerMethod)}
 GRID = (-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5)
 NOISE = (0.0, 0.1, 0.2, 0.4)
 SIZES = (16, 32, 64, 128)  # plus "all"
@@ -365,7 +367,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
     from lens_common import made_by, write_report
-    from main_report import _md_table
+    from steer_lens.bench.report import _md_table
 
     cols = ["dataset", "method", "study", "level", "cosine", "effect", "val_accuracy", "pair_jaccard", "same_pairs",
             "unsteered", "steered", "strength", "n", "layers", "n_train"]

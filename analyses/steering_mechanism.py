@@ -47,20 +47,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import main_results as mr  # noqa: E402
 import random_directions as rd  # noqa: E402
-from lens_common import layer_of, made_by, start_run, write_csv, write_report  # noqa: E402
-from main_report import CONTROL_OF  # noqa: E402
+from lens_common import benchmark, layer_of, made_by, start_run, write_csv, write_report  # noqa: E402
+from steer_lens import methods as M  # noqa: E402
 from steer_lens.activations import capture  # noqa: E402
 from steer_lens.baselines import calibrated, fit_bias, random_plan, signed_margins  # noqa: E402
-from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.probes import answer_gradient, auroc, margin_components  # noqa: E402
 from steer_lens.protocol import paired  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-as_result = EvalResult.from_dict  # the EvalResult stored in a main_results row
+as_result = EvalResult.from_dict  # the EvalResult stored in a benchmark row
 
 
 def auroc_ci(margins: np.ndarray, answers: np.ndarray, n_boot: int = 1000, seed: int = 0,
@@ -125,32 +123,29 @@ def direction_row(name: str, plan, grads, target, val, strength: float, base: np
 
 
 def run(a) -> None:
-    main_args = ["--datasets", a.dataset, *(["--fast"] if a.fast else []), *(["--out", a.main_out] if a.main_out else [])]
-    ma = mr.parse(main_args)
-    runner = mr.Runner(ma, None, None)
-    paths = {m: runner.row_path(a.dataset, m) for m in (a.method, "unsteered")}
+    bench, _ = benchmark(rd.main_args(a))
+    paths = {m: bench.row_path(a.dataset, m) for m in (a.method, "unsteered")}
     for m, p in paths.items():
         if not p.is_file():
             raise SystemExit(f"no cached {m} row for {a.dataset} at {p}: run analyses/main_results.py "
-                             f"{' '.join(main_args)} --methods {m} first")
+                             f"{' '.join(rd.main_args(a))} --methods {m} first")
     tag = "" if a.strength is None else f"__s{a.strength:g}"
     out = Path(a.out) / "cache" / f"{a.dataset}__{a.method}{tag}.json"
     res = json.loads(out.read_text()) if out.is_file() else {}
     row, unsteered = (json.loads(p.read_text()) for p in paths.values())
-    ds = load_dataset(a.dataset)
-    val = ds.split("validation", limit=ma.limit_val)
-    ctrl_path = runner.row_path(a.dataset, CONTROL_OF.get(a.method, "random"))
+    _, ds = bench.dataset(a.dataset)
+    val = ds.split("validation", limit=bench.rules.limit_val)
+    ctrl_path = bench.row_path(a.dataset, M.control_of(a.method))
     control = as_result(json.loads(ctrl_path.read_text())) if ctrl_path.is_file() else None
     if "auroc_steered_minus_unsteered" not in res.get("test_shift", {"auroc_steered_minus_unsteered": 0}):  # cheap
         res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), ds.split("test"), control)
     if all(k in res for k in PARTS):  # older cache files gain only what they lack
         write_json(out, res)
         return
-    target, expert = mr.load_models(ma.fast, ma.target, ma.expert)
-    train = ds.split("train", limit=ma.limit_train)
-    contrasts = {"correct": contrast_prompts(train), "label": contrast_prompts(train, by="label")}
-    plan = rd.refit(a.method, row, ma, target, expert, contrasts)
-    own = rd.own_directions(target, contrasts, row["layers"])
+    bench, _ = benchmark(rd.main_args(a), models=True)
+    target, batch_size = bench.target, bench.batch_size
+    plan = rd.refit(bench, a.dataset, a.method, row)
+    own = rd.own_directions(target, rd.contrasts_of(bench.context(a.dataset)), row["layers"])
     label = dataclasses.replace(plan, vectors={h: own[layer_of(h)]["label"] for h in plan.vectors})
     plans = [(a.method, plan), ("target label direction", label)] + [(f"random seed {s}", random_plan(plan, seed=s))
                                                                       for s in a.seeds]
@@ -160,33 +155,33 @@ def run(a) -> None:
         res = {"dataset": a.dataset, "method": a.method, "strength": row["strength"], "readout_strength": strength,
                "layers": row["layers"], "choices": list(val[0].choices), "n_val": len(val)}
         res["test_shift"] = shift_stats(as_result(row), as_result(unsteered), test, control)
-        u_val = evaluate(target, val, batch_size=ma.batch_size)
+        u_val = evaluate(target, val, batch_size=batch_size)
         base = signed_margins(u_val, val)
         bias = fit_bias(base, [it.answer for it in val])
         cal_val, cal = calibrated(u_val, val, bias), calibrated(as_result(unsteered), test, bias)
         res["calibration"] = {"bias": bias, "val_accuracy": cal_val.accuracy, "unsteered_val_accuracy": u_val.accuracy,
                               "accuracy": cal.accuracy, "ci_low": cal.ci_low, "ci_high": cal.ci_high,
                               "row_minus_calibration": paired(as_result(row), cal)}
-        grads = readout(target, plan, val, ma.batch_size)
-        res["readout"] = [direction_row(n, p, grads, target, val, strength, base, ma.batch_size) for n, p in plans]
+        grads = readout(target, plan, val, batch_size)
+        res["readout"] = [direction_row(n, p, grads, target, val, strength, base, batch_size) for n, p in plans]
         res["readout_norm"] = {h: float(g.mean(0).norm()) for h, g in grads.items()}
     if "geometry" not in res or "coordinate" not in res:
-        resid, first = residuals(target, val, row["layers"], ma.batch_size)
+        resid, first = residuals(target, val, row["layers"], batch_size)
     if "geometry" not in res:
         res["geometry"] = [{"direction": n, **geometry(p, resid)} for n, p in plans]
     if "coordinate" not in res:
         strength = res["readout_strength"]
-        base = signed_margins(evaluate(target, val, batch_size=ma.batch_size), val)
-        grads = readout(target, plan, val, ma.batch_size)
+        base = signed_margins(evaluate(target, val, batch_size=batch_size), val)
+        grads = readout(target, plan, val, batch_size)
         top, rest, info = split_top_coordinate(plan, resid, first)
         res["coordinate"] = {"hooks": info, "readout": [
-            direction_row(n, p, grads, target, val, strength, base, ma.batch_size)
+            direction_row(n, p, grads, target, val, strength, base, batch_size)
             for n, p in ((f"{a.method}: its largest coordinate only", top),
                          (f"{a.method}: without its largest coordinate", rest))]}
     if "components" not in res:
-        res["components"] = components_part(target, val, plans, res["readout_strength"], ma.batch_size)
+        res["components"] = components_part(target, val, plans, res["readout_strength"], batch_size)
     if "neurons" not in res:
-        res["neurons"] = neurons_part(target, val, plan, res["readout_strength"], res["components"], ma.batch_size)
+        res["neurons"] = neurons_part(target, val, plan, res["readout_strength"], res["components"], batch_size)
     write_json(out, res)
 
 
@@ -443,7 +438,7 @@ the summed |change|, and the largest neurons (change at +s / at -s; the same sig
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=None, help="a two-way set (default sst2; fast: arithmetic_2way)")
-    p.add_argument("--method", default="expertsteer_autoencoder", choices=sorted(rd.TARGET_METHODS) + rd.ES_METHODS)
+    p.add_argument("--method", default="expertsteer_autoencoder", choices=rd.METHODS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random directions for the readout table")
     p.add_argument("--strength", type=float, default=None,
                    help="strength of the readout table (default: the row's chosen strength)")

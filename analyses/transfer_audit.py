@@ -14,8 +14,9 @@ of prompt + correct vs prompt + wrong completion):
   they separate three causes: no signal at the chosen layers, an RFM direction that misses it, an
   alignment that does not carry it
 
-Plans are refitted exactly as ``analyses/main_results.py`` fits them (same train items, 2 pairs,
-lowest MI); the audit checks that it steers the same layers as the cached main-results row.
+Plans are fitted as the benchmark fits ``expertsteer_autoencoder`` / ``expertsteer_ridge`` (the registered
+methods' ``ExpertSteer``: 2 pairs, lowest MI); the audit checks that each steers the same layers as the
+benchmark's cached row (``results/benchmark/cache``, the current rules), where there is one.
 Probe folds keep an item's two rows together. Accuracies come from --accuracies: the audited fixed-grid
 run's CSV, `git show v0.4.0:results/main_results.csv` (its numbers are in CHANGELOG.md, release 0.2.0).
 
@@ -33,20 +34,30 @@ from pathlib import Path
 
 import torch
 
-from lens_common import ROOT, figure, finish_args, items, load_models, markdown, parser, save_figure, write_csv
-from steer_lens.data import contrast_prompts, list_datasets
+from lens_common import (ROOT, benchmark, figure, finish_args, items, load_models, markdown, parser, save_figure,
+                         write_csv)
+from steer_lens import methods as M
+from steer_lens.data import contrast_prompts, list_datasets, load_dataset
 from steer_lens.io import write_json, write_text
 from steer_lens.pipeline import ExpertSteer
 from steer_lens.probes import logistic_probe_auroc, projection_auroc
 
 ALIGNMENTS = ("autoencoder", "ridge")
+METHOD = {al: f"expertsteer_{al}" for al in ALIGNMENTS}  # the registered benchmark method of each alignment
 
 
-def main_cache():
-    """The cache folder of ``analyses/main_results.py``'s default configuration."""
-    import main_results
+def benchmark_rows():
+    """``(dataset, method) -> path`` of the benchmark's cached row under the current rules (the default
+    run of ``analyses/main_results.py``: results/benchmark/cache); the path may not exist."""
+    bench, _ = benchmark([])
+    return bench.row_path
 
-    return main_results.Runner(main_results.parse(["--protocol", "2"]), None, None).cache  # the audited run
+
+def es_config(alignment: str, dataset, target, expert, rules=None) -> ExpertSteer:
+    """The unfitted ExpertSteer of the benchmark's method for ``alignment`` on ``dataset`` under ``rules``
+    (default: the current rule set), from the method registry."""
+    ctx = M.Context(dataset, target, expert, rules or M.RuleSet())
+    return M.get(METHOD[alignment]).config(ctx)
 
 
 def _pos_neg(x: torch.Tensor, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +68,9 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
                   main_rows=None) -> dict:
     """Probe and projection AUROCs of one dataset (see the module docstring). The items are
     those of ``split(limit=n)``, as in the main results (fast: short prompts only); ``main_rows``:
-    the main-results cache folder, to check that the same layers are steered."""
+    ``(dataset, method) -> path`` of the benchmark's cached rows, to check that the same layers are steered."""
     pos, neg = contrast_prompts(items(name, "train", n_train, fast))
+    dataset = load_dataset(name)
     t_pos, t_neg = contrast_prompts(items(name, "test", n_test, fast))
     n = len(t_pos)
     groups = torch.cat([torch.arange(n), torch.arange(n)])  # an item's two rows share a fold
@@ -76,7 +88,7 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
            "expert_probe_by_layer": e_probe, "target_probe_by_layer": t_probe}
     m = len(pos)
     for alignment in ALIGNMENTS:
-        plan = ExpertSteer(n_pairs=2, alignment=alignment).fit(expert, target, pos, neg, activations=train_acts)
+        plan = es_config(alignment, dataset, target, expert).fit(expert, target, pos, neg, activations=train_acts)
         cols: dict[str, list[float]] = {}
         for (e, t), aligner in plan.aligners.items():
             z = aligner.transform(xe[:, e].double()).float()  # held-out expert, aligned
@@ -90,7 +102,7 @@ def audit_dataset(name: str, target, expert, *, n_train: int, n_test: int, folds
         row[f"{alignment}_pairs"] = " ".join(f"{e}->{t}" for e, t in plan.aligners)
         for key, values in cols.items():  # mean over the plan's pairs
             row[f"{alignment}_{key.removeprefix('rfm_')}"] = sum(values) / len(values)
-        cached = main_rows / f"{name}__expertsteer_{alignment}.json" if main_rows else None
+        cached = main_rows(name, METHOD[alignment]) if main_rows else None
         if cached is not None and cached.exists():  # the same vectors the main results evaluated?
             row[f"{alignment}_same_layers_as_main"] = (sorted(json.loads(cached.read_text())["layers"])
                                                        == sorted({t for _, t in plan.aligners}))
@@ -190,7 +202,7 @@ def main(argv=None) -> dict:
     cache.mkdir(exist_ok=True)
     if not args.report_only:
         target, expert = load_models(args.fast, args.expert)
-        main_rows = None if args.fast or args.expert else main_cache()  # the audited run is the base expert's
+        main_rows = None if args.fast or args.expert else benchmark_rows()  # the benchmark's rows: the base expert's
         for name in names:
             path = cache / f"{name}.json"
             if path.exists():

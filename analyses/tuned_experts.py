@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from lens_common import NOTES_LINK
-from main_report import TARGET_ONLY, with_controls
+from steer_lens import methods as M
 from steer_lens.evaluate import mcnemar, paired_bootstrap
 from steer_lens.io import write_text
 
@@ -63,11 +63,13 @@ def row(name: str, card: dict) -> list[str]:
 
 # the steering table: the expert itself, the target's own label direction and the expert's, each
 # followed by its random control (same hooks, norms and strength), then the correct-vs-wrong methods
-STEERING = with_controls(["expert_unsteered", "unsteered", "calibration", "label_caa", "expertsteer_label",
+STEERING = M.with_controls(["expert_unsteered", "unsteered", "calibration", "label_caa", "expertsteer_label",
                           "expertsteer_label_lowest_mi", "caa", "self_rfm", "expertsteer_autoencoder", "expertsteer_ridge",
                           "expertsteer_procrustes", "expertsteer_hybrid"])
 
 
+# rows that do not depend on the expert: the target's own methods and their random controls
+TARGET_ONLY = {m for m in M.available() if not M.get(m).needs_expert}
 # the steering rows that depend on the expert: all but the target's own rows and the expert itself
 EXPERT_METHODS = set(STEERING) - TARGET_ONLY - {"expert_unsteered"}
 
@@ -77,7 +79,7 @@ def _csv(path: Path) -> list[dict]:
 
 
 def _items(folder: Path) -> dict:
-    """Per-item correctness of a main-results folder (``items.json``, written by ``main_report``), or {}."""
+    """Per-item correctness of a main-results folder (``items.json``, written by ``steer_lens.bench.report``), or {}."""
     path = folder / "items.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 

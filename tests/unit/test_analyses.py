@@ -126,19 +126,21 @@ def test_paper_setup_dry_run(tmp_path, analyses_path):
 
     readme = paper_setup.main(["--dry-run", "--datasets", "arithmetic_2way", "--out", str(tmp_path)])
     configs = {f: json.loads((f / "config.json").read_text()) for f in (tmp_path / "cache").iterdir()}
-    # selection folders: rows that depend on the expert, and target-only rows (no "method": that marks
-    # the unsteered rows' folders, shared by every selection rule)
-    folders = {"expert" in c: f for f, c in configs.items() if "method" not in c}
+    # selection folders (a rule set): rows that depend on the expert, and target-only rows; the unsteered
+    # rows' folders ("rows": "unsteered test") hold no rules, shared by every rule set
+    folders = {"expert" in c: f for f, c in configs.items() if "rules" in c}
     config = configs[folders[True]]
-    assert config["dtype"] == "bfloat16" and config["protocol"] == 3 and "target" in config
-    assert "expert" not in configs[folders[False]]
+    assert config["dtype"] == "bfloat16" and config["target"] == "target" and config["expert"] == "expert"
+    assert config["rules"]["limit_test"] == 8 and config["rules"]["grid"] == [0.5, 1.0]
+    assert "expert" not in configs[folders[False]] and configs[folders[False]]["rules"] == config["rules"]
+    assert {c["model"] for c in configs.values() if c.get("rows") == "unsteered test"} == {"target", "expert"}
     rows = {p.name.split("__")[1][:-5]: json.loads(p.read_text())
             for f in configs for p in f.glob("arithmetic_2way__*.json")}
     assert {"unsteered", "expert_unsteered", "caa", "label_caa", "expertsteer_autoencoder", "random",
-            "expertsteer_label", "random_label"} <= set(rows)
+            "expertsteer_label", "random_label", "reverse_expertsteer_autoencoder", "reverse_random"} <= set(rows)
     assert rows["random_label"]["strength"] == rows["expertsteer_label"]["strength"]
     assert all(0 <= r["accuracy"] <= 1 and r["n"] == 8 for r in rows.values())
-    assert "steer_lens.protocol" in readme.read_text()
+    assert "steer_lens.protocol" in readme.read_text() and "analyses/paper_setup.py --dry-run" in readme.read_text()
 
 
 def test_topic_reading_states_the_rise_and_the_collapse(analyses_path):
@@ -247,19 +249,19 @@ def test_knows_answer_fast(tmp_path, analyses_path):
 
 @pytest.fixture(scope="module")
 def fast_main(tmp_path_factory, analyses_path):
-    """One main_results --fast run (unsteered, auto-encoder ExpertSteer, its random control) that the
-    row-level analyses below read."""
-    import main_results
+    """One --fast benchmark run (the library's runner: unsteered, auto-encoder ExpertSteer, its random
+    control) that the row-level analyses below read, as they read an ``analyses/main_results.py --fast`` run."""
+    from steer_lens.bench.cli import main as bench_main
 
     main = tmp_path_factory.mktemp("main")
-    main_results.main(["--fast", "--out", str(main), "--reverse", "--methods", "unsteered", "expertsteer_autoencoder",
-                       "random"])
+    bench_main(["--fast", "--out", str(main), "--methods", "unsteered", "expertsteer_autoencoder", "random",
+                "--threads", "1"])
     return main
 
 
 def test_random_directions_fast_reproduces_the_main_control(tmp_path, fast_main):
     """The refitted plan lands on the cached row's layers, and its seed-0 random direction scores the
-    test items exactly as main_results' own random control did (same hooks, norms, strength)."""
+    test items exactly as the runner's own random control did (same hooks, norms, strength)."""
     import csv
     import json
 
@@ -423,7 +425,7 @@ def test_write_report_links_the_notes_beside_it(tmp_path, analyses_path):
 
 def test_committed_reports_reach_their_notes():
     """A report beside a hand-written notes.md links to it (lens_common.write_report, tuned_experts) or,
-    where its generator still copies the notes in (main_report), holds their current text: a copy made
+    where its generator still copies the notes in (steer_lens.bench.report), holds their current text: a copy made
     before the notes changed is stale and must be regenerated with --report-only."""
     results = ANALYSES.parent / "results"
     stale = []

@@ -2,7 +2,6 @@
 control matches a plan's hooks/norms, ITI reads per-head outputs, and the runner never touches
 TEST while fitting or selecting."""
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -156,30 +155,40 @@ class _GuardedDataset(MCDataset):
         return super().split(name, limit, seed)
 
 
-def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_path, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import main_results as mr
+def _bench_main(argv):
+    """``steer-lens bench`` (the library's runner and report), one torch thread."""
+    from steer_lens.bench.cli import main
+
+    return main([*argv, "--threads", "1"])
+
+
+def _row(path):
+    return json.loads(Path(path).read_text())
+
+
+def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_path, monkeypatch, one_thread):
+    import steer_lens.bench.runner as runner
+    import steer_lens.methods.base as base
+    from steer_lens.bench import Bench
+    from steer_lens.methods import RuleSet
 
     ds = _GuardedDataset("guard", {"train": _items(20), "validation": _items(6, "val"), "test": _items(8, "test")})
-    monkeypatch.setattr(mr, "load_dataset", lambda name: ds)
-    ev = importlib.import_module("steer_lens.evaluate")  # the module (steer_lens.evaluate is the function)
-
-    real = ev.MCDataset.split
+    monkeypatch.setattr(runner, "load_dataset", lambda name: ds)
+    real = base.evaluate
 
     def evaluate_test(model, dataset, **kw):  # TEST is only read through evaluate(split="test")
         if kw.get("split") == "test":
             ds.locked = False
             try:
-                return ev.evaluate(model, dataset, **kw)
+                return real(model, dataset, **kw)
             finally:
                 ds.locked = True
-        return ev.evaluate(model, dataset, **kw)
+        return real(model, dataset, **kw)
 
-    monkeypatch.setattr(mr, "evaluate", evaluate_test)
-    args = mr.parse(["--fast", "--datasets", "guard", "--out", str(tmp_path), "--reverse",
-                     "--methods", "unsteered", "caa", "self_rfm", "calibration"])
-    runner = mr.Runner(args, tiny_llama, tiny_gemma)
-    rows = runner.run_dataset("guard", args.methods)
+    monkeypatch.setattr(base, "evaluate", evaluate_test)
+    rules = RuleSet.fast()
+    bench = Bench(tiny_llama, tiny_gemma, cache=tmp_path, rules=rules, target_id="tiny-target", expert_id="tiny-expert")
+    rows = bench.run(["guard"], ["unsteered", "caa", "self_rfm", "calibration"])
     assert [r["method"] for r in rows] == ["unsteered", "caa", "self_rfm", "calibration"]
     cal = rows.pop()  # the bias is fitted on validation; test answers come from the unsteered row
     assert cal["ids"] == rows[0]["ids"] and cal["val_curve"][0]["accuracy"] >= rows[1]["val_curve"][0]["accuracy"]
@@ -188,21 +197,21 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
     assert cal["correct"] == [(v > 0) == (int(i.removeprefix("test")) % 2 == 1) for v, i in zip(shifted, cal["ids"])]
     assert all(r["n"] == 8 for r in rows) and rows[1]["val_curve"]
     for r in rows[1:]:  # layer AND strength chosen on validation among the train-shortlisted layers
-        assert len(r["layer_val"]) == min(args.layer_shortlist, len(r["layer_scores"]))
+        assert len(r["layer_val"]) == min(rules.layer_shortlist, len(r["layer_scores"]))
         strengths = [c["strength"] for c in r["val_curve"]]
-        assert 0.0 in strengths and set(args.strengths) <= set(strengths) and strengths == sorted(strengths)
+        assert 0.0 in strengths and set(rules.grid) <= set(strengths) and strengths == sorted(strengths)
         assert r["n_val"] == 6
         assert str(r["layers"][0]) in r["layer_val"]
         if r["strength"] == 0:  # "don't steer" won on validation: the unsteered test row is reused
             assert r["correct"] == rows[0]["correct"]
-    # cached rows are reused
-    assert runner.run_dataset("guard", ["caa"])[0]["seconds"] == rows[1]["seconds"]
-    assert real is ev.MCDataset.split
+    # cached rows are reused, never recomputed (a fresh runner on the same cache reads them)
+    again = Bench(tiny_llama, tiny_gemma, cache=tmp_path, rules=rules, target_id="tiny-target", expert_id="tiny-expert")
+    assert again.run(["guard"], ["caa"])[0]["seconds"] == rows[1]["seconds"]
+    assert ds.locked
 
 
 def test_report_from_rows(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    from main_report import write_report
+    from steer_lens.bench.report import write_report
 
     def row(method, correct, model="t", strength=0.3):
         return {"dataset": "d", "domain": "math", "method": method, "accuracy": sum(correct) / len(correct),
@@ -231,50 +240,52 @@ def test_report_from_rows(tmp_path):
 
 
 def test_fast_runner_end_to_end(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import main_results as mr
+    from steer_lens.bench import Bench
+    from steer_lens.methods import RuleSet
 
-    readme = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
-                      "random_caa", "expertsteer_autoencoder", "random"])
+    methods = ["unsteered", "expert_unsteered", "caa", "random_caa", "expertsteer_autoencoder", "random"]
+    readme = _bench_main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", *methods])
     lines = (tmp_path / "main_results.csv").read_text().splitlines()
-    assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "caa", "random_caa",
-                                                         "expertsteer_autoencoder", "random",
-                                                         "reverse_expertsteer_autoencoder", "reverse_random"]
+    assert [line.split(",")[2] for line in lines[1:]] == [*methods, "reverse_expertsteer_autoencoder", "reverse_random"]
     rows = {line.split(",")[2]: line.split(",") for line in lines[1:]}
     assert rows["random"][9] == rows["expertsteer_autoencoder"][9]  # the control copies the strength
     # CAA's own control: random unit vectors at CAA's chosen layer, norm and strength, cached with the
     # target-only rows (it does not depend on the expert)
-    (own,) = (tmp_path / "cache").glob("*/arithmetic_2way__random_caa.json")
-    (caa,) = (tmp_path / "cache").glob("*/arithmetic_2way__caa.json")
-    own, caa = json.loads(own.read_text()), json.loads(caa.read_text())
+    bench = Bench(None, None, cache=tmp_path / "cache", rules=RuleSet.fast(), target_id="tiny-target",
+                  expert_id="tiny-expert")
+    own, caa = (_row(bench.row_path("arithmetic_2way", m)) for m in ("random_caa", "caa"))
     assert own["matched_to"] == "caa" and (own["layers"], own["strength"]) == (caa["layers"], caa["strength"])
-    other = mr.Runner(mr.parse(["--fast", "--out", str(tmp_path / "other"), "--expert", "another-expert"]), None, None)
-    assert other.row_path("d", "random_caa").parent == other.row_path("d", "caa").parent != other.row_path(
-        "d", "random").parent
+    assert [p.name for p in (tmp_path / "cache").glob("*/arithmetic_2way__random_caa.json")] == [
+        "arithmetic_2way__random_caa.json"]
+    other = Bench(None, None, cache=tmp_path / "cache", rules=RuleSet.fast(), target_id="tiny-target",
+                  expert_id="another-expert")
+    assert other.row_path("arithmetic_2way", "random_caa") == bench.row_path("arithmetic_2way", "random_caa")
+    assert other.row_path("arithmetic_2way", "random_caa").parent == other.row_path("arithmetic_2way", "caa").parent
+    assert other.row_path("arithmetic_2way", "random") != bench.row_path("arithmetic_2way", "random")
+    assert other.row_path("arithmetic_2way", "random").parent != other.row_path("arithmetic_2way", "caa").parent
     assert rows["reverse_random"][9] == rows["reverse_expertsteer_autoencoder"][9]
     assert "caa" in readme.read_text()
-    again = mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expert_unsteered", "caa",
-                     "random_caa", "expertsteer_autoencoder", "random", "--report-only"])
+    again = _bench_main(["--fast", "--out", str(tmp_path), "--methods", *methods, "--report-only"])
     assert (tmp_path / "main_results.csv").read_text().splitlines() == lines and again == readme
     # a later run over fewer methods (all cached here) rewrites the report from the whole cache,
     # so it never drops the rows other runs wrote
-    mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "--reverse"])
+    _bench_main(["--fast", "--out", str(tmp_path), "--methods", "unsteered"])
     assert (tmp_path / "main_results.csv").read_text().splitlines() == lines
 
 
 def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import json
+    from steer_lens.bench import Bench
+    from steer_lens.methods import RuleSet
 
-    import main_results as mr
-
-    mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "label_caa",
-             "random_label_caa", "expertsteer_label", "random_label"])
-    cache = next((tmp_path / "cache").glob("*/arithmetic_2way__label_caa.json")).parent
-    rows = {m: json.loads((cache / f"arithmetic_2way__{m}.json").read_text())
+    _bench_main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "label_caa", "random_label_caa",
+                 "expertsteer_label", "random_label"])
+    bench = Bench(None, None, cache=tmp_path / "cache", rules=RuleSet.fast(), target_id="tiny-target",
+                  expert_id="tiny-expert")
+    rows = {m: _row(bench.row_path("arithmetic_2way", m))
             for m in ("label_caa", "random_label_caa", "expertsteer_label", "random_label")}
-    (unsteered,) = (tmp_path / "cache").glob("*/arithmetic_2way__unsteered.json")
-    assert unsteered.parent != cache  # selects nothing: shared by every selection rule
+    unsteered = bench.row_path("arithmetic_2way", "unsteered")
+    cache = bench.row_path("arithmetic_2way", "label_caa").parent
+    assert unsteered.parent != cache  # selects nothing: shared by every rule set
     own = rows["random_label_caa"]  # the target's label direction has its own random control
     assert own["matched_to"] == "label_caa" and own["layers"] == rows["label_caa"]["layers"]
     assert own["strength"] == rows["label_caa"]["strength"]
@@ -282,64 +293,65 @@ def test_fast_runner_label_methods_and_validation_pairs(tmp_path):
         assert min(c["strength"] for c in rows[m]["val_curve"]) < 0 < max(c["strength"] for c in rows[m]["val_curve"])
     es = rows["expertsteer_label"]
     assert len(es["candidate_val"]) == 2  # --fast shortlists 2 pairs on train, validation picks one
-    # --refine all: every candidate is refined beyond the coarse grid (0, +-0.5, +-1), not just the best
+    # every candidate is refined beyond the coarse grid (0, +-0.5, +-1), not just the best
     assert all(len(curve) > 5 for curve in es["candidate_val"].values())
     assert len(es["pairs"]) == 1 and str((es["pairs"][0]["expert_layer"], es["pairs"][0]["target_layer"])) in es["candidate_val"]
     assert es["plan_settings"]["alignment"] == "ridge"
     ctrl = rows["random_label"]
     assert ctrl["strength"] == es["strength"] and ctrl["layers"] == es["layers"] and ctrl["matched_to"] == "expertsteer_label"
-    # the older rule (refine only the best coarse candidate) has its own folder, and reuses the unsteered row
+    # another rule set (another number of refinement rounds) has its own cache key, and reuses the unsteered row
     before = unsteered.stat().st_mtime_ns
-    mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--refine", "best", "--methods", "unsteered", "label_caa"])
-    (old,) = [p for p in (tmp_path / "cache").glob("*/arithmetic_2way__label_caa.json") if p.parent != cache]
+    _bench_main(["--fast", "--out", str(tmp_path), "--refine-rounds", "2", "--methods", "unsteered", "label_caa"])
+    two = Bench(None, None, cache=tmp_path / "cache", rules=RuleSet.fast(refine_rounds=2), target_id="tiny-target")
+    other = two.row_path("arithmetic_2way", "label_caa")
+    assert other.parent != cache and other.is_file() and two.row_path("arithmetic_2way", "unsteered") == unsteered
     assert unsteered.stat().st_mtime_ns == before
-    assert len(json.loads(old.read_text())["layer_val"]) == 2
+    assert len(list((tmp_path / "cache").glob("*/arithmetic_2way__unsteered.json"))) == 1
+    assert _row(other)["rule_set"] == RuleSet.fast(refine_rounds=2).hash != es["rule_set"]
+    assert len(_row(other)["layer_val"]) == 2
 
 
 def test_another_expert_shares_the_target_only_rows(tmp_path):
     """A run with another expert (e.g. a tuned one) reuses the target-only rows (unsteered, CAA, ...)
     of the same target and settings, and keeps its expert-dependent rows apart."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import json
-
-    import main_results as mr
     from steer_lens.testing import make_tiny_model
 
     cache = tmp_path / "cache"
-    mr.main(["--fast", "--out", str(tmp_path / "main"), "--cache", str(cache), "--reverse", "--methods",
-             "unsteered", "expertsteer_autoencoder"])
+    _bench_main(["--fast", "--out", str(tmp_path / "main"), "--cache", str(cache), "--methods",
+                 "unsteered", "expertsteer_autoencoder"])
+    before = {p: p.stat().st_mtime_ns for p in cache.glob("*/*__unsteered.json")}
     other = make_tiny_model(tmp_path / "other_expert", "gemma3", d_model=32, n_layers=2, seed=7)
-    mr.main(["--fast", "--out", str(tmp_path / "other"), "--cache", str(cache), "--expert", str(other), "--reverse",
-             "--methods", "unsteered", "expert_unsteered", "expertsteer_autoencoder"])
+    _bench_main(["--fast", "--out", str(tmp_path / "other"), "--cache", str(cache), "--expert", str(other),
+                 "--methods", "unsteered", "expert_unsteered", "expertsteer_autoencoder"])
     configs = {f: json.loads((f / "config.json").read_text()) for f in cache.iterdir()}
-    folders = {c.get("expert"): f for f, c in configs.items() if "method" not in c}  # selection rules
-    main, tuned = folders[None], folders[str(other)]
+    folders = {c.get("expert"): f for f, c in configs.items() if "rules" in c}  # selection rules
+    assert set(folders) == {"tiny-expert", "other_expert"}  # no target-only selection row was run
+    main, tuned = folders["tiny-expert"], folders["other_expert"]
+    assert configs[main]["rules"] == configs[tuned]["rules"] and configs[main]["target"] == configs[tuned]["target"]
     assert {p.name for p in main.glob("*__*.json")} == {"arithmetic_2way__expertsteer_autoencoder.json"}
     assert {p.name for p in tuned.glob("*__*.json")} == {"arithmetic_2way__expertsteer_autoencoder.json"}
-    # the unsteered rows select nothing: one folder for the target, one per expert
-    (unsteered,) = [f for f, c in configs.items() if c.get("method") == "unsteered"]
+    # the unsteered rows select nothing: one folder for the target (computed once), one per expert model
+    (unsteered,) = [f for f, c in configs.items() if c.get("rows") == "unsteered test" and c["model"] == "tiny-target"]
     assert {p.name for p in unsteered.glob("*__*.json")} == {"arithmetic_2way__unsteered.json"}
-    (expert_rows,) = [f for f, c in configs.items() if c.get("method") == "expert_unsteered"
-                      and c["expert"] == str(other)]
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*__unsteered.json")} == before
+    (expert_rows,) = [f for f, c in configs.items()
+                      if c.get("rows") == "unsteered test" and c["model"] == "other_expert"]
     assert {p.name for p in expert_rows.glob("*__*.json")} == {"arithmetic_2way__expert_unsteered.json"}
-    plans = [json.loads((f / "arithmetic_2way__expertsteer_autoencoder.json").read_text())["plan_settings"]
-             for f in (main, tuned)]
+    plans = [_row(f / "arithmetic_2way__expertsteer_autoencoder.json")["plan_settings"] for f in (main, tuned)]
     assert plans[0] == plans[1]  # same settings, different expert models (separate rows)
     lines = (tmp_path / "other" / "main_results.csv").read_text().splitlines()
     assert [line.split(",")[2] for line in lines[1:]] == ["unsteered", "expert_unsteered", "expertsteer_autoencoder"]
 
 
 def test_fast_runner_field_methods_and_their_random_field_control(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import json
+    from steer_lens.bench import Bench
+    from steer_lens.methods import RuleSet
 
-    import main_results as mr
-
-    mr.main(["--fast", "--out", str(tmp_path), "--reverse", "--methods", "unsteered", "expertsteer_ridge_field",
-             "random_field"])
-    cache = next(f for f in (tmp_path / "cache").iterdir() if (f / "arithmetic_2way__random_field.json").exists())
-    es, ctrl = (json.loads((cache / f"arithmetic_2way__{m}.json").read_text())
-                for m in ("expertsteer_ridge_field", "random_field"))
+    _bench_main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "expertsteer_ridge_field",
+                 "random_field"])
+    bench = Bench(None, None, cache=tmp_path / "cache", rules=RuleSet.fast(), target_id="tiny-target",
+                  expert_id="tiny-expert")
+    es, ctrl = (_row(bench.row_path("arithmetic_2way", m)) for m in ("expertsteer_ridge_field", "random_field"))
     assert es["plan_settings"]["mode"] == "field" and es["plan_settings"]["alignment"] == "ridge"
     assert ctrl["matched_to"] == "expertsteer_ridge_field" and ctrl["strength"] == es["strength"]
     assert ctrl["layers"] == es["layers"] and ctrl["plan_settings"]["control"] == "shuffled_labels"  # a field, not vectors
@@ -348,27 +360,41 @@ def test_fast_runner_field_methods_and_their_random_field_control(tmp_path):
 def test_shortlist_pairs_window_picks_the_planted_layer_inside_it():
     """The validation pair rule's expert-layer window: the separating layer is found when the
     window holds it, ignored when it does not, and a window outside the model is refused."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
     from types import SimpleNamespace
 
-    import main_results as mr
+    from steer_lens.pipeline import depth_match, shortlist_pairs
 
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(40, 8, 16, generator=g)
     acts[:20, 7, 0] += 5.0  # only expert layer 7 (outside the middle half 2..6) separates
     expert, target = SimpleNamespace(cfg=SimpleNamespace(n_layers=8)), SimpleNamespace(cfg=SimpleNamespace(n_layers=16))
-    assert mr.shortlist_pairs(acts, 20, expert, target, 1, window=(6, 7)) == [(7, mr.depth_match(7, 8, 16))]
-    assert all(e in range(2, 7) for e, _ in mr.shortlist_pairs(acts, 20, expert, target, 3))
+    assert shortlist_pairs(acts, 20, expert, target, 1, window=(6, 7)) == [(7, depth_match(7, 8, 16))]
+    assert all(e in range(2, 7) for e, _ in shortlist_pairs(acts, 20, expert, target, 3))
     with pytest.raises(ValueError, match="--expert-layers"):
-        mr.shortlist_pairs(acts, 20, expert, target, 1, window=(6, 8))
+        shortlist_pairs(acts, 20, expert, target, 1, window=(6, 8))
+
+
+def _main_results():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    import main_results
+
+    return main_results
+
+
+def _bench_of(a):
+    """The row locator of parsed ``analyses/main_results.py`` options (no models)."""
+    from steer_lens.bench import Bench
+    from steer_lens.bench.cli import finish_args, ids_of
+
+    finish_args(a)
+    target_id, expert_id = ids_of(a)
+    return Bench(None, None, cache=a.cache, rules=a.rules, target_id=target_id, expert_id=expert_id)
 
 
 def test_expert_layers_runs_report_apart_but_share_the_cache():
     """A pair-window run must not overwrite the default table; its rows stay in the shared cache
-    (the window is part of the config key)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import main_results as mr
-
+    (the window is part of the rules, so of the expert-dependent rows' keys)."""
+    mr = _main_results()
     default = mr.parse(["--datasets", "sst2"])
     window = mr.parse(["--datasets", "sst2", "--expert-layers", "14", "17"])
     assert Path(window.out) == Path(default.out) / "expert_layers_14_17"
@@ -376,29 +402,36 @@ def test_expert_layers_runs_report_apart_but_share_the_cache():
     tuned = mr.parse(["--expert", "/x/gemma-tuned", "--expert-layers", "14", "17"])
     assert Path(tuned.out).parts[-2:] == ("gemma-tuned", "expert_layers_14_17")
     assert Path(tuned.cache) == Path(default.out) / "cache"  # target-only rows still shared
+    b0, b1 = _bench_of(default), _bench_of(window)
+    assert Path(b0.cache.root) == Path(b1.cache.root) and b1.rules.expert_layers == (14, 17)
+    assert b1.row_path("sst2", "expertsteer_label") != b0.row_path("sst2", "expertsteer_label")
+    assert b1.row_path("sst2", "unsteered") == b0.row_path("sst2", "unsteered")
 
 
 def test_extend_flat_runs_report_apart_with_their_own_keys():
     """``--extend-flat`` changes what every searched row may select: its own table and cache keys,
-    the unsteered rows (nothing selected) shared; without it the keys of the cached rows are unchanged."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import main_results as mr
-
+    the unsteered rows (nothing selected) shared; without it the keys of the committed rows are the
+    ones the default rules compute (the benchmark's rows are found)."""
+    mr = _main_results()
     default = mr.parse(["--datasets", "sst2"])
     flat = mr.parse(["--datasets", "sst2", "--extend-flat"])
     assert Path(flat.out) == Path(default.out) / "extend_flat" and Path(flat.cache) == Path(default.out) / "cache"
     both = mr.parse(["--datasets", "sst2", "--extend-flat", "--expert-layers", "14", "17"])
     assert Path(both.out) == Path(default.out) / "expert_layers_14_17" / "extend_flat"
-    r0, r1 = mr.Runner(default, None, None), mr.Runner(flat, None, None)
-    assert r0.cache.name == "9645f4ecb5"  # the committed protocol-3 rows keep their key
-    assert r1.cache.name != r0.cache.name and r1.target_cache.name != r0.target_cache.name
-    assert r1.eval_cache == {k: v.with_name(v.name) for k, v in r0.eval_cache.items()}
-    assert r1.search().extend_flat and not r0.search().extend_flat
+    b0, b1 = _bench_of(default), _bench_of(flat)
+    assert (b0.target_id, b0.expert_id) == ("smollm2-135m-instruct", "gemma-3-270m")
+    for m in ("expertsteer_label", "caa"):  # expert-dependent and target-only selection rows
+        assert b1.row_path("sst2", m).parent != b0.row_path("sst2", m).parent
+    for m in ("unsteered", "expert_unsteered"):
+        assert b1.row_path("sst2", m) == b0.row_path("sst2", m)
+    assert b1.rules.search().extend_flat and not b0.rules.search().extend_flat
+    rows = {r["method"]: r for r in b0.cached_rows(["sst2"])}  # the committed rows, under the current keys
+    assert rows["expertsteer_label"]["accuracy"] == 0.682 and rows["expertsteer_label"]["rule_set"] == b0.rules.hash
+    assert {"unsteered", "random_label", "calibration"} <= set(rows)
 
 
 def test_label_section_compares_the_field_with_its_control_and_the_fixed_vector():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    from main_report import label_section
+    from steer_lens.bench.report import label_section
 
     def row(method, correct):
         return {"dataset": "d", "method": method, "ids": list(range(len(correct))), "correct": correct}
@@ -447,23 +480,23 @@ def test_margin_bias_recovers_a_ranking_hidden_by_a_constant_shift():
 def test_every_alignment_has_its_own_random_control(tmp_path):
     """Ridge and Procrustes are judged against random vectors at their own hooks, norms and
     strength (not the auto-encoder's); an unknown method name is an error, not silently dropped."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
-    import json
-
-    import main_results as mr
-    from main_report import CONTROL_OF
+    from steer_lens import methods as M
+    from steer_lens.bench import Bench
+    from steer_lens.bench.report import CONTROL_OF
+    from steer_lens.methods import RuleSet
 
     assert CONTROL_OF["expertsteer_ridge"] == "random_ridge" and CONTROL_OF["expertsteer_procrustes"] == "random_procrustes"
     assert CONTROL_OF["expertsteer_label_lowest_mi"] == "random_label_lowest_mi"  # not expertsteer_label's hooks
+    assert all(M.control_of(m) == c for m, c in CONTROL_OF.items())
     pairs = {"expertsteer_ridge": "random_ridge", "expertsteer_label_lowest_mi": "random_label_lowest_mi"}
-    mr.main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", *pairs, *pairs.values()])
-    (ridge,) = (tmp_path / "cache").glob("*/arithmetic_2way__expertsteer_ridge.json")
-    rows = {m: json.loads((ridge.parent / f"arithmetic_2way__{m}.json").read_text())
-            for pair in pairs.items() for m in pair}
+    _bench_main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", *pairs, *pairs.values()])
+    bench = Bench(None, None, cache=tmp_path / "cache", rules=RuleSet.fast(), target_id="tiny-target",
+                  expert_id="tiny-expert")
+    rows = {m: _row(bench.row_path("arithmetic_2way", m)) for pair in pairs.items() for m in pair}
     for method, control in pairs.items():
         ctrl = rows[control]
         assert ctrl["matched_to"] == method
         assert (ctrl["layers"], ctrl["strength"]) == (rows[method]["layers"], rows[method]["strength"])
         assert control in (tmp_path / "main_results.csv").read_text()
-    with pytest.raises(SystemExit):
-        mr.parse(["--fast", "--methods", "unsteered", "random_rigde"])
+    with pytest.raises(ValueError, match="unknown method.*random_rigde"):
+        _bench_main(["--fast", "--out", str(tmp_path), "--methods", "unsteered", "random_rigde"])
