@@ -42,3 +42,52 @@ def test_counts_blocks_and_tokens_by_phase(tiny_llama, one_thread):
 def test_phase_without_counter_is_a_no_op():
     with phase("x"):
         note_points(3, 10)
+
+
+def _script(path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(Path(path).stem, root / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_search_fast(tmp_path, one_thread):
+    import json
+
+    _script("benchmarks/profile_search.py").main(["--fast", "--results-dir", str(tmp_path)])
+    res = json.loads((tmp_path / "profile_search.json").read_text())
+    assert set(res["rows"]) == {"caa", "label", "pairs"}
+    for rules in res["rows"].values():
+        assert set(rules) == {"today", "reference", "halving"}
+        assert rules["halving"]["validation_passes"] < rules["today"]["validation_passes"]
+        assert rules["reference"]["accuracy"] == rules["today"]["accuracy"]  # same points, shared blocks
+    assert "| pairs | halving |" in (tmp_path / "profile.md").read_text()
+
+
+def test_bench_search_fast_and_projection(tmp_path, one_thread):
+    import json
+
+    bench = _script("benchmarks/bench_search.py")
+    bench.main(["--fast", "--results-dir", str(tmp_path)])
+    res = json.loads((tmp_path / "search.json").read_text())
+    assert res["search_vs_test_time_ratio"] > 0 and res["core_benchmark_hours"] > 0
+    # 15 datasets x (5 choices of 60 s + 10 test passes of 30 s + 3 of 30 s), one row at a time
+    hours = bench.core_benchmark_hours(60, 30, choosing=5, references=3)
+    assert hours == 15 * (5 * 60 + 13 * 30) / 3600
+    assert bench.core_benchmark_hours(60, 30, choosing=5, references=3, threads_per_row=1) == hours / 2
+
+
+def test_selection_equivalence_fast(tmp_path, one_thread):
+    import json
+
+    _script("analyses/selection_equivalence.py").main(["--fast", "--out", str(tmp_path / "se.md")])
+    rows = json.loads((tmp_path / "se.json").read_text())
+    assert [r["method"] for r in rows] == ["caa", "label_caa", "expertsteer_label"]
+    assert all("difference_items" in r for r in rows)
+    assert "Rows differing by more than one item" in (tmp_path / "se.md").read_text()
