@@ -111,6 +111,10 @@ class _LiveSet(AbstractSet):
     def __init__(self, compute):
         self._compute = compute
 
+    @classmethod
+    def _from_iterable(cls, it):  # set operations (a - b, a | b) give plain sets
+        return set(it)
+
     def __contains__(self, x):
         return x in self._compute()
 

@@ -50,14 +50,15 @@ class ExpertSteerMethod(Method):
     def doc(self) -> str:
         return self._doc
 
-    def config(self, ctx: Context, **kw):
-        """The unfitted ``ExpertSteer`` of this variant under the context's rules."""
+    def config(self, ctx_or_rules, **kw):
+        """The unfitted ``ExpertSteer`` of this variant under a context's (or a ``RuleSet``'s) rules."""
         from ..pipeline import ExpertSteer
 
+        rules = getattr(ctx_or_rules, "rules", ctx_or_rules)
         v = self.variant
-        akw = {"solver": "adam", "max_epochs": ctx.rules.ae_epochs} if v.alignment == "hybrid" else {}
+        akw = {"solver": "adam", "max_epochs": rules.ae_epochs} if v.alignment == "hybrid" else {}
         rule = "lowest" if v.pair_rule == "validation" else v.pair_rule
-        return ExpertSteer(n_pairs=ctx.rules.n_pairs, alignment=v.alignment, rule=rule, aligner_kwargs=akw,
+        return ExpertSteer(n_pairs=rules.n_pairs, alignment=v.alignment, rule=rule, aligner_kwargs=akw,
                            mode=v.mode, **kw)
 
     def models(self, ctx: Context):
