@@ -30,6 +30,9 @@ class RuleSet:
     layer_shortlist target layers shortlisted on train for CAA-like methods
     iti_heads     attention heads steered by ITI
     ae_epochs     max epochs of the hybrid aligner (the auto-encoder is solved in closed form)
+    strategy      the validation search: "reference" (every point on every item) or "halving"
+                  (``StrengthSearch.halving``: screened on a share of the items, fewer passes); a
+                  non-reference strategy enters the hash, the reference one leaves the hash as it was
     """
 
     limit_train: int = 64
@@ -44,6 +47,7 @@ class RuleSet:
     layer_shortlist: int = 2
     iti_heads: int = 8
     ae_epochs: int = 300
+    strategy: str = "reference"
 
     def __post_init__(self):
         for name in ("limit_train", "limit_val", "limit_test", "n_pairs", "pair_shortlist", "layer_shortlist",
@@ -65,6 +69,8 @@ class RuleSet:
         d = asdict(self)
         d["grid"] = list(self.grid)
         d["expert_layers"] = list(self.expert_layers) if self.expert_layers else None
+        if d["strategy"] == "reference":  # the rows made before the field existed keep their keys
+            del d["strategy"]
         return d
 
     @property
@@ -75,7 +81,7 @@ class RuleSet:
     def search(self, signed: bool = False) -> StrengthSearch:
         """The validation strength search under these rules."""
         return StrengthSearch(grid=self.grid, refine_rounds=self.refine_rounds, signed=signed,
-                              extend_flat=self.extend_flat)
+                              extend_flat=self.extend_flat, strategy=self.strategy)
 
     def replace(self, **changes) -> "RuleSet":
         return replace(self, **changes)
