@@ -48,99 +48,139 @@ STRENGTH = 2.0 if FAST else 0.1  # x median residual norm; validation picks 0.02
 
 QUICKSTART = [
     ("md", r'''
-# 01 · Quickstart: steer SmolLM2 with directions learned from Gemma 3
+# 01 · Quickstart: the recipe that works on SST-2, and how to tell that it works
 
-ExpertSteer (Wang et al. 2025) steers a **target** model with vectors learned from an **expert** model's
-activations: (1) align each expert layer into the target's width, (2) pick the expert/target layer pairs
-with the *lowest* mutual information, (3) train a Recursive Feature Machine (RFM) on the aligned expert
-activations of positive vs negative prompts, (4) the top eigenvector of its AGOP steers the paired target
-layer. This notebook loads both models, captures activations, fits a plan and compares generations.
+ExpertSteer (Wang et al. 2025) steers a **target** model (SmolLM2-135M-Instruct) with directions learned from
+an **expert** model (Gemma-3-270M): align each expert layer into the target's width, pick expert/target layer
+pairs, fit a Recursive Feature Machine on the expert's activations of positive vs negative prompts, and add the
+top direction of its AGOP to the paired target layer. Every variant is a named recipe in `steer_lens.methods`.
 
-Set `STEER_LENS_FAST=1` to run it on tiny random models (seconds; text is gibberish).
+This notebook runs the one that works on SST-2, `expertsteer_label` (the expert's *label* direction: "positive"
+minus "negative" answers), the way the benchmark does: fit on TRAIN, choose the strength on VALIDATION, look at
+its **dose-response** (a label direction must flip answers as the signed strength grows: the positive control),
+generate with it, and only then score TEST once beside its **random control** (random vectors at the same
+hook, norm and strength) and **calibration** (no steering: a bias on the answer margins). The paper's own
+specification, `expertsteer_autoencoder`, is in the registry too; `steer-lens demo` runs it beside this recipe.
+
+Set `STEER_LENS_FAST=1` to run it on tiny random models (seconds; text and numbers are meaningless).
 '''),
     ("code", SETUP),
     ("md", r'''
-## Capture activations
-`capture` pools a hook's output per prompt: the `"last"` token, the `"mean"` over the answer span, or `"all"`
-positions. The result is a typed `"n layer d_model"` tensor.
+## The registry of recipes
+Each recipe is a documented object: what it fits, whether it reads the expert, and its matched random control.
+A `RuleSet` fixes every setting that decides what a row selects and scores (item counts, strength grid, search);
+here a small one, so the notebook runs in a few minutes on a laptop CPU.
 '''),
     ("code", r'''
-from steer_lens.activations import capture
+import steer_lens as sl
+from steer_lens.methods import RuleSet, fit_method
 
-prompts = ["I loved this film, it was wonderful.", "What a dull, tedious waste of time."]
-layers = [0, target.cfg.n_layers // 2, target.cfg.n_layers - 1]
-acts = capture(target, prompts, layers=layers, position="last")
-print(acts.tensor.shape, "(n, layer, d_model)")
-print("mean residual norm per layer:", [f"{x:.1f}" for x in acts.tensor.norm(dim=-1).mean(0).tolist()])
+print(", ".join(sl.methods.available()))
+recipe = sl.methods.get("expertsteer_label")
+print(f"\n{recipe.name}: {recipe.doc}\nrandom control: {recipe.control}; reads the expert: {recipe.needs_expert}")
+RULES = (RuleSet.fast(limit_train=16, pair_shortlist=1) if FAST else
+         RuleSet(limit_train=48, limit_val=32, limit_test=100, refine_rounds=2, pair_shortlist=1))
+print(f"\n{RULES.limit_train} train / {RULES.limit_val} validation / {RULES.limit_test} test items, "
+      f"strength grid {RULES.grid} (signed for a label direction), rule set {RULES.hash}")
 '''),
     ("md", r'''
-## Fit a steering plan for a concept: positive sentiment
-Any two prompt sets work. Here positives are SST-2 sentences labelled positive and negatives those labelled
-negative; activations are span-means over each sentence. `alignment="ridge"` is fast; the paper's
-auto-encoder is `alignment="autoencoder"`.
+## Fit on TRAIN, choose on VALIDATION
+`fit_method` fits the recipe on the train split (ridge alignment of the expert's layers, a pair shortlisted on
+train, an RFM on "choice 1 minus choice 0") and searches the signed strength on validation items; strength 0
+("do not steer") is always a candidate. TEST is not read.
 '''),
     ("code", r'''
-from steer_lens.data import load_dataset
-from steer_lens.pipeline import ExpertSteer
+from steer_lens.protocol import rank
 
-def sentence(item):
-    return item.question.split("\n")[0].removeprefix("Sentence: ")
-
-train = load_dataset("sst2").split("train", limit=24 if FAST else 64)
-pos = [sentence(it) for it in train if it.answer == 1]
-neg = [sentence(it) for it in train if it.answer == 0]
 t0 = time.time()
-plan = ExpertSteer(n_pairs=2 if FAST else 3, alignment="ridge",
-                   target_window=None if FAST else (2, 27)).fit(expert, target, pos, neg)
-print(f"{len(pos)} positive / {len(neg)} negative sentences, fitted in {time.time() - t0:.0f}s")
-for p in plan.pairs:
-    hook = f"blocks.{p.target_layer}.hook_resid_post"
-    print(f"expert layer {p.expert_layer:2d} -> target layer {p.target_layer:2d}  MI {p.mi:.3f} nats"
-          f"  |resid| {plan.norms[hook]:.1f}")
+plan, choice = fit_method("expertsteer_label", target, "sst2", expert=expert, rules=RULES)
+pair = plan.pairs[0]
+print(f"fitted and chosen in {time.time() - t0:.0f}s: expert layer {pair.expert_layer} -> target layer "
+      f"{pair.target_layer}, strength {choice['strength']:g} (x the median residual norm there)")
+if choice["strength"] == 0:
+    print("validation chose strength 0: no steering chosen")
+curve = sorted(choice["val_curve"], key=lambda p: p["strength"])
+print("validation accuracy by strength:", ", ".join(f"{p['strength']:+g}: {p['accuracy']:.2f}" for p in curve))
+'''),
+    ("md", r'''
+## The positive control: dose-response
+Along a label direction the share of "positive" answers must rise with the signed strength (negative strengths
+push towards "negative"); along a random direction at the same hook and norm it should not. `sweep` scores
+several strengths at once (the blocks below the steered layer run once). Validation items only.
+'''),
+    ("code", r'''
+from steer_lens.baselines import random_plan
+from steer_lens.protocol import point
+from steer_lens.sweep import sweep
+
+val = sl.load_dataset("sst2").split("validation", limit=RULES.limit_val)
+strengths = [-2.0, -1.0, 0.0, 1.0, 2.0] if FAST else [-0.4, -0.2, 0.0, 0.1, 0.2, 0.3, 0.4]
+control = random_plan(plan, seed=0)  # the random control: random unit vector, same hook, norm and strengths
+curves = {name: [point(s, r) for s, r in zip(strengths, sweep(target, val, p, strengths))]
+          for name, p in (("label direction", plan), ("random control", control))}
+fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+for name, pts in curves.items():
+    share = [(p["shares"] + [0, 0])[1] for p in pts]
+    axes[0].plot(strengths, share, "o-", label=name)
+    axes[1].plot(strengths, [p["accuracy"] for p in pts], "o-", label=name)
+    print(f"{name:16s} share of 'positive':", " ".join(f"{x:.2f}" for x in share))
+for ax, label in zip(axes, ("share of 'positive' answers", "validation accuracy")):
+    if choice["strength"]:
+        ax.axvline(choice["strength"], color="grey", ls=":", lw=1)
+    ax.set(xlabel="signed strength (x median residual norm)", ylabel=label, ylim=(-0.03, 1.03))
+axes[0].legend(fontsize=7); plt.tight_layout(); plt.show()
 '''),
     ("md", r'''
 ## Steer a generation, side by side
-`plan.apply(model, strength)` is a context manager adding `strength × |resid| × v` at each plan hook
-(relative scale: strength 1 adds a vector as long as a typical residual). Negative strengths steer away.
-With three layers steered at once, strengths above ~0.3 make SmolLM2 degenerate (repeated tokens).
+`plan.apply(model, strength)` adds `strength × |resid| × v` at the plan's hook while the block runs. If
+validation chose 0 there is nothing to show at the chosen strength: we say so and show the best nonzero
+strength of the validation curve instead, labelled as not chosen.
 '''),
     ("code", r'''
 from steer_lens.generate import generate
 
-questions = ["Write one sentence about the movie you saw yesterday.", "How was your day?"]
-strengths = [-0.15, 0.0, 0.15] if not FAST else [-2.0, 0.0, 2.0]  # 0.6 already breaks SmolLM2
-for q in questions:
-    print(f"### {q}")
-    for s in strengths:
-        with plan.apply(target, s):
-            text = generate(target, [q], max_new_tokens=30)[0]
-        print(f"  strength {s:+.2f}: {text.strip()!r}")
+s = choice["strength"]
+label = f"strength {s:g} (chosen on validation)"
+if s == 0:
+    s = max((p for p in choice["val_curve"] if p["strength"] != 0), key=rank)["strength"]
+    label = f"best nonzero strength {s:g} (not chosen)"
+    print("validation chose strength 0: no steering chosen")
+q = "Write one sentence about a movie you just watched."
+print(f"unsteered: {generate(target, [q], max_new_tokens=30)[0].strip()!r}")
+with plan.apply(target, s):
+    print(f"{label}: {generate(target, [q], max_new_tokens=30)[0].strip()!r}")
 '''),
     ("md", r'''
-## Does it help on a task? One honest comparison
-`steer_lens.protocol.compare` is the project's evaluation discipline in one call: the strength is searched on
-VALIDATION items only (0 = "do not steer" is always a candidate; a coarse grid, then refinement where the
-answers flip; `signed=True` also tries negative strengths), TEST is scored once for the unsteered model, the
-plan and a random-vector control at the same hooks, norms and strength, with paired bootstrap CIs and
-McNemar tests. A sentiment direction is a *label* direction for SST-2 ("positive" vs "negative"), so the
-useful sign is whichever moves SmolLM2 off its habit of answering one label.
+## Score TEST once, beside the random control and calibration
+`compare_method` runs the recipe through the benchmark runner (`Bench`: the same seeded fit and validation
+choice as above, rows cached), its random control at the chosen hook, norm and strength, the unsteered target
+and calibration, each on the same test items, with paired bootstrap CIs and McNemar tests. A gain that the
+random control or calibration also gets is not evidence for the direction.
 '''),
     ("code", r'''
-from steer_lens.protocol import StrengthSearch, compare, render_comparison
+from steer_lens.bench import Bench, compare_method, render_compare
 
-search = StrengthSearch(grid=(0.1, 0.3), refine_rounds=1, extend=(), signed=True)
-res = compare(target, load_dataset("sst2"), plan, search=search, limit=8 if FAST else 40, val_limit=8 if FAST else 40)
-print(render_comparison(res))
-print("validation curve:", [(p["strength"], round(p["accuracy"], 2)) for p in res["val_curve"]])
+bench = Bench(target, expert, cache=tempfile.mkdtemp(), rules=RULES)
+t0 = time.time()
+res = compare_method(bench, "sst2", "expertsteer_label")
+print(render_compare(res), f"\n({time.time() - t0:.0f}s)")
+assert res["rows"]["expertsteer_label"]["strength"] == choice["strength"]  # the same choice as fit_method's
+rows = res["rows"]
+fig, ax = plt.subplots(figsize=(6, 2.6))
+ax.bar(list(rows), [r["accuracy"] for r in rows.values()],
+       yerr=[[r["accuracy"] - r["ci_low"] for r in rows.values()], [r["ci_high"] - r["accuracy"] for r in rows.values()]],
+       capsize=4, color=["#2a7", "#c55", "#888", "#58b"][: len(rows)])
+ax.set(ylabel=f"test accuracy (n={rows['unsteered']['n']})", ylim=(0, 1)); plt.tight_layout(); plt.show()
 '''),
     ("md", r'''
 ## Save and reload
-A plan is a folder (`plan.json` + safetensors), written atomically and checked against the model on `apply`.
+A plan is a folder (`plan.json` + safetensors), written atomically and checked against the model on `apply`;
+`steer-lens fit --method expertsteer_label` writes the same plan with its validation choice (`choice.json`).
 '''),
     ("code", r'''
 from steer_lens.plan import SteeringPlan
 
-folder = plan.save(tempfile.mkdtemp() + "/sentiment_plan")
+folder = plan.save(tempfile.mkdtemp() + "/sst2_label_plan")
 again = SteeringPlan.load(folder)
 print(sorted(p.name for p in folder.iterdir()), [h for h in again.vectors])
 assert all(torch.equal(again.vectors[h], plan.vectors[h]) for h in plan.vectors)

@@ -189,44 +189,116 @@ def test_report_for_plan_folder(plan_dir, tmp_path):
     assert_user_error(cli("report", tmp_path / "empty"), "holds no plan")
 
 
-def test_demo_fast(tmp_path):
-    from steer_lens.data import COMPACT_DATASETS
+def test_demo_fast(tmp_path, monkeypatch):
+    from steer_lens.cli import demo
 
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setitem(ENV, "STEER_LENS_LEDGER", str(ledger))
     out = tmp_path / "demo"
     res = cli("demo", "--fast", "--out", out, "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["fast"] and [r["dataset"] for r in summary["datasets"]] == list(COMPACT_DATASETS)
-    assert {r["domain"] for r in summary["datasets"]} == {"medical", "finance", "math", "general", "behaviour"}
-    assert (out / "report.md").is_file() and (out / "summary.json").is_file()
-    for r in summary["datasets"]:
-        folder = out / r["dataset"]
-        for name in ("plan/plan.json", "plan/mi.png", "evaluation.json", "report.md"):
-            assert (folder / name).is_file(), (r["dataset"], name)
-        assert len(r["pairs"]) == 2
-        ev = r["evaluation"]
-        assert {"unsteered", "steered", "random", "expert"} <= set(ev)
-        # chosen on validation by the protocol's search (--fast: the first two grid strengths, 0 and
-        # one refinement round): the best point of the curve
-        from steer_lens.protocol import rank
+    assert summary["fast"] and summary["rows_from_cache"] == 0
+    assert [d["dataset"] for d in summary["datasets"]] == list(demo.PAPER_DATASETS)  # sst2 last: one block
+    for name in ("report.md", "summary.json", "dose_response.png"):
+        assert (out / name).is_file(), name
+    # every row through the runner, cached under OUT/cache with the demo's rule set
+    assert summary["rule_set"] == demo.FAST_RULES.hash and (out / "cache").is_dir()
+    # the paper's specification with its random control on every dataset; on SST-2 the label recipe with
+    # its control, calibration, the unsteered target and the expert
+    blocks = {b["method"] + "@" + b["dataset"]: b for b in summary["comparisons"]}
+    for ds in demo.PAPER_DATASETS:
+        assert list(blocks[f"{demo.PAPER}@{ds}"]["rows"]) == [demo.PAPER, "random", "unsteered"]
+        assert (out / ds / demo.PAPER / "plan.json").is_file() and (out / ds / demo.PAPER / "mi.png").is_file()
+    label = blocks[f"{demo.LABEL}@sst2"]
+    assert list(label["rows"]) == [demo.LABEL, "random_label", "unsteered", "calibration", "expert_unsteered"]
+    assert set(label["vs"]) == {"random_label", "unsteered", "calibration", "expert_unsteered"}
+    from steer_lens.protocol import rank
 
-        assert 0.0 in [p["strength"] for p in ev["val_curve"]]
-        assert ev["strength"] == max(ev["val_curve"], key=rank)["strength"]
-        assert ev["expert"]["n"] == ev["unsteered"]["n"] == ev["n_test"]  # the same test items
-        assert "## Evaluation" in (folder / "report.md").read_text()
-    # the printed table has one row per dataset, the numbers of its evaluation
-    assert summary["columns"][0] == "dataset" and len(summary["table"]) == len(COMPACT_DATASETS)
-    for row, r in zip(summary["table"], summary["datasets"]):
-        ev = r["evaluation"]
-        assert row[0] == r["dataset"] and row[4] == f"{ev['expert']['accuracy']:.2f}"
-        assert row[6] == f"{ev['steered']['accuracy']:.2f}" and row[7] == f"{ev['random']['accuracy']:.2f}"
+    for b in summary["comparisons"]:  # chosen on validation: the best point of the curve, 0 always tried
+        row = b["rows"][b["method"]]
+        assert 0.0 in [p["strength"] for p in row["val_curve"]]
+        assert row["strength"] == max(row["val_curve"], key=rank)["strength"]
+        assert {r["n"] for r in b["rows"].values()} == {demo.FAST_RULES.limit_test}  # the same test items
+    # the table: one row per (dataset, method), its header names the datasets and the item counts
+    table_rows = summary["table"]
+    assert demo.PAPER_DATASETS[-1] == "sst2"
+    assert [(r[0], r[1]) for r in table_rows] == [
+        (ds, m) for ds in demo.PAPER_DATASETS[:-1] for m in (demo.PAPER, "random", "unsteered")] + [
+        ("sst2", demo.PAPER), ("sst2", "random"), ("sst2", demo.LABEL), ("sst2", "random_label"),
+        ("sst2", "calibration"), ("sst2", "unsteered"), ("sst2", "expert_unsteered")]
+    head = summary["header"]
+    assert f"on {demo.FAST_RULES.limit_test} test items" in head and ", ".join(demo.PAPER_DATASETS) in head
+    assert f"{demo.FAST_RULES.limit_val} validation items" in head
+    rows = {(b["dataset"], m): r for b in summary["comparisons"] for m, r in b["rows"].items()}
+    for r in table_rows:
+        assert r[3] == f"{rows[(r[0], r[1])]['accuracy']:.2f}"
+        s = rows[(r[0], r[1])].get("strength", 0)
+        if r[1] in (demo.PAPER, demo.LABEL):
+            assert r[5] == ("0 (none chosen)" if s == 0 else f"{s:g}")
+            assert r[8]  # beside its random control
+    # the positive control: share of choice-1 answers vs signed strength, direction and random control
+    dose = summary["dose_response"]
+    assert 0.0 in dose["strengths"] and min(dose["strengths"]) < 0 < max(dose["strengths"])
+    assert set(dose["curves"]) == {"direction", "control"} and dose["n"] == demo.FAST_RULES.limit_val
+    assert all(len(c) == len(dose["strengths"]) for c in dose["curves"].values())
+    # generations: the label recipe (and the paper's plan on SST-2); never a "steered" text at strength 0
+    gens = {g["method"]: g for g in summary["generations"]}
+    assert set(gens) == {demo.PAPER, demo.LABEL}
+    for g in gens.values():
+        assert g["strength"] != 0 and ("not chosen" in g["label"]) == (g["chosen_strength"] == 0)
     report = (out / "report.md").read_text()
-    assert all(f"]({d}/report.md)" in report for d in COMPACT_DATASETS)
-    assert summary["generations"][0]["plan"] == "sst2"  # the movie prompt is steered by the SST-2 plan
+    assert "](dose_response.png)" in report and "| sst2 | expertsteer_label |" in report
+    # TEST is scored once per row that scores a model as it is or steers it (calibration and a strength of 0
+    # reuse the unsteered row)
+    scored = [(x["dataset"], x["method"]) for x in map(json.loads, ledger.read_text().splitlines())]
+    assert sorted(scored) == sorted((r[0], r[1]) for r in table_rows if r[1] in ("unsteered", "expert_unsteered")
+                                    or (r[1] != "calibration" and rows[(r[0], r[1])]["strength"] != 0))
+    # a second run reads every row back from the cache
+    again = cli("demo", "--fast", "--out", out, "--json")
+    assert again.returncode == 0, again.stderr
+    again = json.loads(again.stdout)
+    assert again["rows_from_cache"] == again["rows_total"] == len(table_rows)
+    assert again["table"] == table_rows
     assert_user_error(cli("demo", "--fast", "--out", tmp_path / "d2", "--dataset", "nope"), "unknown dataset")
-    one = cli("demo", "--fast", "--out", tmp_path / "d3", "--datasets", "arithmetic_2way", "--json")
+    one = cli("demo", "--fast", "--out", tmp_path / "d3", "--datasets", "arithmetic_2way")
     assert one.returncode == 0, one.stderr
-    assert [r["dataset"] for r in json.loads(one.stdout)["datasets"]] == ["arithmetic_2way"]
+    assert "ExpertSteer demo" in one.stdout and "positive control on sst2" in one.stdout
+    assert [r.split()[0] for r in one.stdout.splitlines() if r.startswith(("arithmetic_2way ", "sst2 "))] == \
+        ["arithmetic_2way"] * 3 + ["sst2"] * 5
+
+
+def test_demo_says_when_no_steering_was_chosen(monkeypatch):
+    """Strength 0 chosen: "no steering chosen", and the generation at the best nonzero strength of the
+    validation curve, labelled as not chosen; a text equal to the unsteered one is not printed again."""
+    import contextlib
+    import sys as _sys
+
+    from steer_lens.cli import demo
+
+    class Plan:
+        applied = []
+
+        @contextlib.contextmanager
+        def apply(self, model, strength):
+            self.applied.append(strength)
+            yield
+
+    monkeypatch.setattr(_sys.modules["steer_lens.generate"], "generate",
+                        lambda model, prompts, **kw: [f"text at {Plan.applied[-1]:g}"])
+    curve = [{"strength": s, "accuracy": a, "mean_margin": m} for s, a, m in
+             [(0.0, 0.6, 0.1), (0.1, 0.55, 0.3), (-0.2, 0.55, 0.2), (0.4, 0.5, 0.9)]]
+    g = demo.generation(None, "expertsteer_label", {"strength": 0.0, "val_curve": curve}, Plan(), "p", "u", 8)
+    assert g["strength"] == 0.1 and not g["chosen"] and g["text"] == "text at 0.1"
+    assert g["label"] == "expertsteer_label (best nonzero strength 0.1, not chosen)"
+    text = demo.render_generations("p", "u", [g])
+    assert "expertsteer_label: validation chose strength 0: no steering chosen" in text
+    assert "(best nonzero strength 0.1, not chosen): 'text at 0.1'" in text and "strength 0," not in text
+    chosen = demo.generation(None, "m", {"strength": 0.4, "val_curve": curve}, Plan(), "p", "text at 0.4", 8)
+    assert chosen["chosen"] and chosen["same_as_unsteered"]
+    text = demo.render_generations("p", "text at 0.4", [chosen])
+    assert "m (strength 0.4, chosen on validation): (the same text as unsteered)" in text
+    assert text.count("text at 0.4") == 1
 
 
 def test_debug_shows_the_traceback():
