@@ -140,7 +140,10 @@ def main(argv=None):
             for m in a.methods:
                 if any(c["dataset"] == d and c["method"] == m and c["mode"] == a.mode for c in checks):
                     continue
-                c = (full_check if a.mode == "full" else point_check)(bench, d, m)
+                from steer_lens.ledger import scoring
+
+                with scoring(method=m, rule_set=bench.rules.hash):  # full checks: the runner records its own
+                    c = (full_check if a.mode == "full" else point_check)(bench, d, m)
                 checks.append({**c, "command": command})
                 write_json(path, checks)
                 logging.info("%s", c)

@@ -1,10 +1,14 @@
 """Shared fixtures: tiny random-weight models (built once per session) and real models."""
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# test scorings of test splits go to a scratch ledger, never the committed results/ledger.jsonl; set here, at
+# import, so that subprocesses (the CLI tests) inherit it too
+os.environ.setdefault("STEER_LENS_LEDGER", os.path.join(tempfile.mkdtemp(prefix="steer_lens_ledger_"), "ledger.jsonl"))
 
 
 @pytest.fixture(scope="session")

@@ -178,3 +178,12 @@ def test_report_adjusts_every_paired_test_with_benjamini_hochberg(tmp_path):
                 if x.startswith("| d | caa | random_caa |"))
     assert line.split(" | ")[-1].rstrip(" |") == str(round(family[("d", "caa", "random_caa")], 3))
     assert f"adjusted over all {len(tests)} paired tests" in text
+
+
+def test_test_runs_never_write_the_committed_ledger():
+    import os
+
+    from steer_lens import ledger
+
+    assert os.environ.get("STEER_LENS_LEDGER")  # set by conftest at import, inherited by CLI subprocesses
+    assert ledger.ledger_path().resolve() != ledger.DEFAULT_PATH.resolve()
