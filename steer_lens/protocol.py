@@ -61,7 +61,7 @@ class StrengthSearch:
     """How strengths are searched on validation (all × median residual norm).
 
     ``strategy``: "reference" (every point on every item) or "halving" (see the module doc;
-    ``screen_fraction``, ``keep`` and ``finalists`` apply to it only)."""
+    ``screen_fraction``, ``screen_min``, ``keep`` and ``finalists`` apply to it only)."""
 
     grid: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
     extend: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in turn while the best is the largest tried
@@ -75,6 +75,7 @@ class StrengthSearch:
     screen_fraction: float = 0.25  # halving: share of the items every point is scored on first
     keep: float = 0.5  # halving: share of the candidates (at least one) that continue after the screen
     finalists: int = 2  # halving: a candidate's best screened points completed on every item
+    screen_min: int = 20  # halving: at least this many screening items (all of them if fewer)
 
     def __post_init__(self) -> None:
         for name in ("grid", "extend"):
@@ -90,8 +91,8 @@ class StrengthSearch:
             raise ValueError(f"StrengthSearch.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if not 0 < self.screen_fraction <= 1 or not 0 < self.keep <= 1:
             raise ValueError(f"screen_fraction and keep must be in (0, 1], got {self.screen_fraction}, {self.keep}")
-        if self.finalists < 1:
-            raise ValueError(f"finalists must be >= 1, got {self.finalists}")
+        if self.finalists < 1 or self.screen_min < 1:
+            raise ValueError(f"finalists and screen_min must be >= 1, got {self.finalists}, {self.screen_min}")
 
     @classmethod
     def fixed(cls, strengths: Sequence[float], signed: bool = False) -> "StrengthSearch":
@@ -405,11 +406,11 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
                    zero: dict | None = None, seed: int = 0) -> Choice:
     """The "halving" rule (module doc) over ``candidates`` on ``items``; ``score_items(plan,
     part_items, strengths) -> results`` scores a plan on the screening items (the first
-    ``search.screen_fraction``, at least one) or on the rest. Every point in the returned curves
+    ``search.screen_fraction``, at least ``search.screen_min``) or on the rest. Every point in the returned curves
     is scored on every item; ``Choice.screened`` holds the screening-only points."""
     items = list(items)
     order = list(candidates)
-    m = min(len(items), max(1, math.ceil(search.screen_fraction * len(items))))
+    m = min(len(items), max(search.screen_min, math.ceil(search.screen_fraction * len(items))))
     parts = {"screen": items[:m], "rest": items[m:]}
     got: dict[object, dict[float, dict[str, EvalResult]]] = {k: {} for k in order}
     zero_parts: dict[str, EvalResult] = {}
@@ -428,8 +429,10 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
             zero_parts[part] = score_items(candidates[order[0]], parts[part], [0.0])[0]
         return zero_parts.get(part)
 
-    def part_of(key, s, part):
-        return zero_part(part) if s == 0 else got[key].get(s, {}).get(part)
+    def part_of(key, s, part, score: bool = True):
+        if s == 0:
+            return zero_part(part) if score else zero_parts.get(part)
+        return got[key].get(s, {}).get(part)
 
     def complete(key, s) -> bool:
         return s == 0 or all(p in got[key].get(s, {}) for p in parts if parts[p])
@@ -447,8 +450,8 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
         return max((full(key, s) for s in [0.0, *got[key]] if complete(key, s)), key=rank)
 
     def agree(key, a, b) -> bool:  # same answer on every item scored at both ends
-        return all(part_of(key, a, p).predictions == part_of(key, b, p).predictions
-                   for p in parts if parts[p] and part_of(key, a, p) is not None and part_of(key, b, p) is not None)
+        ends = [(part_of(key, a, p, False), part_of(key, b, p, False)) for p in parts if parts[p]]
+        return all(x.predictions == y.predictions for x, y in ends if x is not None and y is not None)
 
     def finalize(key) -> None:  # complete the screened points among the candidate's best `finalists`
         run(key, "rest", sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)[: search.finalists])
