@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -24,7 +22,7 @@ import torch
 
 from .data import Item, MCDataset, load_dataset
 from .finetune import OBJECTIVES, FinetuneResult, FinetuneSettings, _data_hash, finetune, training_items
-from .io import write_json
+from .io import atomic_dir, write_json
 from .models import REGISTRY, cache_dir, load_model
 
 CARD = "expert_card.json"
@@ -83,9 +81,7 @@ def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: M
     ``load_model`` and evaluated there, and the folder is renamed into place. Returns the card."""
     folder = Path(folder)
     ds = dataset or load_dataset(result.dataset)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         result.hf.save_pretrained(tmp, safe_serialization=True)
         result.tokenizer.save_pretrained(tmp)
         t0 = time.perf_counter()
@@ -118,11 +114,6 @@ def save_expert(result: FinetuneResult, folder: str | os.PathLike, *, dataset: M
         if base_validation is not None:
             card["base_validation"] = base_validation
         write_json(tmp / CARD, card)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if log:
         acc = card["accuracy"]
         log(f"saved {folder}: accuracy " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in acc.items()))

@@ -1,10 +1,11 @@
-"""Atomic file writes: write to a temporary sibling, then rename over the target."""
+"""Atomic writes of files and folders: write to a temporary sibling, then rename over the target."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from collections.abc import Iterator
@@ -30,6 +31,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``folder``; on success it replaces ``folder`` (removed first if it
+    exists). An exception leaves the old folder, or none, never a half-written one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .io import atomic_dir
 from .field import check_mode, fields_from_state, fields_state, negated, steer_field
 from .steer import steer
 
@@ -129,16 +128,9 @@ class SteeringPlan:
         }
         if fields:
             meta["fields"] = fields
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
+        with atomic_dir(folder) as tmp:
             save_file(tensors, str(tmp / "tensors.safetensors"))
             (tmp / "plan.json").write_text(json.dumps(meta, indent=1, default=float))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     @classmethod

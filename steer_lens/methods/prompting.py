@@ -20,9 +20,6 @@ limits), so they score exactly like the plain rows and their ids are the unsteer
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -182,16 +179,14 @@ def tuned_target(base: str, dataset, settings: FinetuneSettings, *, device=None,
     """Fine-tune ``base`` on ``dataset`` with ``settings`` (or reuse the cached folder); returns the folder
     (``load_model`` loads it) and its card (settings, rows, losses, time). Written atomically."""
     from ..finetune import finetune
-    from ..io import write_json
+    from ..io import atomic_dir, write_json
 
     folder = tuned_folder(base, dataset, settings, root)
     card_path = folder / TUNED_CARD
     if card_path.is_file() and (folder / "model.safetensors").is_file():
         return folder, json.loads(card_path.read_text())
     res = finetune(base, dataset, settings, log=None, device=None if device is None else str(device))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         res.hf.save_pretrained(tmp, safe_serialization=True)
         res.tokenizer.save_pretrained(tmp)
         losses = res.losses
@@ -200,11 +195,6 @@ def tuned_target(base: str, dataset, settings: FinetuneSettings, *, device=None,
                 "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4),
                 "train_seconds": round(res.train_seconds, 1), "trainable_params": res.trainable_params}
         write_json(tmp / TUNED_CARD, card)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder, card
 
 
