@@ -179,6 +179,12 @@ class Method:
         """Candidate plans fitted on TRAIN only; validation chooses among them."""
         raise NotImplementedError(f"{type(self).__name__} must define candidates(ctx) or run(ctx)")
 
+    def choose(self, ctx: Context) -> tuple[object, float, dict]:
+        """(candidate key, strength, curves) chosen on VALIDATION, once per context: ``fit_method`` and the
+        runner's row share the search when they share the context."""
+        return ctx.memo(("choice", self.name), lambda: ctx.select(self.model(ctx), self.candidates(ctx),
+                                                                  signed=self.signed, base_method=self.base_method))
+
     def row_extra(self, ctx: Context, key, candidates) -> dict:
         """Extra fields for the row (train-side scores, per-candidate curves)."""
         return {}
@@ -189,8 +195,8 @@ class Method:
         if not cands:
             raise ValueError(f"method {self.name!r} proposed no candidate plan on {ctx.dataset.name!r}")
         model = self.model(ctx)
-        key, strength, extra = ctx.select(model, cands, signed=self.signed, base_method=self.base_method)
-        extra.update(self.row_extra(ctx, key, cands))
+        key, strength, extra = self.choose(ctx)
+        extra = {**extra, **self.row_extra(ctx, key, cands)}
         return ctx.finish(model, cands[key], strength, self.base_method, **extra)
 
     def plan_of(self, ctx: Context, row: Mapping) -> SteeringPlan:

@@ -9,11 +9,13 @@ from .rules import RuleSet
 
 
 def fit_method(name: str, target, dataset: MCDataset | str, *, expert=None, rules: RuleSet | None = None,
-               batch_size: int = 8):
+               batch_size: int = 8, context: Context | None = None):
     """Fit the registered method ``name`` on ``dataset``'s TRAIN split and choose its candidate and
     strength on VALIDATION; returns ``(plan, choice)`` where ``choice`` holds the strength, the chosen
     candidate and the validation curve(s). TEST is not read. For a method with nothing to fit (the
-    references, the random controls) this is an error: use ``steer_lens.bench`` to score them."""
+    references, the random controls) this is an error: use ``steer_lens.bench`` to score them.
+    ``context``: a runner's context for the dataset (``Bench.context(dataset)``): the fit and the choice are
+    then shared with the runner's row of the method (no second search)."""
     m = get(name)
     if m.reference:
         raise ValueError(f"{name!r} fits nothing (a reference or random control); run it with `steer-lens "
@@ -24,9 +26,9 @@ def fit_method(name: str, target, dataset: MCDataset | str, *, expert=None, rule
     if "validation" not in ds.splits:
         raise ValueError(f"dataset {ds.name!r} has no validation split to choose the strength on "
                          f"(it has {sorted(ds.splits)}): add validation.jsonl")
-    ctx = Context(ds, target, expert, rules or RuleSet(), batch_size=batch_size)
+    ctx = context or Context(ds, target, expert, rules or RuleSet(), batch_size=batch_size)
     cands = m.candidates(ctx)
-    key, strength, extra = ctx.select(m.model(ctx), cands, signed=m.signed, base_method=m.base_method)
+    key, strength, extra = m.choose(ctx)
     choice = {"method": name, "dataset": ds.name, "strength": strength, "candidate": str(key),
               "n_train": len(ctx.train), "n_val": len(ctx.val), "rule_set": ctx.rules.hash, **extra}
     return cands[key], choice
