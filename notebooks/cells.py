@@ -79,7 +79,7 @@ print(", ".join(sl.methods.available()))
 recipe = sl.methods.get("expertsteer_label")
 print(f"\n{recipe.name}: {recipe.doc}\nrandom control: {recipe.control}; reads the expert: {recipe.needs_expert}")
 RULES = (RuleSet.fast(limit_train=16, pair_shortlist=1) if FAST else
-         RuleSet(limit_train=48, limit_val=32, limit_test=100, refine_rounds=2, pair_shortlist=1))
+         RuleSet(limit_train=32, limit_val=24, limit_test=100, refine_rounds=1, pair_shortlist=1))
 print(f"\n{RULES.limit_train} train / {RULES.limit_val} validation / {RULES.limit_test} test items, "
       f"strength grid {RULES.grid} (signed for a label direction), rule set {RULES.hash}")
 '''),
@@ -87,13 +87,17 @@ print(f"\n{RULES.limit_train} train / {RULES.limit_val} validation / {RULES.limi
 ## Fit on TRAIN, choose on VALIDATION
 `fit_method` fits the recipe on the train split (ridge alignment of the expert's layers, a pair shortlisted on
 train, an RFM on "choice 1 minus choice 0") and searches the signed strength on validation items; strength 0
-("do not steer") is always a candidate. TEST is not read.
+("do not steer") is always a candidate. TEST is not read. It runs in the benchmark runner's context for SST-2
+(`Bench.context`), so the test scoring below reuses this fit and this choice instead of searching again.
 '''),
     ("code", r'''
+from steer_lens.bench import Bench
 from steer_lens.protocol import rank
 
+bench = Bench(target, expert, cache=tempfile.mkdtemp(), rules=RULES)  # rows cached in a scratch folder
 t0 = time.time()
-plan, choice = fit_method("expertsteer_label", target, "sst2", expert=expert, rules=RULES)
+plan, choice = fit_method("expertsteer_label", target, "sst2", expert=expert, rules=RULES,
+                          context=bench.context("sst2"))
 pair = plan.pairs[0]
 print(f"fitted and chosen in {time.time() - t0:.0f}s: expert layer {pair.expert_layer} -> target layer "
       f"{pair.target_layer}, strength {choice['strength']:g} (x the median residual norm there)")
@@ -152,15 +156,14 @@ with plan.apply(target, s):
 '''),
     ("md", r'''
 ## Score TEST once, beside the random control and calibration
-`compare_method` runs the recipe through the benchmark runner (`Bench`: the same seeded fit and validation
-choice as above, rows cached), its random control at the chosen hook, norm and strength, the unsteered target
+`compare_method` runs the recipe through the benchmark runner (`Bench`: the fit and validation choice made
+above, rows cached), its random control at the chosen hook, norm and strength, the unsteered target
 and calibration, each on the same test items, with paired bootstrap CIs and McNemar tests. A gain that the
 random control or calibration also gets is not evidence for the direction.
 '''),
     ("code", r'''
-from steer_lens.bench import Bench, compare_method, render_compare
+from steer_lens.bench import compare_method, render_compare
 
-bench = Bench(target, expert, cache=tempfile.mkdtemp(), rules=RULES)
 t0 = time.time()
 res = compare_method(bench, "sst2", "expertsteer_label")
 print(render_compare(res), f"\n({time.time() - t0:.0f}s)")
