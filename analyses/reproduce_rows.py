@@ -108,7 +108,10 @@ def render(checks: list[dict], command: str) -> str:
                      f"{'-' if c['same_val_curve'] is None else c['same_val_curve']} |")
     ok = sum(bool(c["same_items"] and c["same_strength"] and c["same_layers"] and c["same_val_curve"] is not False)
              for c in checks)
-    lines += ["", f"{ok} of {len(checks)} checks reproduce the committed row exactly.", "", "Commands:", ""]
+    lines += ["", f"{ok} of {len(checks)} checks reproduce the committed row exactly."]
+    if (OUT / "notes.md").exists():
+        lines += ["", "What the other checks found, and what is not checked: [notes.md](notes.md)."]
+    lines += ["", "Commands:", ""]
     lines += [f"- `{c}`" for c in dict.fromkeys(x["command"] for x in checks)]
     return "\n".join(lines) + "\n"
 
