@@ -169,7 +169,8 @@ def plan_of_run(a) -> list[tuple[list, list[str]]]:
 def write_report(a, bench: Bench, command: str) -> Path:
     from .report import write_report as write
 
-    rows = bench.cached_rows(a.datasets)
+    own_cache = Path(a.cache).resolve() == (Path(a.out) / "cache").resolve()
+    rows = bench.cached_rows(a.datasets, every_dataset=own_cache)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("reverse_")))
     reverse = list(dict.fromkeys(r["dataset"] for r in rows if r["method"].startswith("reverse_")))

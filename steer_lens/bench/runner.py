@@ -162,9 +162,13 @@ class Bench:
             rows += [self.row(dataset, m) for m in self.applicable(dataset, group)]
         return rows
 
-    def cached_rows(self, datasets: Sequence | None = None, methods: Sequence[str] | None = None) -> list[dict]:
-        """Every cached row of this configuration (target, expert, rules) on ``datasets`` (default: every
-        dataset with a row), ordered by dataset (``datasets``' order) then by the registry's method order."""
+    def cached_rows(self, datasets: Sequence | None = None, methods: Sequence[str] | None = None, *,
+                    every_dataset: bool = False) -> list[dict]:
+        """Cached rows of this configuration (target, expert, rules), ordered by dataset (``datasets`` first)
+        then by registry order. ``every_dataset`` (a report over its own cache): every dataset with a row, so a
+        run over some datasets never drops the rows other runs wrote. Otherwise (a cache shared with other
+        experts' runs): ``datasets`` and the datasets with a row of this run's own expert, so another expert's
+        target-only rows are not pulled in for datasets this expert never ran."""
         names = methods or [m for m in M.available() if self.expert_id is not None or not M.get(m).needs_expert]
         configs = {json.dumps(self.config(m), sort_keys=True): self.config(m) for m in names}
         found = {}
@@ -172,7 +176,14 @@ class Bench:
             for r in self.cache.rows(cfg):
                 if r["method"] in names and self.config(r["method"]) == cfg:
                     found[(r["dataset"], r["method"])] = r
-        keys = [self.dataset(d)[0] for d in datasets] if datasets else sorted({d for d, _ in found})
+        if datasets and not every_dataset:  # these first; then every dataset with a row of this run's own models
+            own = "expert" if self.expert_id is not None else "target"
+            mine = {d for (d, m), r in found.items() if M.get(m).row_scope() == own}
+            given = [self.dataset(d)[0] for d in datasets]
+            keys = given + sorted(mine - set(given))
+        else:
+            given = [self.dataset(d)[0] for d in datasets or []]
+            keys = given + sorted({d for d, _ in found} - set(given))
         rank = {d: i for i, d in enumerate(keys)}
         order = {m: i for i, m in enumerate(M.available())}
         rows = [r for r in found.values() if r["dataset"] in rank]
