@@ -332,34 +332,28 @@ def _calibration_comps(rows: list[dict]) -> list[dict]:
     return [c for m in methods for c in comparisons(rows, m, (CALIBRATION,))]
 
 
+def _section(title: str, comps: list[dict], bh: Mapping | None) -> str:
+    """A report section: its title and the paired comparisons with BH-adjusted p ("" when there are none)."""
+    return f"\n## {title}\n" + _md_table(with_bh(comps, bh), COLS) + "\n" if comps else ""
+
+
 def label_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Paired comparisons of the expert's label direction (validation-chosen pair), fixed vector
     and context-dependent field."""
-    comps = _label_comps(rows)
-    if not comps:
-        return ""
-    return ("\n## Paired comparisons of ExpertSteer with the label contrast (validation-chosen pair)\n"
-            + _md_table(with_bh(comps, bh), COLS) + "\n")
+    return _section("Paired comparisons of ExpertSteer with the label contrast (validation-chosen pair)",
+                    _label_comps(rows), bh)
 
 
 def control_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Every method against its own random control (same hooks, norms and strength), paired."""
-    comps = _control_comps(rows)
-    if not comps:
-        return ""
-    return ("\n## Each method against its own random control (paired, same test items)\n"
-            + _md_table(with_bh(comps, bh), COLS) + "\n")
+    return _section("Each method against its own random control (paired, same test items)", _control_comps(rows), bh)
 
 
 def calibration_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Every steering method against the calibration baseline (paired, same test items): a gain it
     does not beat is a shift of the answer margins that needs no model internals."""
-    comps = _calibration_comps(rows)
-    if not comps:
-        return ""
-    return ("\n## Each method against the calibration baseline (no steering: unsteered margins plus a bias fitted "
-            "on validation; paired, same test items)\n"
-            + _md_table(with_bh(comps, bh), COLS) + "\n")
+    return _section("Each method against the calibration baseline (no steering: unsteered margins plus a bias fitted "
+                    "on validation; paired, same test items)", _calibration_comps(rows), bh)
 
 
 ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
