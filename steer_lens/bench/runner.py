@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import methods as M
 from ..data import MCDataset, load_dataset
-from .cache import RowCache, dataset_key, model_id
+from .cache import CacheMismatch, RowCache, dataset_key, model_id
 
 log = logging.getLogger("steer_lens.bench")
 
@@ -31,11 +31,16 @@ class Bench:
     ``cache``: the row cache's root (default ``$STEER_LENS_CACHE/bench``). ``target_id`` / ``expert_id``:
     the models' names in cache keys (default: ``model_id`` of the
     model's ``cfg.model_name``). ``dtype``: recorded in the keys when not float32 (another precision
-    is another experiment). ``test_split``: "test", or "confirm" inside a locked run."""
+    is another experiment). ``test_split``: "test", or "confirm" inside a locked run.
+
+    ``choices_from``: a row cache (folder) of ``test`` rows made under the same rules and models. A
+    method with a row there reuses that row's validation choice (layers and strength; fitting on
+    TRAIN is repeated, and is deterministic) and only scores ``test_split``; a method without one
+    searches on validation as usual. Rows made under another rule set are refused."""
 
     def __init__(self, target, expert=None, *, cache: str | Path | None = None, rules: M.RuleSet | None = None,
                  target_id: str | None = None, expert_id: str | None = None, batch_size: int = 8,
-                 dtype: str | None = None, test_split: str = "test"):
+                 dtype: str | None = None, test_split: str = "test", choices_from: str | Path | None = None):
         self.target, self.expert = target, expert
         self.rules = rules or M.RuleSet()
         if cache is None:
@@ -49,6 +54,10 @@ class Bench:
         self.extra = {"dtype": dtype} if dtype not in (None, "float32") else {}
         if test_split != "test":
             self.extra["split"] = test_split
+        if choices_from is not None and test_split == "test":
+            raise ValueError("choices_from reuses the choices of test rows to score another split: pass "
+                             "test_split='confirm' (or leave choices_from out)")
+        self.choices = RowCache(choices_from) if choices_from is not None else None
         self._contexts: dict[str, M.Context] = {}
         self._datasets: dict[str, tuple[str, MCDataset]] = {}
 
@@ -93,8 +102,22 @@ class Bench:
         if key not in self._contexts:
             self._contexts[key] = M.Context(ds, self.target, self.expert, self.rules, batch_size=self.batch_size,
                                             row_of=lambda method, d=dataset: self.row(d, method),
-                                            test_split=self.test_split)
+                                            test_split=self.test_split,
+                                            choice_of=(lambda method, d=dataset: self.recorded(d, method))
+                                            if self.choices is not None else None)
         return self._contexts[key]
+
+    def recorded(self, dataset, method: str) -> dict | None:
+        """``method``'s ``test`` row on ``dataset`` in ``choices_from`` (same rules and models), or None."""
+        if self.choices is None:
+            return None
+        key, _ = self.dataset(dataset)
+        cfg = {k: v for k, v in self.config(method).items() if k != "split"}
+        row = self.choices.load(cfg, key, method)
+        if row is not None and row.get("rule_set") != self.rules.hash:
+            raise CacheMismatch(f"the recorded {method} row on {key} was chosen under rule set "
+                                f"{row.get('rule_set')!r}, not {self.rules.hash!r}; its choice is not reused")
+        return row
 
     def row(self, dataset, method: str) -> dict:
         """``method``'s row on ``dataset``: from the cache, else computed and cached."""

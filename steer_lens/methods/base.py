@@ -49,13 +49,19 @@ class Context:
 
     ``row_of(name)`` returns another method's TEST row on this dataset (computed and cached by the
     runner if needed): controls read their matched method's strength and layers from it, and
-    calibration reads the unsteered margins."""
+    calibration reads the unsteered margins.
+
+    ``choice_of(name)`` (optional) returns a row whose validation choice a method reuses instead of
+    searching again: the same method's row on another scored split under the same rules (fit on the
+    same TRAIN items, chosen on the same VALIDATION items), or None to search. It lets one choice be
+    scored on ``test`` and on ``confirm`` without repeating the search."""
 
     def __init__(self, dataset: MCDataset, target, expert, rules: RuleSet, *,
                  row_of: Callable[[str], dict] | None = None, batch_size: int = 8,
-                 test_split: str = "test"):
+                 test_split: str = "test", choice_of: Callable[[str], dict | None] | None = None):
         self.dataset, self.target, self.expert, self.rules = dataset, target, expert, rules
         self.batch_size, self.test_split = batch_size, test_split
+        self.choice_of = choice_of
         self.train = dataset.split("train", limit=rules.limit_train)
         self.val = dataset.split("validation", limit=rules.limit_val)
         self.domain = self.train[0].domain if self.train else ""
@@ -95,6 +101,10 @@ class Context:
     def val0(self, model) -> EvalResult:
         """The unsteered VALIDATION result of ``model``, shared by every method steering it."""
         return self.memo(("val0", id(model)), lambda: evaluate(model, self.val, batch_size=self.batch_size))
+
+    def recorded_choice(self, method: str) -> dict | None:
+        """The row whose validation choice ``method`` reuses here (see ``choice_of``), or None."""
+        return self.choice_of(method) if self.choice_of is not None else None
 
     def row(self, method: str) -> dict:
         """Another method's TEST row on this dataset (from the runner's cache)."""
@@ -181,9 +191,31 @@ class Method:
 
     def choose(self, ctx: Context) -> tuple[object, float, dict]:
         """(candidate key, strength, curves) chosen on VALIDATION, once per context: ``fit_method`` and the
-        runner's row share the search when they share the context."""
-        return ctx.memo(("choice", self.name), lambda: ctx.select(self.model(ctx), self.candidates(ctx),
-                                                                  signed=self.signed, base_method=self.base_method))
+        runner's row share the search when they share the context. A choice recorded for this context
+        (``Context.choice_of``) is reused instead of searching again."""
+        def compute():
+            recorded = ctx.recorded_choice(self.name)
+            if recorded is not None:
+                return self.recorded_choice(ctx, recorded)
+            return ctx.select(self.model(ctx), self.candidates(ctx), signed=self.signed,
+                              base_method=self.base_method)
+        return ctx.memo(("choice", self.name), compute)
+
+    def recorded_choice(self, ctx: Context, row: Mapping) -> tuple[object, float, dict]:
+        """(candidate key, strength, curves) of a row chosen earlier under the same rules: the candidate
+        steering the row's layers, the row's strength and validation curves, and where they came from."""
+        cands = self.candidates(ctx)
+        key = next((k for k, plan in cands.items() if plan_layers(plan) == list(row["layers"])), None)
+        if key is None:
+            raise ValueError(f"no {self.name} candidate on {ctx.dataset.name!r} steers layers {row['layers']} "
+                             "(the recorded choice was made under other settings)")
+        extra = {"val_curve": row.get("val_curve", []),
+                 "choice_from": {"split": row.get("split", "test"), "rule_set": row.get("rule_set"),
+                                 "cache_key": row.get("cache_key")}}
+        curves = row.get("candidate_val") or row.get("layer_val")
+        if curves and len(cands) > 1:
+            extra["candidate_val"] = curves
+        return key, row["strength"], extra
 
     def row_extra(self, ctx: Context, key, candidates) -> dict:
         """Extra fields for the row (train-side scores, per-candidate curves)."""

@@ -187,3 +187,45 @@ def test_test_runs_never_write_the_committed_ledger():
 
     assert os.environ.get("STEER_LENS_LEDGER")  # set by conftest at import, inherited by CLI subprocesses
     assert ledger.ledger_path().resolve() != ledger.DEFAULT_PATH.resolve()
+
+
+def test_a_confirm_run_reuses_the_test_rows_choices(tiny_llama, tmp_path, one_thread, monkeypatch):
+    import steer_lens.methods.base as base
+    from steer_lens import ledger
+
+    data = _dataset_folder(tmp_path / "mine")
+    (data / "confirm.jsonl").write_text((data / "test.jsonl").read_text().replace('"test', '"confirm'))
+    methods = ["unsteered", "caa", "random_caa", "label_caa"]
+    Bench(tiny_llama, None, cache=tmp_path / "test", rules=RULES, target_id="t").run([str(data)], methods)
+    p = tmp_path / "prereg.md"
+    p.write_text("x")
+    monkeypatch.setattr(ledger, "git_commit_of", lambda path: "f" * 40)
+    monkeypatch.setattr(ledger, "git_dirty", lambda path: False)
+    with ledger.locked_run(RULES.hash, p):
+        fresh = Bench(tiny_llama, None, cache=tmp_path / "fresh", rules=RULES, target_id="t",
+                      test_split="confirm").run([str(data)], methods)
+        searches = []
+        real = base.choose
+        monkeypatch.setattr(base, "choose", lambda *a, **k: searches.append(1) or real(*a, **k))
+        reuse = Bench(tiny_llama, None, cache=tmp_path / "confirm", rules=RULES, target_id="t", test_split="confirm",
+                      choices_from=tmp_path / "test").run([str(data)], methods)
+    assert searches == []  # no validation search: the choices of the test rows are reused
+    for a, b in zip(fresh, reuse):  # ... and they are the choices a fresh search makes
+        assert (a["method"], a["strength"], a["layers"], a["correct"]) == (b["method"], b["strength"], b["layers"],
+                                                                            b["correct"])
+    caa = reuse[1]
+    assert caa["choice_from"]["rule_set"] == RULES.hash and caa["choice_from"]["cache_key"]
+    assert "choice_from" not in fresh[1]
+    with pytest.raises(ValueError, match="test_split='confirm'"):
+        Bench(tiny_llama, None, cache=tmp_path / "x", rules=RULES, target_id="t", choices_from=tmp_path / "test")
+    # choices recorded under another rule set are refused
+    other = RULES.replace(refine_rounds=0)
+    row = Bench(tiny_llama, None, cache=tmp_path / "test", rules=RULES, target_id="t").row_path(str(data), "caa")
+    moved = Bench(tiny_llama, None, cache=tmp_path / "test", rules=other, target_id="t").row_path(str(data), "caa")
+    moved.parent.mkdir(parents=True)
+    (moved.parent / "config.json").write_text(json.dumps({"format": 2, **Bench(
+        tiny_llama, None, rules=other, target_id="t").config("caa")}))
+    moved.write_text(json.dumps({**json.loads(row.read_text()), "cache_key": moved.parent.name}))
+    with ledger.locked_run(other.hash, p), pytest.raises(CacheMismatch, match="chosen under rule set"):
+        Bench(tiny_llama, None, cache=tmp_path / "c2", rules=other, target_id="t", test_split="confirm",
+              choices_from=tmp_path / "test").run([str(data)], ["caa"])
