@@ -95,8 +95,9 @@ def load_models(config: dict, loader):
     return target, expert
 
 
-def run(paths, loader, threads: int = 1) -> list[dict]:
-    """Compare every row file in ``paths``; ``loader(model_id) -> model``."""
+def run(paths, loader, threads: int = 1, done: dict | None = None, save=None) -> list[dict]:
+    """Compare every row file in ``paths``; ``loader(model_id) -> model``. ``done``: earlier results by
+    row file (reused, not recomputed); ``save(results)`` is called after each row (resumable runs)."""
     import torch
 
     import steer_lens.methods as M
@@ -105,7 +106,11 @@ def run(paths, loader, threads: int = 1) -> list[dict]:
     torch.set_num_threads(threads)
     models: dict = {}
     results = []
+    done = done or {}
     for path in map(Path, paths):
+        if str(path) in done:
+            results.append(done[str(path)])
+            continue
         row = json.loads(path.read_text())
         config = json.loads((path.parent / "config.json").read_text())
         if "rules" not in config:
@@ -124,8 +129,10 @@ def run(paths, loader, threads: int = 1) -> list[dict]:
         target, expert = models[key]
         dataset = row.get("dataset") or path.stem.split("__")[0]
         ctx = M.Context(load_dataset(dataset), target, expert, rules)
-        results.append(compare_row(row, ctx, M.get(row["method"])))
+        results.append({**compare_row(row, ctx, M.get(row["method"])), "row": str(path)})
         print(json.dumps(results[-1]), flush=True)
+        if save is not None:
+            save(results)
     return results
 
 
@@ -193,7 +200,15 @@ def main(argv=None) -> int:
         from steer_lens.models import load_model
 
         paths, loader = args.rows, load_model
-    results = run(paths, loader, args.threads)
+    done, save = {}, None
+    if args.out:
+        from steer_lens.io import write_json
+
+        out_json = Path(args.out).with_suffix(".json")
+        if out_json.exists():  # resume: rows compared before are kept
+            done = {r["row"]: r for r in json.loads(out_json.read_text()) if "row" in r and "skipped" not in r}
+        save = lambda results: write_json(out_json, results)  # noqa: E731
+    results = run(paths, loader, args.threads, done, save)
     text = render(results)
     print(text)
     if args.out:

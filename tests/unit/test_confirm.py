@@ -174,3 +174,38 @@ def test_confirm_power_table_is_current():
         n = len(load_dataset(name).split("confirm"))
         assert f"| {name} | {n} |" in text
     assert json.loads(json.dumps(mod.DISCORDANCE))  # the assumptions are plain numbers
+
+
+def _git_out(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_confirm_rows_follow_the_committed_preregistration():
+    """Every confirm scoring in the committed ledger and every confirm row was made under the rule set the
+    preregistration locks, by a locked run naming the preregistration's commit, after that commit, and the
+    preregistration has not changed since."""
+    import re
+    from datetime import datetime
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    prereg = ROOT / "results" / "PREREGISTRATION.md"
+    plan = json.loads(re.findall(r"```json\n(.*?)\n```", prereg.read_text(encoding="utf-8"), flags=re.S)[0])
+    history = _git_out("log", "--format=%H %cI", "--", str(prereg.relative_to(ROOT))).splitlines()
+    assert len(history) == 1, "the preregistration was edited after its commit"
+    commit, committed_at = history[0].split()
+    assert not _git_out("status", "--porcelain", "--", str(prereg.relative_to(ROOT)))
+    lines = [ln for ln in ledger.read(ROOT / "results" / "ledger.jsonl") if ln["split"] == "confirm"]
+    for ln in lines:
+        assert ln["rule_set"] == plan["rule_set"] and ln.get("locked") is True, ln
+        assert ln["preregistration_commit"] == commit, ln
+        assert datetime.fromisoformat(ln["date"]) >= datetime.fromisoformat(committed_at), ln
+    scored = {(ln["dataset"], ln["method"]) for ln in lines}
+    for path in sorted((ROOT / "results" / "confirmation" / "cache").glob("*/*__*.json")):
+        row = json.loads(path.read_text())
+        assert row["rule_set"] == plan["rule_set"], path
+        assert (row["dataset"], row["method"]) in scored or row.get("strength") == 0, path  # strength 0 reuses unsteered
+        added = _git_out("log", "--diff-filter=A", "--format=%H", "--", str(path.relative_to(ROOT)))
+        if added:  # a committed row: its commit comes after the preregistration's
+            assert subprocess.run(["git", "merge-base", "--is-ancestor", commit, added.splitlines()[-1]],
+                                  cwd=ROOT).returncode == 0, path
