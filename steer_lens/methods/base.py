@@ -54,15 +54,19 @@ class Context:
     ``choice_of(name)`` (optional) returns a row whose validation choice a method reuses instead of
     searching again: the same method's row on another scored split under the same rules (fit on the
     same TRAIN items, chosen on the same VALIDATION items), or None to search. It lets one choice be
-    scored on ``test`` and on ``confirm`` without repeating the search."""
+    scored on ``test`` and on ``confirm`` without repeating the search.
+
+    ``train_seed``: the seed of the rules' TRAIN subsample (``limit_train`` items); another seed fits
+    on other items (the spread of a method over fits)."""
 
     def __init__(self, dataset: MCDataset, target, expert, rules: RuleSet, *,
                  row_of: Callable[[str], dict] | None = None, batch_size: int = 8,
-                 test_split: str = "test", choice_of: Callable[[str], dict | None] | None = None):
+                 test_split: str = "test", choice_of: Callable[[str], dict | None] | None = None,
+                 train_seed: int = 0):
         self.dataset, self.target, self.expert, self.rules = dataset, target, expert, rules
         self.batch_size, self.test_split = batch_size, test_split
         self.choice_of = choice_of
-        self.train = dataset.split("train", limit=rules.limit_train)
+        self.train = dataset.split("train", limit=rules.limit_train, seed=train_seed)
         self.val = dataset.split("validation", limit=rules.limit_val)
         self.domain = self.train[0].domain if self.train else ""
         self._row_of = row_of

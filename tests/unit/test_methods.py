@@ -161,3 +161,13 @@ def test_pca_method_plan_is_a_unit_vector_at_a_shortlisted_layer(tiny_llama, tmp
         M.fit_method("expertsteer_label", tiny_llama, ds, rules=M.RuleSet.fast())
     with pytest.raises(ValueError, match="fits nothing"):
         M.fit_method("random_caa", tiny_llama, ds, rules=M.RuleSet.fast())
+
+
+def test_context_train_seed_draws_another_train_subsample(tiny_llama):
+    from steer_lens.data import load_dataset
+
+    ds, rules = load_dataset("sst2"), M.RuleSet.fast()
+    ids = lambda ctx: [it.id for it in ctx.train]  # noqa: E731
+    a, b = M.Context(ds, tiny_llama, None, rules), M.Context(ds, tiny_llama, None, rules, train_seed=1)
+    assert len(a.train) == len(b.train) == rules.limit_train < len(ds.split("train"))
+    assert ids(a) != ids(b) and ids(a) == ids(M.Context(ds, tiny_llama, None, rules, train_seed=0))
