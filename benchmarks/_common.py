@@ -91,6 +91,20 @@ def target_model(args):
     return load_model(tiny_models(Path(_TMP[-1].name))[1])
 
 
+def expert_model(args):
+    """Gemma-3-270M (the benchmark's default expert), or with ``--fast`` the tiny random expert of
+    the pair ``target_model`` built (a smoke test)."""
+    import tempfile
+
+    from steer_lens.models import load_model
+
+    if not args.fast:
+        return load_model("gemma-3-270m")
+    if not _TMP:
+        _TMP.append(tempfile.TemporaryDirectory())
+    return load_model(tiny_models(Path(_TMP[-1].name))[0])
+
+
 def greedy_generation(model, batches, new_tokens: int, context=None) -> Callable[[], None]:
     """A closure generating ``new_tokens`` greedily (KV cache on) from each padded batch, inside
     ``context()`` (e.g. ``lambda: plan.apply(model, 0.1)``) or without steering."""

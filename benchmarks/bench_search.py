@@ -1,17 +1,34 @@
 """A row's validation choice vs one test pass, and the core benchmark's projected hours.
 
-One CAA row on SST-2 (``steer_lens.methods``' "caa": two shortlisted layers, the rule set's
-strength search) with the benchmark's sizes: 100 validation items, 500 test items, two torch
-threads. Timed: the row's validation choice (fit excluded; the unsteered validation pass, which
-the runner computes once per model and dataset for every method, timed apart) and one unsteered
-test pass. ``--rules`` picks the search rules timed (default "halving"; add "reference" for
-today's search, which takes minutes to an hour on SmolLM2).
+Measured on one dataset (``--dataset``, default SST-2) with the benchmark's sizes (64 train, 100
+validation, 500 test items) at two torch threads, on one shared ``Context`` as the runner builds it:
 
-Headline: ``search_vs_test_time_ratio`` = choice seconds / test-pass seconds under the first rule
-(target <= 1: choose on validation in the time of one test pass). ``core_benchmark_hours``: the
-projection ``core_benchmark_hours()`` of the measured times over 15 datasets and the core methods
-(each choosing method: its choice and its test pass, plus its random control's test pass; each
-reference row: a test pass) on two cores, one row at a time at two threads.
+- the fit (``candidates(ctx)``, TRAIN only) of every core method that chooses on validation, in the
+  CLI's ``CORE`` order, so a capture shared by several methods (``target_acts``, ``expert_acts``) is
+  timed once, under the first method that needs it, as the runner computes it once;
+- the target's unsteered validation pass (computed once per model and dataset for every method);
+- one unsteered test pass of the target and one of the expert (the ``expert_unsteered`` row);
+- the validation choice (fit and unsteered validation pass excluded) of the ``caa`` row (two
+  shortlisted layers, unsigned strengths) and of the ``expertsteer_label`` row (shortlisted pairs,
+  signed strengths) under each rule of ``--rules`` (default "halving"; add "reference" for today's
+  search, minutes to an hour on SmolLM2).
+
+Headline: ``search_vs_test_time_ratio`` = the CAA row's choice seconds / one test pass's seconds
+under the first rule (target <= 1: choose on validation in the time of one test pass).
+``core_benchmark_hours`` projects the measured seconds over the bundled datasets (``FORMULA``):
+per dataset, one unsteered validation pass and every core row that applies there (``applies``):
+
+    choosing method m:  fit[m] * f_train + choice[m] * f_validation + 2 * test_target * f_test
+                        (its test pass and its random control's; an upper bound: a row at strength
+                        0 reuses the unsteered row)
+    unsteered: test_target * f_test;  expert_unsteered: test_expert * f_test;  calibration: 0
+    (it reads the unsteered test row and validation pass)
+
+``f_split`` = the tokens one evaluate pass runs on the dataset's split (rule-set item limits; each
+prompt once plus every choice's continuation, target tokenizer, no model run) / the same on the
+measured dataset. ``choice[m]`` is the measured choice of the timed row with m's search sign
+(signed: expertsteer_label, else caa). Rows run one at a time on two cores at two threads. The JSON
+holds every term (``seconds``, ``datasets``, ``choice_proxy``, ``formula``) to recompute it.
 
 Usage: python benchmarks/bench_search.py [--fast] [--rules halving reference] [--dataset sst2]
 """
@@ -25,6 +42,12 @@ import _common as C
 
 CHOOSING = ("label_caa", "expertsteer_label", "caa", "self_rfm", "expertsteer_autoencoder")
 REFERENCES = ("unsteered", "expert_unsteered", "calibration")
+TIMED = ("caa", "expertsteer_label")  # the rows whose choice is timed: an unsigned and a signed search
+FORMULA = ("core_benchmark_hours = sum over datasets d of [val_pass * f_validation(d) + sum over rows m in "
+           "d.rows of cost(m, d)] / max(1, cores // threads_per_row) / 3600; cost(m, d) = fit[m] * f_train(d) "
+           "+ choice[m] * f_validation(d) + 2 * test_target * f_test(d) for a choosing method (m in fit: its "
+           "row and its random control), test_expert * f_test(d) for expert_unsteered, 0 for calibration, "
+           "test_target * f_test(d) for any other reference row (unsteered)")
 
 
 def core_methods() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -40,18 +63,65 @@ def core_methods() -> tuple[tuple[str, ...], tuple[str, ...]]:
         return CHOOSING, REFERENCES
 
 
-def core_benchmark_hours(choice_seconds: float, test_seconds: float, *, datasets: int = 15,
-                         choosing: int | None = None, references: int | None = None, cores: int = 2,
-                         threads_per_row: int = 2, val_pass_seconds: float = 0.0) -> float:
-    """Projected wall hours of the core benchmark: per dataset, every choosing method's validation
-    choice and test pass plus its random control's test pass, every reference row's test pass and
-    one unsteered validation pass; rows run ``cores // threads_per_row`` at a time."""
-    if choosing is None or references is None:
-        c, r = core_methods()
-        choosing = len(c) if choosing is None else choosing
-        references = len(r) if references is None else references
-    per_dataset = choosing * (choice_seconds + 2 * test_seconds) + references * test_seconds + val_pass_seconds
-    return datasets * per_dataset / max(1, cores // threads_per_row) / 3600
+def row_seconds(m: str, seconds: dict, factors: dict) -> float:
+    """Projected seconds of core row ``m`` (with its random control) on a dataset (``FORMULA``)."""
+    if m in seconds["fit"]:
+        return (seconds["fit"][m] * factors["train"] + seconds["choice"][m] * factors["validation"]
+                + 2 * seconds["test_target"] * factors["test"])
+    if m == "calibration":
+        return 0.0
+    return (seconds["test_expert"] if m == "expert_unsteered" else seconds["test_target"]) * factors["test"]
+
+
+def core_benchmark_hours(seconds: dict, datasets: dict, *, cores: int = 2, threads_per_row: int = 2) -> float:
+    """``FORMULA``: ``seconds`` has fit and choice (per choosing method), val_pass, test_target and
+    test_expert; ``datasets`` maps each dataset to its ``factors`` (per split) and applicable ``rows``."""
+    total = sum(seconds["val_pass"] * d["factors"]["validation"]
+                + sum(row_seconds(m, seconds, d["factors"]) for m in d["rows"]) for d in datasets.values())
+    return total / max(1, cores // threads_per_row) / 3600
+
+
+def pass_tokens(model, items) -> int:
+    """Tokens one ``evaluate`` pass runs over ``items``: each prompt once plus every choice's
+    continuation (the model's tokenizer and chat template, as evaluate formats them; no model run)."""
+    from steer_lens.tokens import encode, uses_chat_template
+
+    chat, total = uses_chat_template(model, None), 0
+    for it in items:
+        enc = [encode(model, (it.prompt(), c), chat=chat) for c in it.completions()]
+        total += enc[0][1] + sum(len(ids) - start for ids, start in enc)
+    return total
+
+
+def split_tokens(model, ds, rules) -> dict[str, int]:
+    """``pass_tokens`` of the items a run reads: the Context's TRAIN and VALIDATION, the scored TEST."""
+    import steer_lens.methods as M
+
+    ctx = M.Context(ds, model, None, rules)
+    items = {"train": ctx.train, "validation": ctx.val, "test": ds.split("test", limit=rules.limit_test)}
+    return {split: pass_tokens(model, its) for split, its in items.items()}
+
+
+def dataset_scales(model, rules, measured) -> dict:
+    """Per bundled dataset: split tokens, factors relative to ``measured`` and the core rows it has."""
+    import steer_lens.methods as M
+    from steer_lens.data import list_datasets, load_dataset
+
+    base = split_tokens(model, measured, rules)
+    choosing, references = core_methods()
+    out = {}
+    for name in list_datasets():
+        ds = load_dataset(name)
+        tokens = split_tokens(model, ds, rules)
+        out[name] = {"tokens": tokens, "factors": {s: tokens[s] / base[s] for s in tokens},
+                     "rows": [m for m in references + choosing if M.get(m).applies(ds)]}
+    return out
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -67,37 +137,54 @@ def main(argv=None) -> int:
     from steer_lens.evaluate import evaluate
     from steer_lens.protocol import choose, point
 
-    model = C.target_model(args)
+    model, expert = C.target_model(args), C.expert_model(args)
     rules = M.RuleSet.fast(limit_val=12, limit_test=24) if args.fast else M.RuleSet()
     ds = load_dataset(args.dataset)
-    ctx = M.Context(ds, model, None, rules)
-    method = M.get("caa")
-    candidates = method.candidates(ctx)  # the fit (not timed)
+    ctx = M.Context(ds, model, expert, rules)  # one context per dataset, as the runner's
+    choosing, references = core_methods()
     load_before = C.load()
-    t0 = time.perf_counter()
-    zero = point(0.0, ctx.val0(model))
-    val_pass = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    test = evaluate(model, ds, split="test", limit=rules.limit_test, batch_size=ctx.batch_size)
-    test_seconds = time.perf_counter() - t0
+    fit = {m: timed(lambda m=m: M.get(m).candidates(ctx))[1] for m in choosing}  # CORE order
+    zero, val_pass = timed(lambda: point(0.0, ctx.val0(model)))
+    test, test_target = timed(lambda: evaluate(model, ds, split="test", limit=rules.limit_test,
+                                               batch_size=ctx.batch_size))
+    test_e, test_expert = timed(lambda: evaluate(expert, ds, split="test", limit=rules.limit_test,
+                                                 batch_size=ctx.batch_size))
     choices = {}
     for rule in args.rules:
-        search = dataclasses.replace(ctx.search(method.signed), strategy=rule)
-        t0 = time.perf_counter()
-        c = choose(model, ctx.val, candidates, search=search, zero=zero, batch_size=ctx.batch_size)
-        choices[rule] = {"seconds": time.perf_counter() - t0, "key": str(c.key), "strength": c.strength,
-                         "val_accuracy": c.best["accuracy"], "n_points": sum(len(v) for v in c.curves.values())}
+        for name in TIMED:
+            method = M.get(name)
+            candidates = method.candidates(ctx)  # the fit (memoised: timed above when a core method)
+            search = dataclasses.replace(ctx.search(method.signed), strategy=rule)
+            c, sec = timed(lambda: choose(model, ctx.val, candidates, search=search, zero=zero,
+                                          batch_size=ctx.batch_size))
+            choices.setdefault(rule, {})[name] = {
+                "seconds": sec, "key": str(c.key), "strength": c.strength, "val_accuracy": c.best["accuracy"],
+                "n_points": sum(len(v) for v in c.curves.values()), "candidates": [str(k) for k in candidates]}
+    load_after = C.load()
     first = choices[args.rules[0]]
+    proxy = {m: "expertsteer_label" if M.get(m).signed else "caa" for m in choosing}
+    seconds = {"fit": fit, "choice": {m: first[proxy[m]]["seconds"] for m in choosing}, "val_pass": val_pass,
+               "test_target": test_target, "test_expert": test_expert}
+    datasets, tokenise = timed(lambda: dataset_scales(model, rules, ds))
     C.write(args, "search", {
-        "search_vs_test_time_ratio": first["seconds"] / test_seconds,
-        "core_benchmark_hours": core_benchmark_hours(first["seconds"], test_seconds, val_pass_seconds=val_pass),
-        "choice_seconds": first["seconds"], "test_pass_seconds": test_seconds, "val_pass_seconds": val_pass,
-        "rule": args.rules[0], "choices": choices, "model": str(model.cfg.model_name), "dataset": ds.name,
-        "n_val": len(ctx.val), "n_test": test.n, "candidates": [str(k) for k in candidates],
-        "core_methods": [list(x) for x in core_methods()], "load_before": load_before, "load_after": C.load(),
-        "note": "wall seconds at --threads torch threads; the choice excludes the fit and the unsteered validation "
-                "pass (shared by every method on a dataset); core_benchmark_hours projects the measured times "
-                "over 15 datasets, one row at a time on two cores",
+        "search_vs_test_time_ratio": first["caa"]["seconds"] / test_target,
+        "core_benchmark_hours": core_benchmark_hours(seconds, datasets, cores=2, threads_per_row=2),
+        "choice_seconds": first["caa"]["seconds"], "test_pass_seconds": test_target,
+        "label_choice_seconds": first["expertsteer_label"]["seconds"], "expert_test_pass_seconds": test_expert,
+        "val_pass_seconds": val_pass, "fit_seconds_total": sum(fit.values()),
+        "rule": args.rules[0], "choices": choices, "seconds": seconds, "choice_proxy": proxy,
+        "datasets": datasets, "cores": 2, "threads_per_row": 2, "formula": FORMULA,
+        "per_dataset_seconds": {d: v["factors"]["validation"] * val_pass
+                                + sum(row_seconds(m, seconds, v["factors"]) for m in v["rows"])
+                                for d, v in datasets.items()},
+        "model": str(model.cfg.model_name), "expert": str(expert.cfg.model_name), "dataset": ds.name,
+        "n_train": len(ctx.train), "n_val": len(ctx.val), "n_test": test.n, "n_test_expert": test_e.n,
+        "core_methods": [list(choosing), list(references)], "tokenise_seconds": tokenise,
+        "load_before": load_before, "load_after": load_after,
+        "note": "wall seconds at --threads torch threads; fits in CORE order on one Context (a shared capture "
+                "counted once, under the first method needing it); choices exclude the fit and the unsteered "
+                "validation pass; test passes are unsteered (a steered pass adds hooks only); dataset factors "
+                "scale by tokens (a fit's RFM/auto-encoder training scales with items, not tokens: rough)",
     })
     return 0
 
