@@ -3,6 +3,7 @@
     python notebooks/build.py                 # write notebooks/*.ipynb (no outputs)
     python notebooks/build.py --execute       # write and execute in place with the real models
     python notebooks/build.py --execute --fast --out /tmp/nb   # tiny random models (smoke test)
+    python notebooks/build.py --execute --small --out /tmp/nb  # real models on a few items (the tests' run)
 
 Executed notebooks keep small outputs: stderr streams (progress bars, warnings) and widget
 state are dropped, figures are rendered at low dpi. Run times go into the notebook metadata.
@@ -45,12 +46,14 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(nb: nbformat.NotebookNode, *, fast: bool, timeout: int = 1200) -> float:
-    """Run a notebook top to bottom in a fresh kernel (cwd = notebooks/); return seconds."""
+def execute(nb: nbformat.NotebookNode, *, fast: bool, small: bool = False, timeout: int = 1200) -> float:
+    """Run a notebook top to bottom in a fresh kernel (cwd = notebooks/); return seconds. ``fast``: tiny
+    random models; ``small``: the real models on a few items (STEER_LENS_SMALL; the test suite's run)."""
     from nbclient import NotebookClient
 
-    env_before = os.environ.get("STEER_LENS_FAST")
+    env_before = {k: os.environ.get(k) for k in ("STEER_LENS_FAST", "STEER_LENS_SMALL")}
     os.environ["STEER_LENS_FAST"] = "1" if fast else "0"
+    os.environ["STEER_LENS_SMALL"] = "1" if small else "0"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.time()
@@ -58,10 +61,11 @@ def execute(nb: nbformat.NotebookNode, *, fast: bool, timeout: int = 1200) -> fl
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(HERE)}}).execute()
     finally:
-        if env_before is None:
-            os.environ.pop("STEER_LENS_FAST", None)
-        else:
-            os.environ["STEER_LENS_FAST"] = env_before
+        for key, before in env_before.items():
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
     return time.time() - start
 
 
@@ -75,6 +79,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--execute", action="store_true")
     p.add_argument("--fast", action="store_true", help="execute with tiny random models")
+    p.add_argument("--small", action="store_true", help="execute with the real models on a few items")
     p.add_argument("--out", default=str(HERE))
     p.add_argument("--only", nargs="*", default=None)
     args = p.parse_args(argv)
@@ -83,9 +88,10 @@ def main(argv=None) -> dict:
     for name in args.only or list(NOTEBOOKS):
         nb = build(name)
         if args.execute:
-            seconds = execute(nb, fast=args.fast)
+            seconds = execute(nb, fast=args.fast, small=args.small)
             nb = clean(nb)
-            nb.metadata["steer_lens"] = {"run_seconds": round(seconds, 1), "fast": args.fast}
+            nb.metadata["steer_lens"] = {"run_seconds": round(seconds, 1), "fast": args.fast,
+                                         **({"small": True} if args.small else {})}
             times[name] = round(seconds, 1)
             print(f"{name}: {seconds:.0f}s", flush=True)
         write(nb, Path(args.out) / f"{name}.ipynb")

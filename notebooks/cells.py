@@ -10,9 +10,10 @@ import torch
 import matplotlib.pyplot as plt
 from steer_lens.models import load_model
 
-torch.set_num_threads(2)
 plt.rcParams.update({"figure.dpi": 60, "figure.figsize": (6, 3)})
 FAST = os.environ.get("STEER_LENS_FAST") == "1"  # tiny random models: a smoke test of the code paths
+SMALL = not FAST and os.environ.get("STEER_LENS_SMALL") == "1"  # real models, few items: the tests' check that every cell runs
+torch.set_num_threads(1 if FAST or SMALL else 2)  # the tests' runs: tiny problems, beside other jobs
 t0 = time.time()
 if FAST:
     from steer_lens.testing import make_tiny_model
@@ -33,8 +34,8 @@ from steer_lens.pipeline import ExpertSteer
 from steer_lens.probes import recording_directions
 
 ds = load_dataset("sst2")
-train = ds.split("train", limit=12 if FAST else 40)
-test = ds.split("test", limit=8 if FAST else 40)
+train = ds.split("train", limit=12 if FAST else 8 if SMALL else 40)
+test = ds.split("test", limit=8 if FAST or SMALL else 40)
 positives, negatives = contrast_prompts(train)      # (prompt, correct answer) vs (prompt, wrong answer)
 t0 = time.time()
 with recording_directions() as directions:          # keep each pair's RFM for the spectrum analysis
@@ -62,7 +63,8 @@ generate with it, and only then score TEST once beside its **random control** (r
 hook, norm and strength) and **calibration** (no steering: a bias on the answer margins). The paper's own
 specification, `expertsteer_autoencoder`, is in the registry too; `steer-lens demo` runs it beside this recipe.
 
-Set `STEER_LENS_FAST=1` to run it on tiny random models (seconds; text and numbers are meaningless).
+Set `STEER_LENS_FAST=1` to run it on tiny random models (seconds; text and numbers are meaningless), or
+`STEER_LENS_SMALL=1` to run it on the real models with a few items (the test suite's check; numbers not meaningful).
 '''),
     ("code", SETUP),
     ("md", r'''
@@ -79,6 +81,7 @@ print(", ".join(sl.methods.available()))
 recipe = sl.methods.get("expertsteer_label")
 print(f"\n{recipe.name}: {recipe.doc}\nrandom control: {recipe.control}; reads the expert: {recipe.needs_expert}")
 RULES = (RuleSet.fast(limit_train=16, pair_shortlist=1) if FAST else
+         RuleSet(limit_train=8, limit_val=6, limit_test=8, grid=(0.1, 0.2), refine_rounds=1, pair_shortlist=1) if SMALL else
          RuleSet(limit_train=32, limit_val=24, limit_test=100, refine_rounds=1, pair_shortlist=1))
 print(f"\n{RULES.limit_train} train / {RULES.limit_val} validation / {RULES.limit_test} test items, "
       f"strength grid {RULES.grid} (signed for a label direction), rule set {RULES.hash}")

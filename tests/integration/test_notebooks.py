@@ -13,8 +13,9 @@ pytestmark = pytest.mark.integration
 NAMES = ["01_quickstart", "02_mechanistic_analysis", "03_feature_attribution"]
 
 
-# Every notebook runs in CI on tiny models (seconds) and on the real models (2-4 min each on the
-# shared 2-core machine at load ~7 when last built by `python notebooks/build.py --execute`).
+# Every notebook runs on tiny random models (STEER_LENS_FAST) and on the real models with a few items
+# (STEER_LENS_SMALL: every cell, the same code paths as the committed run, on 8 train / 6-8 validation or
+# test items; the committed notebooks are the full-size runs of `python notebooks/build.py --execute`).
 CASES = [(name, fast) for name in NAMES for fast in (True, False)]
 
 
@@ -23,9 +24,11 @@ def test_notebook_executes(name, fast):
     import build
 
     nb = build.build(name)
-    build.execute(nb, fast=fast, timeout=3600)  # nbclient's per-cell timeout, not a benchmark
+    build.execute(nb, fast=fast, small=not fast, timeout=3600)  # nbclient's per-cell timeout, not a benchmark
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
+    setup = "".join(o.get("text", "") for o in next(c for c in nb.cells if c.cell_type == "code").outputs)
+    assert ("smollm2-135m-instruct: d_model=576" in setup) is not fast, setup  # SMALL runs the real models
 
 
 def test_committed_notebooks_match_their_build_script():
@@ -35,5 +38,7 @@ def test_committed_notebooks_match_their_build_script():
 
     for name in NAMES:
         stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        run = stored.metadata.get("steer_lens", {})
+        assert not run.get("fast") and not run.get("small"), f"{name} is committed from a tiny or small run: {run}"
         sources = [c.source for c in stored.cells]
         assert sources == [c.source for c in build.build(name).cells], f"re-run notebooks/build.py --execute ({name})"
