@@ -244,6 +244,13 @@ class Method:
         raise ValueError(f"no {self.name} candidate on {ctx.dataset.name!r} steers layers {row['layers']}; "
                          "the row was made under other settings")
 
+    def plan_at(self, ctx: Context, row: Mapping) -> SteeringPlan:
+        """The plan fitted on ``ctx``'s TRAIN items at a row's chosen layers (or layer pairs), whether or not
+        the method's candidate rule proposes them on these items (a refit on another train subsample keeps
+        the choice). Default: ``plan_of``; methods whose candidates come from a train-side shortlist
+        override it."""
+        return self.plan_of(ctx, row)
+
     def __repr__(self) -> str:
         return f"<method {self.name}>"
 

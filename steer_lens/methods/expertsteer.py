@@ -81,6 +81,14 @@ class ExpertSteerMethod(Method):
         # variants that differ only in name (none today) would share the fit
         return ctx.memo(("es", self.variant, self.reverse), compute)
 
+    def plan_at(self, ctx: Context, row):
+        """Fitted on ``ctx``'s TRAIN items at the row's (expert, target) layer pairs."""
+        expert, target = self.models(ctx)
+        pos, neg = ctx.contrast(self.variant.contrast)
+        acts = ctx.expert_acts(self.variant.contrast, expert, target)
+        pairs = [(p["expert_layer"], p["target_layer"]) for p in row["pairs"]]
+        return self.config(ctx, pairs=pairs).fit(expert, target, pos, neg, activations=acts)
+
 
 _VARIANTS = {
     PAPER: (Variant(), "The paper's specification: an affine auto-encoder maps each expert layer into the target's "

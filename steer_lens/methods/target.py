@@ -34,6 +34,11 @@ class LayerMethod(Method):
             return {layer: self.fit(ctx, layer, acts, layers) for layer in short}
         return ctx.memo(("candidates", self.name), compute)
 
+    def plan_at(self, ctx: Context, row):
+        acts, layers = ctx.target_acts(self.contrast_kind)
+        (layer,) = row["layers"]
+        return self.fit(ctx, layer, acts, layers)
+
     def run(self, ctx: Context) -> dict:
         row = super().run(ctx)
         first = next(iter(self.candidates(ctx)))

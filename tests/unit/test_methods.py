@@ -171,3 +171,22 @@ def test_context_train_seed_draws_another_train_subsample(tiny_llama):
     a, b = M.Context(ds, tiny_llama, None, rules), M.Context(ds, tiny_llama, None, rules, train_seed=1)
     assert len(a.train) == len(b.train) == rules.limit_train < len(ds.split("train"))
     assert ids(a) != ids(b) and ids(a) == ids(M.Context(ds, tiny_llama, None, rules, train_seed=0))
+
+
+def test_plan_at_refits_at_a_rows_layers_on_other_train_items(tiny_llama, tiny_gemma, one_thread):
+    from steer_lens.data import load_dataset
+    from steer_lens.methods.base import plan_layers
+
+    ds, rules = load_dataset("sst2"), M.RuleSet.fast(limit_train=12)
+    for name in ("label_caa", "expertsteer_label", M.PAPER):
+        m = M.get(name)
+        ctx = M.Context(ds, tiny_llama, tiny_gemma, rules)
+        key, plan = next(iter(m.candidates(ctx).items()))
+        row = {"layers": plan_layers(plan), "pairs": [p.__dict__ for p in plan.pairs]}
+        same = m.plan_at(ctx, row)  # the same items: the candidate's own vectors
+        assert plan_layers(same) == row["layers"]
+        for h, v in plan.vectors.items():
+            assert torch.allclose(same.vectors[h], v, atol=1e-5), (name, h)
+        other = m.plan_at(M.Context(ds, tiny_llama, tiny_gemma, rules, train_seed=1), row)
+        assert plan_layers(other) == row["layers"]  # other train items: the row's layers, another fit
+        assert any(not torch.allclose(other.vectors[h], v, atol=1e-5) for h, v in plan.vectors.items()), name
