@@ -1,7 +1,8 @@
 """Wall-clock time of ``steer-lens demo`` (default: real models, warm model cache, a fresh row cache)
 in a subprocess, end to end after set-up; also records the demo's printed table.
 
-Usage: python benchmarks/bench_demo.py [--fast] [--threads T]   (--threads 0: torch's default)
+Usage: python benchmarks/bench_demo.py [--fast] [--threads T]   (--threads 0: torch's default, the default
+without --fast; --fast: tiny models, one thread unless given: no OpenMP stalls beside other jobs)
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def _child_cpu() -> float:
 
 def main(argv=None) -> int:
     p = C.parser(__doc__)
-    p.set_defaults(threads=0)
+    p.set_defaults(threads=None)
     args = p.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.fast else 0
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "steer_lens.cli", "demo", "--out", tmp, "--json"]
         if args.fast:

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         names = [C.tiny_models(Path(tmp.name))[1]]
     else:
         names = ["smollm2-135m-instruct", "gemma-3-270m"]
-    repeats = args.repeats or 2
+    repeats = args.repeats or (1 if args.fast else 2)  # --fast checks that it runs: one warm load
     per_model = {}
     for name in names:
         cache = tempfile.mkdtemp(dir=tmp.name, prefix="cache-")

@@ -78,7 +78,8 @@ def context(name: str, r: dict) -> str:
                          for m, v in r["per_model"].items())
     if name == "demo":
         cpu = f"CPU {r['demo_cpu_seconds']:.0f}s; " if "demo_cpu_seconds" in r else ""
-        return (f"{cpu}torch default threads; {len(r.get('datasets', []))} datasets "
+        threads = f"{r['torch_threads']} torch thread(s)" if r.get("torch_threads") else "torch default threads"
+        return (f"{cpu}{threads}; {len(r.get('datasets', []))} datasets "
                 f"({', '.join(r.get('datasets', []))}); step seconds {r.get('step_seconds')}; {la}")
     if name == "field":
         cos = r["field_abs_cos_with_fixed_vector"]
