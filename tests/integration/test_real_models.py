@@ -53,8 +53,8 @@ def test_cached_reload_gives_identical_logits(smollm2):
         assert torch.equal(smollm2(tokens), again(tokens))
 
 
-def test_expert_steer_end_to_end(gemma, smollm2, tmp_path):
-    items = sl.load_dataset("sst2").split("train", limit=24)
+def test_expert_steer_end_to_end(gemma, smollm2, tmp_path, one_thread):
+    items = sl.load_dataset("sst2").split("train", limit=12)  # 24 prompts: the fit's cost grows with items
     pos, neg = sl.contrast_prompts(items)
     plan = sl.ExpertSteer(n_pairs=2, alignment="ridge", target_window=(2, 27)).fit(gemma, smollm2, pos, neg)
     assert plan.mi.shape == (18, 30)
@@ -73,9 +73,10 @@ def test_expert_steer_end_to_end(gemma, smollm2, tmp_path):
     assert proj[1.0] > proj[0.0] + 0.5 * plan.norms[hook]
 
 
-def test_readme_example_runs_as_written(smollm2, gemma, tmp_path, monkeypatch):
+def test_readme_example_runs_as_written(smollm2, gemma, tmp_path, monkeypatch, one_thread):
     """The README's "method, as code" block, executed verbatim on the real models (load_model
-    is served from the session fixtures so the models are not loaded twice)."""
+    is served from the session fixtures so the models are not loaded twice; a split it asks for is
+    capped at 12 items: every line runs as written, the fit on 24 prompts instead of the README's 120)."""
     import re
     from pathlib import Path
 
@@ -83,6 +84,15 @@ def test_readme_example_runs_as_written(smollm2, gemma, tmp_path, monkeypatch):
     block = re.search(r"## The method, as code\n\n```python\n(.*?)```", readme, re.S).group(1)
     models = {"gemma-3-270m": gemma, "smollm2-135m-instruct": smollm2}
     monkeypatch.setattr(sl, "load_model", lambda name: models[name])
+    load_dataset = sl.load_dataset
+
+    def capped(name):  # a fresh dataset object: its split method is replaced on this one only
+        ds = load_dataset(name)
+        split = ds.split
+        ds.split = lambda which, limit=None, **kw: split(which, limit=min(limit or 12, 12), **kw)
+        return ds
+
+    monkeypatch.setattr(sl, "load_dataset", capped)
     monkeypatch.chdir(tmp_path)
     printed = []
     scope = {"print": lambda *a: printed.append(a)}
