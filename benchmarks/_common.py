@@ -28,6 +28,17 @@ def setup(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if getattr(args, "fast", False):
+        scratch_ledger()
+
+
+def scratch_ledger() -> None:
+    """Tiny random models score no real split: their scorings go to a scratch ledger (inherited by
+    subprocesses), never to results/ledger.jsonl. A ledger path already set is kept."""
+    import tempfile
+
+    if "STEER_LENS_LEDGER" not in os.environ:
+        os.environ["STEER_LENS_LEDGER"] = os.path.join(tempfile.mkdtemp(prefix="steer-lens-ledger-"), "ledger.jsonl")
 
 
 def load() -> dict:

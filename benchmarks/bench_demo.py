@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads is None:
         args.threads = 1 if args.fast else 0
+    if args.fast:
+        C.scratch_ledger()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "steer_lens.cli", "demo", "--out", tmp, "--json"]
         if args.fast:

@@ -174,3 +174,22 @@ def test_cli_summary(led, capsys):
     ledger.record("a", "test", "h", n=1, model="m", rule_set="r")
     assert ledger.main(["summary"]) == 0
     assert "| a | test | 1 | 1 |" in capsys.readouterr().out
+
+
+def test_fast_benchmarks_write_a_scratch_ledger(monkeypatch):
+    """Benchmarks in --fast mode (tiny random models) never append to results/ledger.jsonl."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("_common", root / "benchmarks" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    monkeypatch.delenv("STEER_LENS_LEDGER", raising=False)
+    common.setup(type("A", (), {"threads": 1, "fast": True})())
+    path = Path(os.environ["STEER_LENS_LEDGER"])
+    assert path.name == "ledger.jsonl" and root not in path.parents
+    monkeypatch.setenv("STEER_LENS_LEDGER", "/x/kept.jsonl")
+    common.scratch_ledger()
+    assert os.environ["STEER_LENS_LEDGER"] == "/x/kept.jsonl"
