@@ -16,14 +16,15 @@ rule changes in one place:
   directions, whose useful sign depends on the model's bias).
 * ``choose`` runs the search for several candidate plans (layers, layer pairs) and keeps the best
   point over all of them (ties: the earlier candidate).
-* ``compare`` scores TEST once for the unsteered model, the chosen plan and strength, and the
-  random-vector control at the same hooks, norms and strength, with paired tests.
+* ``compare`` (``steer_lens.comparison``, re-exported here) scores TEST once for the unsteered model,
+  the chosen plan and strength, and the random-vector control at the same hooks, norms and strength,
+  with paired tests.
 
 Two search rules, named by ``StrengthSearch.strategy`` (``STRATEGIES``):
 
 * ``"reference"`` (the default): the search above, every point on every validation item.
 * ``"halving"``: the same grid, extension and refinement, with successive halving over items and
-  candidates (``choose_halving``): every candidate's grid is scored on the first
+  candidates (``steer_lens.halving.choose_halving``): every candidate's grid is scored on the first
   ``screen_fraction`` of the items; only the best ``keep`` share of the candidates continues;
   a point is completed on the remaining items only while it is among its candidate's
   ``finalists`` best screened points; refinement midpoints are screened first the same way; an
@@ -42,16 +43,12 @@ with ``profiling.phase``).
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from . import profiling
-from .data import Item, MCDataset
-from .evaluate import EvalResult, bootstrap_ci, evaluate, mcnemar, paired_bootstrap
+from .data import Item
+from .evaluate import EvalResult, evaluate
 
 STRATEGIES = ("reference", "halving")
 
@@ -323,6 +320,8 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
         if score_items is None:
             score_items = _model_scorer(model, batch_size=batch_size, seed=seed, positions=positions,
                                         use_sweep=use_sweep, shared=shared)
+        from .halving import choose_halving
+
         return choose_halving(score_items, items, candidates, search, zero=zero, seed=seed)
     if zero is None:
         with profiling.phase("zero"):
@@ -384,198 +383,9 @@ def _model_scorer(model, *, batch_size: int, seed: int, positions: str, use_swee
     return score_items
 
 
-def merge_results(a: EvalResult, b: EvalResult, seed: int = 0) -> EvalResult:
-    """The result on ``a``'s items followed by ``b``'s, from the two parts' per-item lists (as
-    ``evaluate`` on the joined list: accuracy, its bootstrap CI, margins, predictions, the mean
-    behaviour probability)."""
-    correct = list(a.correct) + list(b.correct)
-    lo, hi = bootstrap_ci(correct, seed=seed)
-    n = a.n + b.n
-    bp = None
-    if a.behaviour_prob is not None and b.behaviour_prob is not None:
-        bp = (a.behaviour_prob * a.n + b.behaviour_prob * b.n) / n
-    return EvalResult(accuracy=float(np.mean(correct)), ci_low=lo, ci_high=hi, n=n,
-                      majority_rate=a.majority_rate, accuracy_sum=(a.accuracy_sum * a.n + b.accuracy_sum * b.n) / n,
-                      ids=list(a.ids) + list(b.ids), correct=correct, margins=list(a.margins) + list(b.margins),
-                      predictions=list(a.predictions) + list(b.predictions), behaviour_prob=bp,
-                      meta={**a.meta, "merged": True})
+# scoring TEST once beside the random control lives in its own module; re-exported as part of the protocol
+from .comparison import compare, paired, render_comparison, val_split  # noqa: E402,F401
 
-
-def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]],
-                   items: Sequence[Item], candidates: Mapping[object, object], search: StrengthSearch, *,
-                   zero: dict | None = None, seed: int = 0) -> Choice:
-    """The "halving" rule (module doc) over ``candidates`` on ``items``; ``score_items(plan,
-    part_items, strengths) -> results`` scores a plan on the screening items (the first
-    ``search.screen_fraction``, at least ``search.screen_min``) or on the rest. Every point in the returned curves
-    is scored on every item; ``Choice.screened`` holds the screening-only points."""
-    items = list(items)
-    order = list(candidates)
-    m = min(len(items), max(search.screen_min, math.ceil(search.screen_fraction * len(items))))
-    parts = {"screen": items[:m], "rest": items[m:]}
-    got: dict[object, dict[float, dict[str, EvalResult]]] = {k: {} for k in order}
-    zero_parts: dict[str, EvalResult] = {}
-
-    def run(key, part: str, strengths) -> None:
-        todo = [s for s in dict.fromkeys(round(float(s), 6) for s in strengths)
-                if part not in got[key].get(s, {}) and s != 0]
-        if todo and parts[part]:
-            profiling.note_points(len(todo), len(parts[part]))
-            for s, r in zip(todo, score_items(candidates[key], parts[part], todo)):
-                got[key].setdefault(s, {})[part] = r
-
-    def zero_part(part: str) -> EvalResult | None:
-        if part not in zero_parts and parts[part]:
-            profiling.note_points(1, len(parts[part]))
-            zero_parts[part] = score_items(candidates[order[0]], parts[part], [0.0])[0]
-        return zero_parts.get(part)
-
-    def part_of(key, s, part, score: bool = True):
-        if s == 0:
-            return zero_part(part) if score else zero_parts.get(part)
-        return got[key].get(s, {}).get(part)
-
-    def complete(key, s) -> bool:
-        return s == 0 or all(p in got[key].get(s, {}) for p in parts if parts[p])
-
-    def full(key, s) -> dict:
-        if s == 0:
-            return zero
-        r = got[key][s]
-        return point(s, merge_results(r["screen"], r["rest"], seed) if "rest" in r else r["screen"])
-
-    def screened(key, s) -> dict:
-        return point(s, part_of(key, s, "screen"))
-
-    def best_full(key) -> dict:
-        return max((full(key, s) for s in [0.0, *got[key]] if complete(key, s)), key=rank)
-
-    def agree(key, a, b) -> bool:  # same answer on every item scored at both ends
-        ends = [(part_of(key, a, p, False), part_of(key, b, p, False)) for p in parts if parts[p]]
-        return all(x.predictions == y.predictions for x, y in ends if x is not None and y is not None)
-
-    def finalize(key) -> None:  # complete the screened points among the candidate's best `finalists`
-        run(key, "rest", sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)[: search.finalists])
-
-    signs = (1.0, -1.0) if search.signed else (1.0,)
-    grid = [sign * s for s in search.grid for sign in signs]
-    ladder = sorted(search.extend)
-    with profiling.phase("zero"):
-        zero_part("screen")
-        if zero is None:
-            zero = point(0.0, merge_results(zero_part("screen"), zero_part("rest"), seed) if parts["rest"]
-                         else zero_part("screen"))
-    with profiling.phase("screen"):
-        for key in order:
-            run(key, "screen", grid)
-        for key in order:  # extend (both signs if signed) while no strength changed an answer
-            while search.extend_flat:
-                top = max(abs(s) for s in got[key])
-                nxt = [s for s in ladder if s > top]
-                if not nxt or not all(agree(key, s, 0.0) for s in got[key]):
-                    break
-                run(key, "screen", [sign * nxt[0] for sign in signs])
-    ranked = sorted(order, key=lambda k: (max(rank(screened(k, s)) for s in got[k]), -order.index(k)), reverse=True)
-    survivors = [k for k in order if k in ranked[: max(1, math.ceil(search.keep * len(order)))]]
-    with profiling.phase("complete"):
-        for key in survivors:
-            finalize(key)
-    with profiling.phase("extend"):
-        for key in survivors:  # extend upward while the best point sits on the largest |strength| tried
-            while True:
-                b = best_full(key)["strength"]
-                top = max(abs(s) for s in got[key])
-                nxt = [s for s in ladder if s > top]
-                if b == 0 or abs(b) < top or not nxt:
-                    break
-                s = (1.0 if b > 0 else -1.0) * nxt[0]
-                run(key, "screen", [s])
-                run(key, "rest", [s])
-    key = max(survivors, key=lambda k: (rank(best_full(k)), -order.index(k)))
-    for r in range(search.refine_rounds):
-        tried = sorted([0.0, *got[key]])
-        gaps = _refine_gaps(tried, tried.index(round(best_full(key)["strength"], 6)),
-                            lambda g: change(screened(key, g[0]), screened(key, g[1])))
-        mids = [round((lo + hi) / 2, 6) for lo, hi in sorted(gaps) if not agree(key, lo, hi)]
-        mids = [s for s in mids if s not in got[key]]
-        if not mids:
-            break
-        with profiling.phase(f"refine {r + 1}"):
-            run(key, "screen", mids)
-            finalize(key)
-    best_key = max(survivors, key=lambda k: (rank(best_full(k)), -order.index(k)))
-    b = best_full(best_key)
-    curves = {k: sorted((full(k, s) for s in [0.0, *got[k]] if complete(k, s)), key=lambda p: p["strength"])
-              for k in order}
-    screens = {k: sorted((screened(k, s) for s in [0.0, *got[k]]), key=lambda p: p["strength"]) for k in order}
-    return Choice(key=best_key, strength=b["strength"], best=b, curves=curves, screened=screens)
-
-
-def paired(a: EvalResult, b: EvalResult, seed: int = 0) -> dict:
-    """a - b on the same items: bootstrap mean difference, its 95% CI and p, and McNemar's p."""
-    return {**paired_bootstrap(a.correct, b.correct, seed=seed), "mcnemar_p": mcnemar(a.correct, b.correct)["p"]}
-
-
-def val_split(dataset: MCDataset) -> str:
-    """Where strengths are chosen: "validation", or "train" when a dataset has none (say so)."""
-    return "validation" if "validation" in dataset.splits else "train"
-
-
-def compare(model, dataset: MCDataset, plan=None, *, search: StrengthSearch = StrengthSearch(),
-            fixed: float | None = None, limit: int | None = 100, val_limit: int | None = 100,
-            random_control: bool = True, batch_size: int = 8, seed: int = 0, positions: str = "all",
-            log: Callable[[str], None] | None = None) -> dict:
-    """Unsteered vs ``plan`` (strength chosen on validation unless ``fixed``) vs the random-vector
-    control at the plan's hooks, norms and strength, each scored once on TEST, with paired tests.
-
-    Returns a JSON-able dict: ``unsteered``/``steered``/``random`` summaries, ``strength``, ``n_val``,
-    ``val_curve``, ``steered_vs_unsteered`` and ``steered_vs_random`` (diff, CI, bootstrap p,
-    McNemar p), ``seconds``."""
-    def run(split, lim, p=None, s=0.0):
-        return evaluate(model, dataset, split=split, limit=lim, plan=p, strength=s, batch_size=batch_size,
-                        seed=seed, positions=positions)
-
-    out: dict = {"dataset": dataset.name, "model": str(model.cfg.model_name), "n_test": None, "val_curve": []}
-    t0 = time.perf_counter()
-    base = run("test", limit)
-    out["unsteered"], out["n_test"] = base.summary(), base.n
-    if plan is not None:
-        if fixed is None:
-            split = val_split(dataset)
-            items = dataset.split(split, limit=val_limit, seed=seed)
-            if log:
-                log(f"choosing the strength on {split} ({len(items)} items) ...")
-            choice = choose(model, items, {"plan": plan}, search=search, batch_size=batch_size, seed=seed,
-                            positions=positions)
-            out.update(strength=choice.strength, val_curve=choice.curves["plan"], n_val=len(items),
-                       val_split=split)
-        else:
-            out.update(strength=float(fixed), n_val=0)
-        s = out["strength"]
-        steered = base if s == 0 else run("test", limit, plan, s)
-        out["steered"] = steered.summary()
-        out["steered_vs_unsteered"] = paired(steered, base, seed)
-        if random_control:
-            from .baselines import random_plan
-
-            rnd = base if s == 0 else run("test", limit, random_plan(plan, seed=seed), s)
-            out["random"] = rnd.summary()
-            out["steered_vs_random"] = paired(steered, rnd, seed)
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    return out
-
-
-def render_comparison(res: dict) -> str:
-    """``compare``'s result as text: one line per condition, then the paired differences."""
-    lines = [f"{res['dataset']} test accuracy ({res['model']}, majority rate {res['unsteered']['majority_rate']:.3f}):",
-             f"{'condition':<28} {'accuracy':>8}  {'95% CI':<16} {'n':>4}"]
-    for key in ("unsteered", "steered", "random"):
-        if key in res:
-            r = res[key]
-            label = key if key == "unsteered" else f"{key} (strength {res['strength']:g})"
-            lines.append(f"{label:<28} {r['accuracy']:>8.3f}  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]   {r['n']:>4}")
-    for key in ("steered_vs_unsteered", "steered_vs_random"):
-        if key in res:
-            d = res[key]
-            lines.append(f"{key.replace('_', ' ')}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "
-                         f"McNemar p = {d['mcnemar_p']:.3g}")
-    return "\n".join(lines)
+__all__ = ["FLAT", "STRATEGIES", "Choice", "SharedInputs", "StrengthSearch", "change", "choose", "compare", "paired",
+           "point", "rank", "render_comparison", "search_strength", "val_split", "validation_scorer",
+           "validation_sweep"]

@@ -134,7 +134,7 @@ def test_choose_keeps_the_best_candidate_and_reports_every_curve(tiny_llama, tin
 
 
 def test_compare_scores_test_once_with_the_validation_choice(tiny_llama, tiny_setup, one_thread, monkeypatch):
-    import steer_lens.protocol as protocol
+    import steer_lens.comparison as protocol  # where compare scores TEST
 
     ds, plans = tiny_setup
     seen = []

@@ -1,4 +1,4 @@
-"""The "halving" strength search (steer_lens.protocol.choose_halving): it finds a planted narrow
+"""The "halving" strength search (steer_lens.halving.choose_halving): it finds a planted narrow
 window that a coarse grid misses, scores fewer item-points and runs fewer blocks than the reference
 search, its chosen point equals evaluate on every item, and shared sweep inputs give the same
 points as separate passes."""
@@ -8,7 +8,8 @@ import pytest
 from steer_lens.data import Item
 from steer_lens.evaluate import evaluate, summarise
 from steer_lens.profiling import ForwardCounter
-from steer_lens.protocol import StrengthSearch, choose, merge_results, rank, search_strength
+from steer_lens.halving import merge_results
+from steer_lens.protocol import StrengthSearch, choose, rank, search_strength
 
 
 def _window_items(n=100):
