@@ -136,9 +136,10 @@ def run(paths, loader, threads: int = 1, done: dict | None = None, save=None) ->
     return results
 
 
-def render(results: list[dict]) -> str:
+def render(results: list[dict], notes: bool = False) -> str:
     done = [r for r in results if "skipped" not in r]
     lines = ["# Selection equivalence: the halving search vs the reference search (validation)", "",
+             *(["Reading of the numbers and the command that made them: [notes.md](notes.md).", ""] if notes else []),
              "| dataset | method | n_val | reference (strength, items) | halving (strength, items) | difference |",
              "|---|---|---|---|---|---|"]
     for r in done:
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
             done = {r["row"]: r for r in json.loads(out_json.read_text()) if "row" in r and "skipped" not in r}
         save = lambda results: write_json(out_json, results)  # noqa: E731
     results = run(paths, loader, args.threads, done, save)
-    text = render(results)
+    text = render(results, notes=bool(args.out) and (Path(args.out).parent / "notes.md").is_file())
     print(text)
     if args.out:
         from steer_lens.io import write_json, write_text
