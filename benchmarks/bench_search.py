@@ -14,7 +14,7 @@ validation, 500 test items) at two torch threads, on one shared ``Context`` as t
   search, minutes to an hour on SmolLM2).
 
 Headline: ``search_vs_test_time_ratio`` = the CAA row's choice seconds / one test pass's seconds
-under the first rule (target <= 1: choose on validation in the time of one test pass).
+under the first rule (target <= 1.5: choose on validation in about the time of one test pass).
 ``core_benchmark_hours`` projects the measured seconds over the bundled datasets (``FORMULA``):
 per dataset, one unsteered validation pass and every core row that applies there (``applies``):
 
