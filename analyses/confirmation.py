@@ -96,19 +96,21 @@ def paired(a: dict, b: dict) -> dict:
 
 
 def secondary_pairs(p: dict, rows: dict) -> list[tuple[str, str, str]]:
-    """(dataset, a, b) of every secondary comparison whose rows exist, primary ones left out."""
+    """(dataset, a, b) of every secondary comparison whose rows exist, each unordered pair once, primary ones
+    left out."""
     from steer_lens import methods as M
 
-    primary = {(h["dataset"], h["a"], h["b"]) for h in p["primary"]}
+    seen = {(h["dataset"], frozenset((h["a"], h["b"]))) for h in p["primary"]}
     sec = p["secondary"]
     out = []
     for d in sorted({d for d, _ in rows}):
         for a in sec["steered"] + sec["baselines"]:
             against = ([M.control_of(a)] if a in sec["steered"] else []) + sec["against"]
             for b in against:
-                key = (d, a, b)
-                if a != b and b and (d, a) in rows and (d, b) in rows and key not in primary and key not in out:
-                    out.append(key)
+                pair = (d, frozenset((a, b)))  # a comparison is one test whichever way round it is listed
+                if a != b and b and (d, a) in rows and (d, b) in rows and pair not in seen:
+                    seen.add(pair)
+                    out.append((d, a, b))
     return out
 
 

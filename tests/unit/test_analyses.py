@@ -447,3 +447,25 @@ def test_tuned_experts_matches_each_results_folder_to_its_own_card(analyses_path
     assert card_name("g-arith-46635c478202", cards) == "g-arith"
     assert card_name("g-sst2-da2e015fa406", cards) == "g-sst2"
     assert card_name("smollm2", cards) == "smollm2"  # no card: a base model run as the expert
+
+
+def test_confirmation_families_and_anti_steerable_items(analyses_path):
+    """The preregistration's plan parses; secondary comparisons are each unordered pair once, without the
+    primary pairs in either order; the anti-steerable count is the items whose margin falls."""
+    import confirmation as C
+
+    plan = C.plan()
+    assert plan["rule_set"] == "abca3c4a0a" and len(plan["primary"]) == 5
+    toy = {"primary": [{"dataset": "d", "a": "expertsteer_label", "b": "calibration"}],
+           "secondary": {"steered": ["expertsteer_label"], "baselines": ["kshot_4", "calibration"],
+                         "against": ["unsteered", "calibration", "kshot_4"]}}
+    rows = {("d", m): {} for m in ("expertsteer_label", "random_label", "calibration", "kshot_4", "unsteered")}
+    pairs = C.secondary_pairs(toy, rows)
+    unordered = [frozenset(p[1:]) for p in pairs]
+    assert len(unordered) == len(set(unordered))
+    assert frozenset(("expertsteer_label", "calibration")) not in unordered
+    assert ("d", "expertsteer_label", "random_label") in pairs and frozenset(("kshot_4", "calibration")) in unordered
+    steered = {"ids": [1, 2, 3], "margins": [0.5, -0.2, 0.1], "correct": [True, False, True]}
+    unsteered = {"ids": [1, 2, 3], "margins": [0.4, 0.3, -0.1], "correct": [True, True, False]}
+    a = C.anti_steerable(steered, unsteered)
+    assert (a["margin_drops"], a["right_to_wrong"], a["wrong_to_right"]) == (1, 1, 1)
