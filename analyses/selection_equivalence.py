@@ -213,10 +213,10 @@ def main(argv=None) -> int:
     text = render(results, notes=bool(args.out) and (Path(args.out).parent / "notes.md").is_file())
     print(text)
     if args.out:
-        from steer_lens.io import write_json, write_text
+        from steer_lens.io import write_text
 
         write_text(Path(args.out), text)
-        write_json(Path(args.out).with_suffix(".json"), results)
+        save(results)
     tmp.cleanup()
     return 0
 
