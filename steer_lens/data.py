@@ -216,19 +216,30 @@ def list_datasets() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
 
 
+# Parsed folders of this process, keyed by folder, name and each file's (name, size, mtime): a folder
+# is parsed again only when a file changed. Items are frozen; each load gets its own lists and dicts.
+_PARSED: dict[tuple, tuple[dict[str, list[Item]], dict]] = {}
+
+
 def _load_folder(folder: Path, name: str) -> MCDataset:
     order = {s: i for i, s in enumerate(SPLITS)}
     files = sorted(folder.glob("*.jsonl"), key=lambda f: (order.get(f.stem, len(order)), f.stem))
     if not files:
         raise ValueError(f"{folder}: no *.jsonl split files. Fix: add train.jsonl / "
                          "validation.jsonl / test.jsonl.")
-    seen: dict[str, str] = {}
-    splits = {f.stem: [it for it, _ in _read_jsonl(f, seen)] for f in files}
-    for split, items in splits.items():
-        _remember(name, split, items)
     meta_path = folder / "meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    return MCDataset(name, splits, meta)
+    stats = [(f.name, st.st_size, st.st_mtime_ns) for f in [*files, meta_path] if f.exists()
+             for st in [f.stat()]]
+    key = (str(folder.resolve()), name, tuple(stats))
+    if key not in _PARSED:
+        seen: dict[str, str] = {}
+        splits = {f.stem: [it for it, _ in _read_jsonl(f, seen)] for f in files}
+        for split, items in splits.items():
+            _remember(name, split, items)
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        _PARSED[key] = (splits, meta)
+    splits, meta = _PARSED[key]
+    return MCDataset(name, {k: list(v) for k, v in splits.items()}, json.loads(json.dumps(meta)))
 
 
 def load_dataset(name_or_path: str | Path) -> MCDataset:

@@ -198,3 +198,27 @@ def test_round_trip_single_file_and_folder(tmp_path):
 def test_unknown_dataset_error_lists_names():
     with pytest.raises(ValueError, match="not a bundled name"):
         load_dataset("no_such_dataset")
+
+
+def test_a_folder_is_parsed_once_until_a_file_changes(tmp_path, monkeypatch):
+    """load_dataset parses a folder once per process: later loads equal the first, own their lists,
+    and a changed file is parsed again."""
+    import steer_lens.data as D
+
+    def write(n):
+        lines = [json.dumps({"id": f"q{i}", "question": f"Is {i} even?", "choices": ["yes", "no"], "answer": i % 2})
+                 for i in range(n)]
+        (tmp_path / "d" / "test.jsonl").write_text("\n".join(lines) + "\n")
+
+    (tmp_path / "d").mkdir()
+    write(4)
+    first = load_dataset(tmp_path / "d")
+    calls = []
+    monkeypatch.setattr(D, "_read_jsonl", lambda *a: calls.append(a) or pytest.fail("parsed again"))
+    second = load_dataset(tmp_path / "d")
+    assert second.splits == first.splits and second.splits["test"] is not first.splits["test"]
+    second.splits["test"].pop()
+    assert len(load_dataset(tmp_path / "d").splits["test"]) == 4
+    monkeypatch.undo()
+    write(6)
+    assert len(load_dataset(tmp_path / "d").splits["test"]) == 6
