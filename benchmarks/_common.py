@@ -98,7 +98,8 @@ def target_model(args):
 
     if not args.fast:
         return load_model("smollm2-135m-instruct")
-    _TMP.append(tempfile.TemporaryDirectory())
+    if not _TMP:  # one stand-in pair per process (run_all --fast runs every bench in one process)
+        _TMP.append(tempfile.TemporaryDirectory())
     return load_model(tiny_models(Path(_TMP[-1].name))[1])
 
 

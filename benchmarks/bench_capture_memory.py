@@ -7,7 +7,8 @@ changes). Each run is a fresh process: load the model, capture one warm-up batch
 kernel's peak-RSS counter (``/proc/self/clear_refs``), then capture; the measure is the peak
 resident memory above the RSS just before the capture (VmHWM - VmRSS), so the model's own
 weights are not counted. Headline: streamed ``out=folder, shard_size=32`` (4N peak / N peak);
-the in-memory capture's ratio is recorded beside it as the contrast.
+the in-memory capture's ratio is recorded beside it as the contrast. With --fast (tiny model, a
+smoke test whose numbers mean nothing) one child process makes the four runs one after the other.
 
 Usage: python benchmarks/bench_capture_memory.py [--fast] [--threads T]
 """
@@ -41,7 +42,10 @@ def _ratio(a: int, b: int, page: int = 4096) -> float:
     return max(a, page) / max(b, page)
 
 
-def child(args) -> dict:
+RUNS = [("stream", 1), ("stream", 4), ("memory", 1), ("memory", 4)]
+
+
+def child(args, model=None) -> dict:
     """One measurement in this process: peak bytes above the start, seconds, tokens, and the
     bytes of activations captured (tokens x layers x d_model x 4)."""
     C.setup(args)
@@ -49,7 +53,7 @@ def child(args) -> dict:
     from steer_lens.data import load_dataset
     from steer_lens.tokens import encode_all
 
-    model = C.target_model(args)
+    model = model or C.target_model(args)
     base = [it.prompt() for it in load_dataset("sst2").split("test", limit=args.n)]
     prompts = base * args.times
     layers = list(range(model.cfg.n_layers))
@@ -74,23 +78,31 @@ def child(args) -> dict:
 def main(argv=None) -> int:
     p = C.parser(__doc__)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one measurement
-    p.add_argument("--mode", choices=["stream", "memory"], default="stream")
+    p.add_argument("--mode", choices=["stream", "memory", "all"], default="stream")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--times", type=int, default=1)
     args = p.parse_args(argv)
     n = args.n or (32 if args.fast else 64)
+    if args.child and args.mode == "all":  # --fast: the four runs in this one process
+        model = C.target_model(args)
+        print(json.dumps({f"{mode}_{times}x": child(argparse.Namespace(**{**vars(args), "mode": mode, "times": times}),
+                                                    model) for mode, times in RUNS}))
+        return 0
     if args.child:
         print(json.dumps(child(args)))
         return 0
     load_before = C.load()
     runs: dict[str, dict] = {}
-    for mode in ("stream", "memory"):
-        for times in (1, 4):
-            cmd = [sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--times", str(times),
-                   "--threads", str(args.threads)] + (["--fast"] if args.fast else [])
-            out = subprocess.run(cmd, cwd=C.ROOT, check=True, capture_output=True, text=True).stdout
-            runs[f"{mode}_{times}x"] = json.loads(out.strip().splitlines()[-1])
-            print(f"{mode} {times}x: {runs[f'{mode}_{times}x']}", flush=True)
+    common = ["--n", str(n), "--threads", str(args.threads)] + (["--fast"] if args.fast else [])
+    children = ([["--mode", "all"]] if args.fast else
+                [["--mode", mode, "--times", str(times)] for mode, times in RUNS])
+    for extra in children:
+        cmd = [sys.executable, __file__, "--child", *extra, *common]
+        out = json.loads(subprocess.run(cmd, cwd=C.ROOT, check=True, capture_output=True,
+                                        text=True).stdout.strip().splitlines()[-1])
+        runs |= out if args.fast else {f"{extra[1]}_{extra[3]}x": out}
+    for key, run in runs.items():
+        print(f"{key}: {run}", flush=True)
     mb = {k: v["peak_bytes"] / 2**20 for k, v in runs.items()}
     C.write(args, "capture_memory", {
         "capture_peak_memory_ratio": _ratio(runs["stream_4x"]["peak_bytes"], runs["stream_1x"]["peak_bytes"]),
@@ -98,7 +110,7 @@ def main(argv=None) -> int:
         "peak_mb": mb, "runs": runs, "n_prompts_1x": n, "batch_size": BATCH, "shard_size": SHARD,
         "position": "all", "layers": "all",
         "note": "peak RSS above the RSS just before the capture (model weights excluded), one fresh "
-                "process per run; 4x = the same prompts repeated 4 times; streamed runs write "
+                f"process per run{' (--fast: one process for all four)' if args.fast else ''}; 4x = the same prompts repeated 4 times; streamed runs write "
                 f"shard_size={SHARD} prompts per safetensors file.",
         "load_before": load_before, "load_after": C.load(),
     })

@@ -1,5 +1,6 @@
 """Wall-clock time of ``steer-lens demo`` (default: real models, warm model cache, a fresh row cache)
-in a subprocess, end to end after set-up; also records the demo's printed table.
+in a subprocess, end to end after set-up; also records the demo's printed table. With --fast (tiny
+models, a smoke test) the demo runs in this process.
 
 Usage: python benchmarks/bench_demo.py [--fast] [--threads T]   (--threads 0: torch's default, the default
 without --fast; --fast: tiny models, one thread unless given: no OpenMP stalls beside other jobs)
@@ -23,6 +24,19 @@ def _child_cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
+def _in_process(argv: list[str]) -> tuple[int, str, str]:
+    """``steer-lens ARGV`` through ``steer_lens.cli.main`` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from steer_lens.cli import main as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__)
     p.set_defaults(threads=None)
@@ -38,12 +52,18 @@ def main(argv=None) -> int:
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         load_before = C.load()
-        t0, cpu0 = time.perf_counter(), _child_cpu()
-        res = subprocess.run(cmd, cwd=C.ROOT, capture_output=True, text=True, check=False)
-        seconds, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
-        if res.returncode != 0:
-            raise RuntimeError(f"demo failed ({res.returncode}):\n{res.stderr[-3000:]}")
-        summary = json.loads(res.stdout)
+        if args.fast:  # a smoke test: the demo's main in this process (no interpreter start to time)
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            code, stdout, stderr = _in_process(cmd[3:])
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        else:
+            t0, cpu0 = time.perf_counter(), _child_cpu()
+            res = subprocess.run(cmd, cwd=C.ROOT, capture_output=True, text=True, check=False)
+            seconds, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
+            code, stdout, stderr = res.returncode, res.stdout, res.stderr
+        if code != 0:
+            raise RuntimeError(f"demo failed ({code}):\n{stderr[-3000:]}")
+        summary = json.loads(stdout)
         if summary["rows_from_cache"]:
             raise RuntimeError("the demo read rows from a cache: the timing would not be end to end")
     C.write(args, "demo", {

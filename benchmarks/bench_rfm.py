@@ -82,7 +82,7 @@ def measure(n: int, d: int, iters: int, repeats: int, threads: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true", help="tiny size (n=300, d=64, 2 repeats)")
     ap.add_argument("--repeats", type=int, default=None)
@@ -91,7 +91,7 @@ def main() -> None:
                     help="torch thread counts to measure; the first gives the headline keys "
                          "(default: torch's default, then 1)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "rfm.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n, d = (300, 64) if args.fast else (2000, 640)
     repeats = args.repeats or (2 if args.fast else 5)
     threads = args.threads or list(dict.fromkeys([torch.get_num_threads(), 1]))

@@ -3,6 +3,9 @@
 The RFM figures come from benchmarks/results/rfm.json (bench_rfm.py takes minutes; pass
 --rerun-rfm to refresh it). With --fast every bench runs at toy size and the summary goes to
 the results folder (benchmarks/results/fast by default), never over the committed summary.
+A full run gives each bench a fresh process; --fast (a smoke test) calls each bench's ``main``
+in this process, on one stand-in model pair (the benches that measure fresh processes, load and
+capture_memory, still start theirs).
 
 Usage: python benchmarks/run_all.py [--fast] [--only NAME ...] [--rerun-rfm] [--results-dir DIR] [--summarize]
 """
@@ -48,12 +51,29 @@ def run_one(name: str, args, results: Path) -> dict:
         cmd = [sys.executable, str(script), "--results-dir", str(results)] + (["--fast"] if args.fast else [])
     print(f"[run_all] {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=C.ROOT, check=False, stdout=subprocess.DEVNULL if name == "rfm" else None)
-    if res.returncode != 0:
-        raise SystemExit(f"[run_all] {name} failed with exit code {res.returncode}")
+    if args.fast:
+        code = in_process(script, cmd[2:], quiet=name == "rfm")
+    else:
+        code = subprocess.run(cmd, cwd=C.ROOT, check=False,
+                              stdout=subprocess.DEVNULL if name == "rfm" else None).returncode
+    if code != 0:
+        raise SystemExit(f"[run_all] {name} failed with exit code {code}")
     data = json.loads(out.read_text())
     data.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
     return data
+
+
+def in_process(script: Path, argv: list[str], quiet: bool = False) -> int:
+    """``script``'s ``main(argv)`` in this process (its exit code; stdout dropped when ``quiet``)."""
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        return int(module.main(argv) or 0)
 
 
 def context(name: str, r: dict) -> str:
