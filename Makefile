@@ -11,7 +11,7 @@ demo: setup
 	$(VENV)/bin/steer-lens demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist worksteal --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration"

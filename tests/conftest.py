@@ -11,6 +11,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("STEER_LENS_LEDGER", os.path.join(tempfile.mkdtemp(prefix="steer_lens_ledger_"), "ledger.jsonl"))
 
 
+def pytest_configure(config):
+    """pytest-xdist workers share the cores: each gets its share of torch threads (OpenMP threads beyond
+    the cores spin against each other's); subprocesses started by tests inherit it through the
+    environment. A thread count the caller set (OMP_NUM_THREADS) is kept."""
+    import torch
+
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        return  # the xdist controller runs no test; its workers inherit its environment
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
+    torch.set_num_threads(int(threads))
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     from steer_lens.testing import make_tiny_model

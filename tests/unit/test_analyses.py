@@ -8,7 +8,7 @@ import pytest
 
 ANALYSES = Path(__file__).resolve().parents[2] / "analyses"
 SCRIPTS = ["mi_heatmap", "agop_spectra", "method_cosine", "logit_lens", "token_attribution", "layer_ablation",
-           "probe_accuracy", "vector_reuse", "transfer_audit"]
+           "probe_accuracy", "vector_reuse"]  # transfer_audit: its fixture below
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +28,36 @@ def test_analysis_runs_fast(name, tmp_path, analyses_path):
     assert isinstance(out, dict) and "png" in out
 
 
-def test_transfer_audit_rows_and_cache(tmp_path, analyses_path):
-    """AUROCs are probabilities, every aligned pair is listed, and --report-only rebuilds the
-    same table from the per-dataset cache without models."""
+@pytest.fixture(scope="module")
+def transfer_default(tmp_path_factory, analyses_path):
+    """One --fast transfer audit of arithmetic_2way with the stand-in pair (shared by the tests below)."""
     import transfer_audit
 
-    out = transfer_audit.main(["--fast", "--out", str(tmp_path), "--datasets", "arithmetic_2way"])
+    out_dir = tmp_path_factory.mktemp("transfer_audit")
+    return out_dir, transfer_audit.main(["--fast", "--out", str(out_dir), "--datasets", "arithmetic_2way"])
+
+
+def test_transfer_audit_rows_and_cache(transfer_default, analyses_path):
+    """It writes its figure and table; AUROCs are probabilities, every aligned pair is listed, and
+    --report-only rebuilds the same table from the per-dataset cache without models."""
+    import transfer_audit
+
+    folder, out = transfer_default
+    pngs = sorted(folder.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+    assert list(folder.glob("*.csv")) and not list(folder.glob(".*tmp"))
+    assert isinstance(out, dict) and "png" in out
     (row,) = out["rows"]
     for key in ("expert_probe", "target_probe", "autoencoder_in_expert", "autoencoder_in_target",
                 "ridge_in_expert", "ridge_in_target"):
         assert 0.0 <= row[key] <= 1.0, key
-    assert len(row["ridge_pairs"].split()) == 2 and (tmp_path / "cache" / "arithmetic_2way.json").is_file()
-    md = (tmp_path / "transfer_audit.md").read_text()
-    transfer_audit.main(["--fast", "--out", str(tmp_path), "--report-only"])
-    assert (tmp_path / "transfer_audit.md").read_text() == md and "| arithmetic_2way |" in md
+    assert len(row["ridge_pairs"].split()) == 2 and (folder / "cache" / "arithmetic_2way.json").is_file()
+    md = (folder / "transfer_audit.md").read_text()
+    transfer_audit.main(["--fast", "--out", str(folder), "--report-only"])
+    assert (folder / "transfer_audit.md").read_text() == md and "| arithmetic_2way |" in md
 
 
-def test_transfer_audit_with_another_expert(tmp_path, analyses_path):
+def test_transfer_audit_with_another_expert(tmp_path, transfer_default, analyses_path):
     """--expert audits that model (here a tiny Gemma-3 of 2 layers, not the stand-in pair's 3):
     its probes are read at its own layers, and the audit goes to its own folder."""
     import transfer_audit
@@ -52,10 +65,9 @@ def test_transfer_audit_with_another_expert(tmp_path, analyses_path):
     from steer_lens.testing import make_tiny_model
 
     other = make_tiny_model(tmp_path / "tuned", "gemma3", d_model=32, n_layers=2, seed=7)
-    default = transfer_audit.main(["--fast", "--out", str(tmp_path / "default"), "--datasets", "arithmetic_2way"])
     out = transfer_audit.main(["--fast", "--expert", str(other), "--out", str(tmp_path / "other"),
                                "--datasets", "arithmetic_2way"])
-    (row,), (base,) = out["rows"], default["rows"]
+    (row,), (base,) = out["rows"], transfer_default[1]["rows"]
     assert len(row["expert_probe_by_layer"]) == 2 != len(base["expert_probe_by_layer"])
     assert (tmp_path / "other" / "cache" / "arithmetic_2way.json").is_file()
 

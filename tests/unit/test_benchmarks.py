@@ -26,6 +26,53 @@ def test_run_all_fast_writes_every_key(tmp_path):
         assert (tmp_path / f"{name}.json").is_file(), name
     md = (tmp_path / "results.md").read_text()
     assert all(f"`{key}`" in md for key in KEYS)
+    check_search_projection(tmp_path)
+
+
+def check_search_projection(results: Path) -> None:
+    """bench_search's --fast output: its ratio, its rows and the documented projection formula,
+    recomputed from the recorded numbers."""
+    import importlib.util
+
+    import pytest
+
+    from steer_lens.bench.cli import CORE
+    from steer_lens.data import list_datasets
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_search", ROOT / "benchmarks" / "bench_search.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = json.loads((results / "search.json").read_text())
+    assert res["search_vs_test_time_ratio"] == res["choice_seconds"] / res["test_pass_seconds"] > 0
+    s, datasets = res["seconds"], res["datasets"]
+    choosing = [m for m in CORE if m in s["fit"]]
+    assert choosing == list(s["fit"]) == res["core_methods"][0] and "expertsteer_label" in choosing
+    assert all(s["fit"][m] > 0 for m in choosing) and s["test_expert"] > 0 and s["val_pass"] > 0
+    assert set(res["choices"]["halving"]) == {"caa", "expertsteer_label"}
+    assert s["choice"]["caa"] == res["choices"]["halving"]["caa"]["seconds"]
+    assert s["choice"]["label_caa"] == res["choices"]["halving"]["expertsteer_label"]["seconds"]  # signed
+    assert sorted(datasets) == list_datasets() and len(datasets) == 15
+    assert datasets["sst2"]["factors"] == {"train": 1.0, "validation": 1.0, "test": 1.0}
+    assert "calibration" not in datasets["mmlu_medical_4way"]["rows"]  # four-way items: no calibration row
+    assert "calibration" in datasets["sst2"]["rows"]
+    # the documented formula, recomputed here from the recorded numbers
+    total = 0.0
+    for d in datasets.values():
+        f = d["factors"]
+        assert f["test"] == d["tokens"]["test"] / datasets["sst2"]["tokens"]["test"]
+        total += s["val_pass"] * f["validation"]
+        for m in d["rows"]:
+            if m in s["fit"]:
+                total += s["fit"][m] * f["train"] + s["choice"][m] * f["validation"] + 2 * s["test_target"] * f["test"]
+            elif m == "expert_unsteered":
+                total += s["test_expert"] * f["test"]
+            elif m != "calibration":
+                total += s["test_target"] * f["test"]
+    assert res["cores"] // res["threads_per_row"] == 1
+    assert res["core_benchmark_hours"] == pytest.approx(total / 3600)
+    assert sum(res["per_dataset_seconds"].values()) == pytest.approx(total)
+    assert bench.core_benchmark_hours(s, datasets, threads_per_row=1) == pytest.approx(total / 3600 / 2)
 
 
 def test_readme_benchmark_table_matches_results_json():

@@ -1,5 +1,10 @@
-"""The steer-lens command line, run as a subprocess on tiny models: every subcommand once on
-good input and once on bad input (one `steer-lens: error:` line, non-zero exit, no traceback)."""
+"""The steer-lens command line on tiny models: every subcommand once on good input and once on bad
+input (one `steer-lens: error:` line, non-zero exit, no traceback).
+
+The commands run in this process through ``steer_lens.cli.main`` (the function the console script
+calls), with stdout and stderr captured, so each test pays no interpreter start and torch import;
+``test_entry_point_runs_as_a_process`` and ``test_debug_shows_the_traceback`` run the real
+``python -m steer_lens.cli`` process."""
 
 import json
 import os
@@ -11,15 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_run import cli, cli_process
 from steer_lens.cli import main
 
 COMMANDS = ["models", "capture", "fit", "evaluate", "generate", "demo", "export", "report"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "steer_lens.cli", *map(str, args), "--threads", "1"],
-                          capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
 
 
 def assert_user_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -56,6 +56,14 @@ def test_top_level_help_and_unknown_command(capsys):
     assert all(c in text for c in COMMANDS)
     assert main(["fitt"]) == 2
     assert capsys.readouterr().err.startswith("steer-lens: error: argument COMMAND: invalid choice")
+
+
+def test_entry_point_runs_as_a_process():
+    """``python -m steer_lens.cli``: output on stdout, exit 0 (test_debug_shows_the_traceback runs a
+    failing one)."""
+    res = cli_process("models", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "smollm2-135m-instruct" in {r["name"] for r in json.loads(res.stdout)["models"]}
 
 
 def test_models_lists_registry_as_json():
@@ -193,7 +201,7 @@ def test_demo_fast(tmp_path, monkeypatch):
     from steer_lens.cli import demo
 
     ledger = tmp_path / "ledger.jsonl"
-    monkeypatch.setitem(ENV, "STEER_LENS_LEDGER", str(ledger))
+    monkeypatch.setenv("STEER_LENS_LEDGER", str(ledger))
     out = tmp_path / "demo"
     res = cli("demo", "--fast", "--out", out, "--json")
     assert res.returncode == 0, res.stderr
@@ -261,7 +269,7 @@ def test_demo_fast(tmp_path, monkeypatch):
     assert again["rows_from_cache"] == again["rows_total"] == len(table_rows)
     assert again["table"] == table_rows
     assert_user_error(cli("demo", "--fast", "--out", tmp_path / "d2", "--dataset", "nope"), "unknown dataset")
-    one = cli("demo", "--fast", "--out", tmp_path / "d3", "--datasets", "arithmetic_2way")
+    one = cli("demo", "--fast", "--out", out, "--datasets", "arithmetic_2way")  # its rows from the cache
     assert one.returncode == 0, one.stderr
     assert "ExpertSteer demo" in one.stdout and "positive control on sst2" in one.stdout
     assert [r.split()[0] for r in one.stdout.splitlines() if r.startswith(("arithmetic_2way ", "sst2 "))] == \
@@ -302,8 +310,9 @@ def test_demo_says_when_no_steering_was_chosen(monkeypatch):
 
 
 def test_debug_shows_the_traceback():
-    res = cli("models", "cache", "gpt-17", "--debug")
-    assert res.returncode != 0 and "Traceback" in res.stderr
+    """In a process: a user error with --debug ends in its traceback and a non-zero exit."""
+    res = cli_process("models", "cache", "gpt-17", "--debug")
+    assert res.returncode != 0 and "Traceback" in res.stderr and "unknown model 'gpt-17'" in res.stderr
 
 
 MODEL_COMMANDS = ["capture", "fit", "evaluate", "generate", "demo", "merge"]

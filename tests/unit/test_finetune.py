@@ -4,15 +4,13 @@ a planted task, frozen embeddings, the saved folder (same logits through load_mo
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from cli_run import cli
 from steer_lens.data import Item, MCDataset
 from steer_lens.evaluate import evaluate
 from steer_lens.experts import build_expert, expert_folder
@@ -21,12 +19,6 @@ from steer_lens.finetune import (FinetuneSettings, answer_batch, answer_loss, ch
 from steer_lens.models import load_hf, load_model
 from steer_lens.tokens import encode_all
 
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "steer_lens.cli", *map(str, args), "--threads", "1"],
-                          capture_output=True, text=True, env=env, timeout=600)
 
 
 def _planted(n: int, seed: int, prefix: str) -> list[Item]:
@@ -198,12 +190,18 @@ def test_cli_finetune_fast(tmp_path):
     bad_device = cli("finetune", "--fast", "--dataset", "sst2", "--root", tmp_path / "e2", "--device", "tpu9")
     assert bad_device.returncode != 0 and "device" in bad_device.stderr and "Traceback" not in bad_device.stderr
     # the experts table (analyses/tuned_experts.py) lists it with the command that rebuilds it
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "analyses"))
+    try:
+        tuned_experts = importlib.import_module("tuned_experts")
+    finally:
+        sys.path.pop(0)
+
     def tables(*extra) -> str:
-        """Run analyses/tuned_experts.py on this test's cards; the steering README's text."""
-        res = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "analyses" / "tuned_experts.py"),
-                              "--cards", tmp_path / "cards", "--out", tmp_path / "experts.md", *extra],
-                             capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stderr
+        """Run analyses/tuned_experts.py (its main) on this test's cards; the steering README's text."""
+        tuned_experts.main(list(map(str, ["--cards", tmp_path / "cards", "--out", tmp_path / "experts.md", *extra])))
         return (tmp_path / "README.md").read_text()
 
     readme = tables()
