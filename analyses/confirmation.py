@@ -2,6 +2,7 @@
 
     python analyses/confirmation.py                      # every stage in its preregistered order (resumable)
     python analyses/confirmation.py --stages primary     # some stages only
+    python analyses/confirmation.py --stages finetune --datasets sst2   # some datasets of a stage only
     python analyses/confirmation.py --report-only        # results/confirmation/README.md from the cached rows
 
 Everything it does is read from the JSON block of results/PREREGISTRATION.md: the locked rule set (its
@@ -57,7 +58,7 @@ def bench(p: dict, split: str, target=None, expert=None):
     return Bench(target, expert, cache=BENCH_CACHE, rules=rules, target_id=p["target"], expert_id=p["expert"])
 
 
-def run(p: dict, stages: list[str] | None, threads: int) -> None:
+def run(p: dict, stages: list[str] | None, threads: int, datasets: list[str] | None = None) -> None:
     import torch
 
     from steer_lens import ledger
@@ -68,13 +69,16 @@ def run(p: dict, stages: list[str] | None, threads: int) -> None:
     for stage in p["stages"]:
         if stages and stage["name"] not in stages:
             continue
-        log.info("stage %s (%s): %s x %s", stage["name"], stage["split"], stage["datasets"], stage["methods"])
+        names = [d for d in stage["datasets"] if not datasets or d in datasets]
+        if not names:
+            continue
+        log.info("stage %s (%s): %s x %s", stage["name"], stage["split"], names, stage["methods"])
         b = bench(p, stage["split"], target, expert)
         if stage["split"] == "confirm":
             with ledger.locked_run(p["rule_set"], PREREG):
-                b.run(stage["datasets"], stage["methods"])
+                b.run(names, stage["methods"])
         else:
-            b.run(stage["datasets"], stage["methods"])
+            b.run(names, stage["methods"])
 
 
 # ----------------------------------------------------------------------------- report
@@ -216,13 +220,15 @@ def report(p: dict, command: str) -> Path:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stages", nargs="*", help="stage names of the preregistration (default: all, in order)")
+    ap.add_argument("--datasets", nargs="*", help="only these of each stage's datasets (default: all); rows are "
+                    "independent, so the run order of datasets changes no result")
     ap.add_argument("--report-only", action="store_true", help="only write results/confirmation from the cache")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     p = plan()
     if not a.report_only:
-        run(p, a.stages, a.threads)
+        run(p, a.stages, a.threads, a.datasets)
     print(report(p, "python analyses/confirmation.py --report-only"))
 
 

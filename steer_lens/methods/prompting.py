@@ -20,6 +20,7 @@ limits), so they score exactly like the plain rows and their ids are the unsteer
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -179,6 +180,7 @@ def tuned_target(base: str, dataset, settings: FinetuneSettings, *, device=None,
                  ) -> tuple[Path, dict]:
     """Fine-tune ``base`` on ``dataset`` with ``settings`` (or reuse the cached folder); returns the folder
     (``load_model`` loads it) and its card (settings, rows, losses, time). Written atomically."""
+    from ..experts import checkpoint_path
     from ..finetune import finetune
     from ..io import atomic_dir, write_json
 
@@ -186,7 +188,9 @@ def tuned_target(base: str, dataset, settings: FinetuneSettings, *, device=None,
     card_path = folder / TUNED_CARD
     if card_path.is_file() and (folder / "model.safetensors").is_file():
         return folder, json.loads(card_path.read_text())
-    res = finetune(base, dataset, settings, log=None, device=None if device is None else str(device))
+    ckpt = checkpoint_path(folder)  # an interrupted run resumes from its last checkpoint
+    res = finetune(base, dataset, settings, log=logging.getLogger(__name__).info,
+                   device=None if device is None else str(device), checkpoint=ckpt)
     with atomic_dir(folder) as tmp:
         res.hf.save_pretrained(tmp, safe_serialization=True)
         res.tokenizer.save_pretrained(tmp)
@@ -196,6 +200,7 @@ def tuned_target(base: str, dataset, settings: FinetuneSettings, *, device=None,
                 "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4),
                 "train_seconds": round(res.train_seconds, 1), "trainable_params": res.trainable_params}
         write_json(tmp / TUNED_CARD, card)
+    ckpt.unlink(missing_ok=True)
     return folder, card
 
 

@@ -209,3 +209,43 @@ def test_confirm_rows_follow_the_committed_preregistration():
         if added:  # a committed row: its commit comes after the preregistration's
             assert subprocess.run(["git", "merge-base", "--is-ancestor", commit, added.splitlines()[-1]],
                                   cwd=ROOT).returncode == 0, path
+
+
+def test_confirmation_runs_the_stages_and_datasets_asked_for(monkeypatch):
+    """analyses/confirmation.py --stages/--datasets: the preregistered stages in their order, each on the
+    asked datasets it names; confirm stages inside a locked run, test stages outside one."""
+    import contextlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "analyses"))
+    try:
+        import confirmation
+    finally:
+        sys.path.remove(str(ROOT / "analyses"))
+    calls, locked = [], []
+
+    class FakeBench:
+        def __init__(self, split):
+            self.split = split
+
+        def run(self, datasets, methods):
+            calls.append((self.split, list(datasets), list(methods), bool(locked)))
+
+    @contextlib.contextmanager
+    def locked_run(rule_set, prereg):
+        locked.append(rule_set)
+        yield
+        locked.pop()
+
+    monkeypatch.setattr(confirmation, "bench", lambda p, split, target=None, expert=None: FakeBench(split))
+    monkeypatch.setattr("steer_lens.models.load_model", lambda name: name)
+    monkeypatch.setattr(ledger, "locked_run", locked_run)
+    p = confirmation.plan()
+    confirmation.run(p, ["finetune", "test_finetune", "primary"], 1, ["sst2", "svamp_2way", "nope"])
+    stage = {s["name"]: s for s in p["stages"]}
+    assert calls == [("confirm", ["sst2"], stage["primary"]["methods"], True),
+                     ("confirm", ["sst2", "svamp_2way"], ["finetune_target"], True),
+                     ("test", ["sst2", "svamp_2way"], ["finetune_target"], False)]
+    calls.clear()
+    confirmation.run(p, ["others_recorded"], 1, ["sst2"])  # a stage without the asked datasets: skipped
+    assert calls == []

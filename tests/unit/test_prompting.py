@@ -179,6 +179,11 @@ def test_finetune_target_row_pairs_with_unsteered_and_reuses_the_tuned_weights(t
     assert method.settings == FinetuneSettings(train_splits=("train",))  # finetune's defaults, the train split
     monkeypatch.setattr(method, "settings", FinetuneSettings(steps=2, batch_size=4, train_splits=("train",)))
     data = _dataset_folder(tmp_path / "mine")
+    import steer_lens.finetune as F
+    from steer_lens.experts import checkpoint_path
+
+    real, checkpoints = F.finetune, []
+    monkeypatch.setattr(F, "finetune", lambda *a, **k: checkpoints.append(k["checkpoint"]) or real(*a, **k))
     bench = Bench(tiny_llama, None, cache=tmp_path / "cache", rules=RULES, target_id="t")
     by = {r["method"]: r for r in bench.run([str(data)], ["unsteered", "finetune_target", "finetune_target_extra"])}
     assert "finetune_target_extra" not in by  # no train_extra split
@@ -187,6 +192,8 @@ def test_finetune_target_row_pairs_with_unsteered_and_reuses_the_tuned_weights(t
     assert row["finetune"]["train_splits"] == ["train"] and row["finetune"]["steps"] == 2
     folders = list((tmp_path / "steer_cache" / "finetuned").iterdir())
     assert [f.name for f in folders] == [row["finetune"]["folder"]] and row["model"] == folders[0].name
+    # trained with a checkpoint (an interrupted run resumes from it), deleted once the weights are saved
+    assert checkpoints == [checkpoint_path(folders[0])] and not checkpoints[0].exists()
     card = json.loads((folders[0] / "finetune_card.json").read_text())
     # a second run with the row cache gone reuses the tuned weights
     for f in (tmp_path / "cache").rglob("*__finetune_target.json"):
