@@ -42,7 +42,9 @@ def main(argv=None) -> None:
     store = OUT / "rows.json"
     done = {k: v for k, v in (json.loads(store.read_text()) if store.exists() else {}).items() if "skipped" not in v}
     bench = Bench(None, None, cache=ROOT / "results" / "benchmark" / "cache", target_id=TARGET, expert_id=EXPERT)
-    rows = {m: json.loads(bench.row_path(DATASET, m).read_text()) for m in a.methods}
+    # the report lists every method run so far, not only those of this call
+    listed = [*a.methods, *sorted({v["method"] for v in done.values()} - set(a.methods))]
+    rows = {m: json.loads(bench.row_path(DATASET, m).read_text()) for m in listed}
     if not a.report_only:
         import torch
 
@@ -80,7 +82,7 @@ def main(argv=None) -> None:
              "seeds 1-3 and scored on the 500 test items at its committed row's layers and strength (seed 0 is the "
              "committed row).", "",
              "| method | layers | strength | seed 0 (committed) | seed 1 | seed 2 | seed 3 | range |", "|---|---|---|---|---|---|---|---|"]
-    for m in a.methods:
+    for m in sorted(rows, key=lambda m: (m not in METHODS, list(METHODS).index(m) if m in METHODS else 0, m)):
         row = rows[m]
         accs = [row["accuracy"]]
         cells = []
