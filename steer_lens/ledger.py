@@ -18,7 +18,7 @@ and checks that the preregistration file is committed in git (and unchanged sinc
 
 ``summary()`` counts, per dataset and split, the distinct rule sets that scored it: a split scored
 under more than one is exploratory (its numbers informed a later choice). ``backfill`` adds lines
-for the row caches committed before the ledger existed. Command line::
+for the row caches committed before the ledger existed (``steer_lens.ledger_backfill``). Command line::
 
     python -m steer_lens.ledger summary
     python -m steer_lens.ledger backfill [--dry-run]
@@ -34,18 +34,16 @@ import contextlib
 import contextvars
 import datetime as _dt
 import fcntl
-import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import SCORED_SPLITS, BUNDLED_DIR, Item, content_hash
+from .data import SCORED_SPLITS, Item
 
 ENV = "STEER_LENS_LEDGER"
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,105 +283,6 @@ def format_summary(summ: dict[tuple[str, str], dict]) -> str:
     return "\n".join(rows)
 
 
-# ----------------------------------------------------------------------------- backfill
-CACHE_GLOBS = ("results/benchmark/cache/*/*__*.json", "results/cache/*/*__*.json")
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _cache_files(root: Path, ref: str | None) -> dict[str, tuple[str, str | None]]:
-    """relative path -> (text, date) of the row caches: from git ``ref`` (date = the first commit
-    of the file, following renames), or from the working tree when ``ref`` is None (date = the
-    file's last commit, else its modification time)."""
-    out: dict[str, tuple[str, str | None]] = {}
-    if ref is not None:
-        listing = _git(root, "ls-tree", "-r", "--name-only", ref, "--", "results")
-        if listing is None:
-            raise ValueError(f"cannot list {ref!r} in the git repository at {root}. Fix: pass a "
-                             "commit that exists (e.g. HEAD), or ref=None for the working tree.")
-        paths = [p for p in listing.splitlines() if any(Path(p).match(g) for g in CACHE_GLOBS)]
-        for rel in sorted(paths):
-            text = _git(root, "show", f"{ref}:{rel}")
-            dates = (_git(root, "log", "--follow", "--format=%cI", ref, "--", rel) or "").split()
-            if text is not None:
-                out[rel] = (text, dates[-1] if dates else None)
-        return out
-    for f in sorted({f for g in CACHE_GLOBS for f in Path(root).glob(g)}):
-        rel = str(f.relative_to(root))
-        dates = (_git(root, "log", "-1", "--format=%cI", "--", rel) or "").split()
-        mtime = _dt.datetime.fromtimestamp(f.stat().st_mtime, _dt.timezone.utc).replace(microsecond=0)
-        out[rel] = (f.read_text(encoding="utf-8"), dates[0] if dates else mtime.isoformat())
-    return out
-
-
-def row_hash(row: dict) -> str:
-    """Identity of a cached row (dataset, method, model, ids and per-item correctness): the same
-    row under a renamed folder or in another commit is not added twice."""
-    key = {k: row.get(k) for k in ("dataset", "method", "model", "ids", "correct")}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-
-
-def backfill(root: Path = ROOT, path: Path | None = None, *, ref: str | None = "HEAD",
-             dry_run: bool = False, datasets_dir: Path = BUNDLED_DIR) -> list[dict]:
-    """Ledger lines for the committed row caches (``CACHE_GLOBS`` in git ``ref``; the working
-    tree when ``ref`` is None), each a scoring of a test split. Dataset and method come from the
-    row (else the file name ``<dataset>__<method>.json``), the rule set is the config-hash
-    folder, the model the row's, the date the file's first commit; the split is the bundled
-    test/confirm split holding every scored id and ``split_hash`` its current content hash.
-    Rows already in the ledger (same ``row_hash``) are skipped, so reruns add nothing. Returns
-    the lines added (or that would be, with ``dry_run``)."""
-    from .data import load_dataset
-
-    target = Path(path) if path else ledger_path()
-    done = {line.get("row_hash") for line in read(target)} - {None}
-    splits_of: dict[str, dict[str, tuple[set[str], str]]] = {}
-    added = []
-    for rel, (text, date) in _cache_files(Path(root), ref).items():
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            print(f"skipping {rel}: not JSON ({e.msg})", file=sys.stderr)
-            continue
-        if not isinstance(row, dict) or not row.get("ids"):
-            continue
-        stem_ds, _, stem_method = Path(rel).stem.partition("__")
-        row = {**row, "dataset": row.get("dataset") or stem_ds, "method": row.get("method") or stem_method,
-               "model": str(row.get("model") or (row.get("meta") or {}).get("model") or "unknown")}
-        rh = row_hash(row)
-        if rh in done:
-            continue
-        ds_name = row["dataset"]
-        if ds_name not in splits_of:
-            folder = Path(datasets_dir) / ds_name
-            splits_of[ds_name] = {}
-            if folder.is_dir():
-                ds = load_dataset(str(folder))
-                splits_of[ds_name] = {s: ({it.id for it in items}, content_hash(items))
-                                      for s, items in ds.splits.items() if s in SCORED_SPLITS}
-        ids = set(row["ids"])
-        split = next((s for s, (have, _) in splits_of[ds_name].items() if ids <= have), None)
-        if split is None:
-            print(f"skipping {rel}: its ids are not all in one test/confirm split of a bundled "
-                  f"dataset {ds_name!r}", file=sys.stderr)
-            continue
-        line = {"date": date or _now(), "dataset": ds_name, "split": split,
-                "split_hash": splits_of[ds_name][split][1], "n": len(row["ids"]),
-                "method": row["method"], "rule_set": Path(rel).parent.name, "model": row["model"],
-                "source": f"backfill:{rel}" + (f"@{ref}" if ref and ref != "HEAD" else ""),
-                "row_hash": rh}
-        if not dry_run:
-            _append(target, line)
-        done.add(rh)
-        added.append(line)
-    return added
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m steer_lens.ledger", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -394,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("summary", help="distinct rule sets per dataset and split")
     args = ap.parse_args(argv)
     if args.cmd == "backfill":
+        from .ledger_backfill import backfill
+
         lines = backfill(dry_run=args.dry_run, ref=None if args.ref == "worktree" else args.ref)
         for line in lines if args.dry_run else []:
             print(json.dumps(line))

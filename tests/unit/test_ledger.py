@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from steer_lens import ledger
+from steer_lens import ledger, ledger_backfill
 from steer_lens.data import Item, MCDataset, content_hash, load_dataset, origin
 from steer_lens.evaluate import evaluate
 
@@ -151,23 +151,23 @@ def test_backfill_from_committed_caches(tmp_path, led):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "results")
     _git(tmp_path, "commit", "-q", "-m", "rows")
-    added = ledger.backfill(tmp_path, led)
+    added = ledger_backfill.backfill(tmp_path, led)
     assert len(added) == 1
     line = ledger.read(led)[0]
     assert (line["dataset"], line["split"], line["method"], line["rule_set"], line["model"], line["n"]) == (
         "sst2", "test", "caa", "abc123def0", "m1", 7)
     assert line["split_hash"] == content_hash(load_dataset("sst2").split("test"))
     assert line["date"][:4].isdigit() and line["source"].startswith("backfill:results/benchmark/cache/")
-    assert ledger.backfill(tmp_path, led) == []  # idempotent
+    assert ledger_backfill.backfill(tmp_path, led) == []  # idempotent
     (cache.parent / "renamed0000").mkdir()
     (cache.parent / "renamed0000" / "sst2__caa.json").write_text(json.dumps(row))
-    assert ledger.backfill(tmp_path, led, ref=None) == []  # the same row under another folder
+    assert ledger_backfill.backfill(tmp_path, led, ref=None) == []  # the same row under another folder
     assert len(ledger.read(led)) == 1
 
 
 def test_backfill_names_a_bad_ref(tmp_path, led):
     with pytest.raises(ValueError, match="cannot list"):
-        ledger.backfill(tmp_path, led, ref="nope")
+        ledger_backfill.backfill(tmp_path, led, ref="nope")
 
 
 def test_cli_summary(led, capsys):
