@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .. import methods as M
 from .common import add_command, add_model_args, emit, load_model, positive_int, strengths, table
+from .demo_dose import dose_response, plot_dose, render_dose
 
 PROMPT = "Write one sentence about a movie you just watched."
 PAPER = M.PAPER  # expertsteer_autoencoder
@@ -203,76 +204,6 @@ def legend(blocks: list[dict]) -> list[str]:
     return [f"{n}: {ROLES.get(n) or M.get(n).doc}" for n in names]
 
 
-# ---- the positive control --------------------------------------------------------------------------
-def dose_response(target, items, plan, control, strengths_, batch_size: int) -> dict:
-    """Share of choice-1 answers and accuracy on ``items`` at each signed strength, along ``plan``'s
-    direction and along ``control`` (the same hooks and norms), both in one ``sweep`` each."""
-    import numpy as np
-
-    from ..protocol import point
-    from ..sweep import SweepInputs, sweep
-
-    inputs = SweepInputs(target, items, batch_size=batch_size, keep=1)
-    curves = {}
-    for name, p in (("direction", plan), ("control", control)):
-        pts = [point(s, r) for s, r in zip(strengths_, sweep(target, items, p, strengths_, batch_size=batch_size,
-                                                               inputs=inputs))]
-        curves[name] = [{"strength": q["strength"], "share1": (q["shares"] + [0.0, 0.0])[1],
-                         "accuracy": q["accuracy"]} for q in pts]
-    share = [q["share1"] for q in curves["direction"]]
-    rho = float(np.corrcoef(np.argsort(np.argsort(strengths_)), np.argsort(np.argsort(share)))[0, 1]) \
-        if len(set(share)) > 1 else None
-    return {"strengths": list(strengths_), "curves": curves, "n": len(items), "choices": list(items[0].choices),
-            "monotone": all(b >= a - 1e-9 for a, b in zip(share, share[1:])),
-            "share1_range": [min(share), max(share)], "spearman": rho}
-
-
-def render_dose(d: dict, method: str, control: str, chosen: float) -> str:
-    c1 = d["choices"][1]
-    head = ["strength"] + [f"{s:+g}" for s in d["strengths"]]
-    rows = [[f"share '{c1}' ({method})"] + [f"{q['share1']:.2f}" for q in d["curves"]["direction"]],
-            [f"share '{c1}' ({control})"] + [f"{q['share1']:.2f}" for q in d["curves"]["control"]],
-            [f"accuracy ({method})"] + [f"{q['accuracy']:.2f}" for q in d["curves"]["direction"]],
-            [f"accuracy ({control})"] + [f"{q['accuracy']:.2f}" for q in d["curves"]["control"]]]
-    lo, hi = d["share1_range"]
-    if hi > lo:
-        way = "rises" if d["spearman"] > 0 else "falls"
-        verdict = (f"{way} {'monotonically' if d['monotone'] else 'though not monotonically'} between {lo:.2f} and "
-                   f"{hi:.2f} (Spearman {d['spearman']:+.2f} with the strength)")
-    else:
-        verdict = "does not move"
-    return (f"positive control on {LABEL_DATASET} ({d['n']} validation items): the share of '{c1}' answers (choice 1) "
-            f"against the signed strength (x median residual norm) along {method}'s direction and along "
-            f"its random control\n" + table(rows, head) +
-            f"\nalong the label direction the share of '{c1}' {verdict}; validation chose strength {chosen:g}")
-
-
-def plot_dose(d: dict, method: str, control: str, chosen: float, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from ..io import atomic_path
-
-    fig = Figure(figsize=(8, 3), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for key, ax, label in (("share1", axes[0], f"share of '{d['choices'][1]}' answers"),
-                           ("accuracy", axes[1], "validation accuracy")):
-        for name, style in (("direction", "o-"), ("control", "s--")):
-            pts = d["curves"][name]
-            ax.plot([q["strength"] for q in pts], [q[key] for q in pts], style,
-                    label=method if name == "direction" else control)
-        if chosen:
-            ax.axvline(chosen, color="grey", lw=0.8, ls=":", label=f"chosen {chosen:g}")
-        ax.set(xlabel="signed strength (x median residual norm)", ylabel=label, ylim=(-0.03, 1.03))
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"positive control on {LABEL_DATASET} ({d['n']} validation items): {method} vs {control}",
-                 fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
-
-
 # ---- generations -------------------------------------------------------------------------------
 def best_nonzero(row: dict) -> float | None:
     """The best nonzero strength of a row's validation curve (``protocol.rank``), None if none was tried."""
@@ -385,7 +316,7 @@ def _run(args, out: Path, step, say, t_start: float, timings: dict) -> int:
     chosen = label_rows[LABEL]["strength"]
     grid = FAST_DOSE if args.fast else DOSE
     strengths_ = sorted(set(grid) | ({chosen} - {0.0}))
-    dose = dose_response(target, ctx.val, label_plan, control_plan, strengths_, args.batch_size)
+    dose = dose_response(target, ctx.val, label_plan, control_plan, strengths_, args.batch_size, LABEL_DATASET)
     dose_text = render_dose(dose, LABEL, control, chosen)
     plot_dose(dose, LABEL, control, chosen, out / "dose_response.png")
     say("\n" + dose_text + f"\nfigure: {out / 'dose_response.png'}")
