@@ -9,12 +9,13 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Set as AbstractSet
+from collections.abc import Mapping
 from pathlib import Path
 
-from .. import methods as M
 from ..evaluate import mcnemar, paired_bootstrap
-from ..io import atomic_path, write_text
+from ..io import write_text
+from .figures import plot_curves
+from .views import CONTROL_OF, REFERENCES
 
 COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
            "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
@@ -88,58 +89,6 @@ def _by_dataset(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 LABEL_MAIN = "expertsteer_label"
-
-
-class _Live(Mapping):
-    """A read-only view computed from the registry at each use, so a method registered later (a user's
-    own) is in every table."""
-
-    def __init__(self, compute):
-        self._compute = compute
-
-    def __getitem__(self, key):
-        return self._compute()[key]
-
-    def __iter__(self):
-        return iter(self._compute())
-
-    def __len__(self):
-        return len(self._compute())
-
-
-class _LiveSet(AbstractSet):
-    def __init__(self, compute):
-        self._compute = compute
-
-    @classmethod
-    def _from_iterable(cls, it):  # set operations (a - b, a | b) give plain sets
-        return set(it)
-
-    def __contains__(self, x):
-        return x in self._compute()
-
-    def __iter__(self):
-        return iter(self._compute())
-
-    def __len__(self):
-        return len(self._compute())
-
-
-# control -> the method whose hooks, norms and selected strength it copies (from the registry)
-CONTROLS = _Live(lambda: {M.control_of(m): m for m in M.available() if M.control_of(m)})
-# which random control each method is judged against
-CONTROL_OF = _Live(lambda: {m: M.control_of(m) for m in M.available() if M.control_of(m)})
-# rows that do not depend on the expert: the target's own methods and their random controls
-TARGET_ONLY = _LiveSet(lambda: {m for m in M.available() if not M.get(m).needs_expert})
-
-
-def with_controls(methods: list[str]) -> list[str]:
-    """``methods`` with each one's random control right after it (a new control joins every list)."""
-    return [x for m in methods for x in (m, CONTROL_OF.get(m)) if x]
-
-
-# rows that are references, not methods: no significance tally of their own
-REFERENCES = _LiveSet(lambda: {m for m in M.available() if M.get(m).reference})
 # the zero-cost baseline of two-way sets: the unsteered margins plus a validation-fitted bias (no steering)
 CALIBRATION = "calibration"
 
@@ -227,40 +176,6 @@ def significance_summary(rows: list[dict]) -> list[dict]:
             tally[method]["chose_no_steering"] += r.get("strength") == 0
             tally[method]["datasets"] += 1
     return [{"method": k, **v} for k, v in tally.items()]
-
-
-def plot_curves(rows: list[dict], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = [r for r in rows if r.get("val_curve")]
-    datasets = sorted({r["dataset"] for r in curves})
-    if not datasets:
-        return False
-    ncols = min(5, len(datasets))
-    nrows = -(-len(datasets) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
-    for ax in axes.flat[len(datasets):]:
-        ax.set_visible(False)
-    for ax, ds in zip(axes.flat, datasets):
-        for r in (r for r in curves if r["dataset"] == ds):
-            c = r["val_curve"]
-            xs = [max(p["strength"], 0.01) for p in c]  # strength 0 (no steering) drawn at 0.01
-            ys = [p["accuracy"] for p in c]
-            err = [[y - p["ci_low"] for y, p in zip(ys, c)], [p["ci_high"] - y for y, p in zip(ys, c)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=2, alpha=0.8, label=r["method"])
-        ax.set_xscale("log")
-        ax.set_title(ds, fontsize=9)
-        ax.set_xlabel("strength (x median residual norm; 0 at 0.01)")
-        ax.set_ylabel("validation accuracy")
-    axes.flat[len(datasets) - 1].legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return True
 
 
 def reading(rows: list[dict], comps: list[dict]) -> str:
