@@ -24,19 +24,6 @@ def _child_cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def _in_process(argv: list[str]) -> tuple[int, str, str]:
-    """``steer-lens ARGV`` through ``steer_lens.cli.main`` in this process: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from steer_lens.cli import main as cli
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 def main(argv=None) -> int:
     p = C.parser(__doc__)
     p.set_defaults(threads=None)
@@ -54,7 +41,9 @@ def main(argv=None) -> int:
         load_before = C.load()
         if args.fast:  # a smoke test: the demo's main in this process (no interpreter start to time)
             t0, cpu0 = time.perf_counter(), time.process_time()
-            code, stdout, stderr = _in_process(cmd[3:])
+            from steer_lens.cli import run_captured
+
+            code, stdout, stderr = run_captured(cmd[3:])
             seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         else:
             t0, cpu0 = time.perf_counter(), _child_cpu()

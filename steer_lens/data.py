@@ -21,6 +21,7 @@ ledger.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -239,7 +240,7 @@ def _load_folder(folder: Path, name: str) -> MCDataset:
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
         _PARSED[key] = (splits, meta)
     splits, meta = _PARSED[key]
-    return MCDataset(name, {k: list(v) for k, v in splits.items()}, json.loads(json.dumps(meta)))
+    return MCDataset(name, {k: list(v) for k, v in splits.items()}, copy.deepcopy(meta))
 
 
 def load_dataset(name_or_path: str | Path) -> MCDataset:

@@ -77,4 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-__all__ = ["main", "build_parser"]
+def run_captured(argv: Sequence[str]) -> tuple[int, str, str]:
+    """``steer-lens ARGV`` through ``main`` in this process, its output captured: (exit code, stdout,
+    stderr), as a process would give them (for tests and in-process benchmarks)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+__all__ = ["main", "build_parser", "run_captured"]

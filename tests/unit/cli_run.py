@@ -1,7 +1,5 @@
 """Run the steer-lens command line from tests: in this process (``cli``) or as a process (``cli_process``)."""
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -9,7 +7,7 @@ import warnings
 
 import torch
 
-from steer_lens.cli import main
+from steer_lens.cli import run_captured
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -25,15 +23,14 @@ def cli(*args, cwd=None) -> subprocess.CompletedProcess:
 
     An exception that ``main`` does not turn into a ``steer-lens: error:`` line propagates and fails the
     test, as a traceback would in a process. Torch's thread count and the working folder are restored."""
-    out, err = io.StringIO(), io.StringIO()
     threads, here = torch.get_num_threads(), os.getcwd()
     try:
         if cwd is not None:
             os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            code = main([*map(str, args), "--threads", "1"])
+            code, out, err = run_captured([*map(str, args), "--threads", "1"])
     finally:
         os.chdir(here)
         torch.set_num_threads(threads)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(list(args), code, out, err)
