@@ -54,8 +54,10 @@ def bench(p: dict, split: str, target=None, expert=None):
                          "the rules changed since; a confirmation runs only under the locked rules")
     if split == "confirm":
         return Bench(target, expert, cache=OUT / "cache", rules=rules, target_id=p["target"],
-                     expert_id=p["expert"], test_split="confirm", choices_from=BENCH_CACHE)
-    return Bench(target, expert, cache=BENCH_CACHE, rules=rules, target_id=p["target"], expert_id=p["expert"])
+                     expert_id=p["expert"], test_split="confirm", choices_from=BENCH_CACHE, share_test=False)
+    # share_test=False: every row of the locked run is scored by one evaluate per pass, as its first rows were
+    return Bench(target, expert, cache=BENCH_CACHE, rules=rules, target_id=p["target"], expert_id=p["expert"],
+                 share_test=False)
 
 
 def run(p: dict, stages: list[str] | None, threads: int, datasets: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
-"""Does the "halving" strength search choose as well as the reference search? Per cached row.
+"""Does a faster strength search choose as well as the reference search? Per cached row.
 
 For each row file (``results/benchmark/cache/<key>/<dataset>__<method>.json``, whose ``val_curve``
 holds the points the reference search scored) the row's method is refitted on TRAIN with the
 models and rules of the row's folder (``config.json``), and its validation choice is made again
-with ``StrengthSearch(strategy="halving")`` (the rules' grid, extension and refinement otherwise).
+with ``StrengthSearch(strategy=...)`` (``--strategy``: "flips", the default, or "halving"; the
+rules' grid, extension and refinement otherwise).
 Reported per row: the reference's chosen validation accuracy and the new search's, in items of the
 validation set, the strengths and the candidates chosen; rows that differ by more than one item
 are listed. TEST is never read.
@@ -12,7 +13,7 @@ Rows that choose nothing (references, random controls, which read their method's
 skipped; for a method whose ``run`` makes several validation choices the first one is compared.
 
 Usage:
-  python analyses/selection_equivalence.py ROW.json [ROW.json ...] [--out FILE.md] [--threads 1]
+  python analyses/selection_equivalence.py ROW.json [ROW.json ...] [--strategy flips] [--out FILE.md] [--threads 1]
   python analyses/selection_equivalence.py --fast   # tiny random models: reference rows are made
                                                      # first (RuleSet.fast()), then compared
 """
@@ -44,11 +45,11 @@ class _Chosen(Exception):
 def validation_choice(method, ctx, strategy: str):
     """The ``Choice`` ``method`` makes on ``ctx``'s validation items under ``strategy`` (its first
     ``ctx.select``), without scoring TEST."""
-    from steer_lens.protocol import choose, point
+    from steer_lens.protocol import choose
 
     def select(model, candidates, *, signed=False, base_method="unsteered"):
         search = dataclasses.replace(ctx.search(signed), strategy=strategy)
-        c = choose(model, ctx.val, candidates, search=search, zero=point(0.0, ctx.val0(model)),
+        c = choose(model, ctx.val, candidates, search=search, zero=ctx.val0(model),
                    batch_size=ctx.batch_size)
         raise _Chosen(c, len(ctx.val))
 
@@ -71,21 +72,21 @@ def reference_point(row: dict) -> dict | None:
     return max(curve, key=rank) if curve else None
 
 
-def compare_row(row: dict, ctx, method) -> dict:
+def compare_row(row: dict, ctx, method, strategy: str = "flips") -> dict:
     ref = reference_point(row)
     out = {"dataset": row.get("dataset"), "method": row.get("method"), "n_val": row.get("n_val")}
     if ref is None:
         return {**out, "skipped": "no validation curve (the row chooses nothing)"}
     t0 = time.perf_counter()
-    choice, n_val = validation_choice(method, ctx, "halving")
+    choice, n_val = validation_choice(method, ctx, strategy)
     if choice is None:
         return {**out, "skipped": "the method made no validation choice"}
     n = row.get("n_val") or n_val
     ref_items = round(ref["accuracy"] * n)
     new_items = round(choice.best["accuracy"] * n)
     return {**out, "n_val": n, "reference_strength": ref["strength"], "reference_accuracy": ref["accuracy"],
-            "reference_items": ref_items, "halving_strength": choice.strength, "halving_key": str(choice.key),
-            "halving_accuracy": choice.best["accuracy"], "halving_items": new_items,
+            "reference_items": ref_items, "strategy": strategy, "new_strength": choice.strength,
+            "new_key": str(choice.key), "new_accuracy": choice.best["accuracy"], "new_items": new_items,
             "difference_items": new_items - ref_items, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -95,7 +96,7 @@ def load_models(config: dict, loader):
     return target, expert
 
 
-def run(paths, loader, threads: int = 1, done: dict | None = None, save=None) -> list[dict]:
+def run(paths, loader, threads: int = 1, done: dict | None = None, save=None, strategy: str = "flips") -> list[dict]:
     """Compare every row file in ``paths``; ``loader(model_id) -> model``. ``done``: earlier results by
     row file (reused, not recomputed); ``save(results)`` is called after each row (resumable runs)."""
     import torch
@@ -129,27 +130,33 @@ def run(paths, loader, threads: int = 1, done: dict | None = None, save=None) ->
         target, expert = models[key]
         dataset = row.get("dataset") or path.stem.split("__")[0]
         ctx = M.Context(load_dataset(dataset), target, expert, rules)
-        results.append({**compare_row(row, ctx, M.get(row["method"])), "row": str(path)})
+        results.append({**compare_row(row, ctx, M.get(row["method"]), strategy), "row": str(path)})
         print(json.dumps(results[-1]), flush=True)
         if save is not None:
             save(results)
     return results
 
 
-def render(results: list[dict], notes: bool = False) -> str:
+def render(results: list[dict], notes: bool = False, strategy: str = "flips") -> str:
     done = [r for r in results if "skipped" not in r]
-    lines = ["# Selection equivalence: the halving search vs the reference search (validation)", "",
+    within = sum(abs(r["difference_items"]) <= 1 for r in done)
+    worst = min((r["difference_items"] for r in done), default=0)
+    passed = bool(done) and within >= 0.8 * len(done) and worst >= -3
+    lines = [f"# Selection equivalence: the {strategy} search vs the reference search (validation)", "",
              *(["Reading of the numbers and the command that made them: [notes.md](notes.md).", ""] if notes else []),
-             "| dataset | method | n_val | reference (strength, items) | halving (strength, items) | difference |",
+             f"| dataset | method | n_val | reference (strength, items) | {strategy} (strength, items) | difference |",
              "|---|---|---|---|---|---|"]
     for r in done:
         lines.append(f"| {r['dataset']} | {r['method']} | {r['n_val']} | {r['reference_strength']:g}, "
-                     f"{r['reference_items']} | {r['halving_strength']:g}, {r['halving_items']} | "
+                     f"{r['reference_items']} | {r['new_strength']:g}, {r['new_items']} | "
                      f"{r['difference_items']:+d} |")
     far = [r for r in done if abs(r["difference_items"]) > 1]
     lines += ["", f"Rows differing by more than one item: {len(far)} of {len(done)}"
               + ("" if not far else ": " + ", ".join(f"{r['dataset']}/{r['method']} ({r['difference_items']:+d})"
-                                                   for r in far)), ""]
+                                                   for r in far)), "",
+              f"Within one item: {within} of {len(done)}; worst difference: {worst:+d} items. The rule "
+              "(within one item on at least 80% of rows, never more than three items worse): "
+              + ("met." if passed else "not met."), ""]
     skipped = [r for r in results if "skipped" in r]
     if skipped:
         lines += ["Skipped:", "", *[f"- {r['dataset']}/{r['method']}: {r['skipped']}" for r in skipped], ""]
@@ -188,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--fast", action="store_true", help="tiny random models: make reference rows, then compare")
     p.add_argument("--out", default=None, help="write the report (Markdown) here; a .json beside it")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--strategy", choices=("flips", "halving"), default="flips", help="the search compared")
     args = p.parse_args(argv)
     tmp = tempfile.TemporaryDirectory()
     if args.fast:
@@ -207,10 +215,12 @@ def main(argv=None) -> int:
 
         out_json = Path(args.out).with_suffix(".json")
         if out_json.exists():  # resume: rows compared before are kept
-            done = {r["row"]: r for r in json.loads(out_json.read_text()) if "row" in r and "skipped" not in r}
+            done = {r["row"]: r for r in json.loads(out_json.read_text())
+                    if "row" in r and "skipped" not in r and r.get("strategy") == args.strategy}
         save = lambda results: write_json(out_json, results)  # noqa: E731
-    results = run(paths, loader, args.threads, done, save)
-    text = render(results, notes=bool(args.out) and (Path(args.out).parent / "notes.md").is_file())
+    results = run(paths, loader, args.threads, done, save, args.strategy)
+    text = render(results, notes=bool(args.out) and (Path(args.out).parent / "notes.md").is_file(),
+                  strategy=args.strategy)
     print(text)
     if args.out:
         from steer_lens.io import write_text

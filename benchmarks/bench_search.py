@@ -8,17 +8,20 @@ validation, 500 test items) at two torch threads, on one shared ``Context`` as t
   timed once, under the first method that needs it, as the runner computes it once;
 - the target's unsteered validation pass (computed once per model and dataset for every method);
 - one unsteered test pass of the target and one of the expert (the ``expert_unsteered`` row);
+- the steered test passes of the timed CAA row's chosen plan and of its random control, one after
+  the other on the shared ``Context`` (``test_pair``: the control reuses the unsteered blocks below
+  the hooks, ``Context.share_test``);
 - the validation choice (fit and unsteered validation pass excluded) of the ``caa`` row (two
   shortlisted layers, unsigned strengths) and of the ``expertsteer_label`` row (shortlisted pairs,
-  signed strengths) under each rule of ``--rules`` (default "halving"; add "reference" for today's
-  search, minutes to an hour on SmolLM2).
+  signed strengths) under each rule of ``--rules`` (default "flips"; add "reference" or "halving",
+  minutes to an hour on SmolLM2).
 
 Headline: ``search_vs_test_time_ratio`` = the CAA row's choice seconds / one test pass's seconds
 under the first rule (target <= 1.5: choose on validation in about the time of one test pass).
 ``core_benchmark_hours`` projects the measured seconds over the bundled datasets (``FORMULA``):
 per dataset, one unsteered validation pass and every core row that applies there (``applies``):
 
-    choosing method m:  fit[m] * f_train + choice[m] * f_validation + 2 * test_target * f_test
+    choosing method m:  fit[m] * f_train + choice[m] * f_validation + test_pair * f_test
                         (its test pass and its random control's; an upper bound: a row at strength
                         0 reuses the unsteered row)
     unsteered: test_target * f_test;  expert_unsteered: test_expert * f_test;  calibration: 0
@@ -30,7 +33,7 @@ measured dataset. ``choice[m]`` is the measured choice of the timed row with m's
 (signed: expertsteer_label, else caa). Rows run one at a time on two cores at two threads. The JSON
 holds every term (``seconds``, ``datasets``, ``choice_proxy``, ``formula``) to recompute it.
 
-Usage: python benchmarks/bench_search.py [--fast] [--rules halving reference] [--dataset sst2]
+Usage: python benchmarks/bench_search.py [--fast] [--rules flips reference halving] [--dataset sst2]
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ REFERENCES = ("unsteered", "expert_unsteered", "calibration")
 TIMED = ("caa", "expertsteer_label")  # the rows whose choice is timed: an unsigned and a signed search
 FORMULA = ("core_benchmark_hours = sum over datasets d of [val_pass * f_validation(d) + sum over rows m in "
            "d.rows of cost(m, d)] / max(1, cores // threads_per_row) / 3600; cost(m, d) = fit[m] * f_train(d) "
-           "+ choice[m] * f_validation(d) + 2 * test_target * f_test(d) for a choosing method (m in fit: its "
+           "+ choice[m] * f_validation(d) + test_pair * f_test(d) for a choosing method (m in fit: its "
            "row and its random control), test_expert * f_test(d) for expert_unsteered, 0 for calibration, "
            "test_target * f_test(d) for any other reference row (unsteered)")
 
@@ -66,8 +69,9 @@ def core_methods() -> tuple[tuple[str, ...], tuple[str, ...]]:
 def row_seconds(m: str, seconds: dict, factors: dict) -> float:
     """Projected seconds of core row ``m`` (with its random control) on a dataset (``FORMULA``)."""
     if m in seconds["fit"]:
+        pair = seconds.get("test_pair", 2 * seconds["test_target"])  # older results: two separate passes
         return (seconds["fit"][m] * factors["train"] + seconds["choice"][m] * factors["validation"]
-                + 2 * seconds["test_target"] * factors["test"])
+                + pair * factors["test"])
     if m == "calibration":
         return 0.0
     return (seconds["test_expert"] if m == "expert_unsteered" else seconds["test_target"]) * factors["test"]
@@ -126,7 +130,7 @@ def timed(fn):
 
 def main(argv=None) -> int:
     p = C.parser(__doc__)
-    p.add_argument("--rules", nargs="+", default=["halving"], choices=["halving", "reference"])
+    p.add_argument("--rules", nargs="+", default=["flips"], choices=["flips", "halving", "reference"])
     p.add_argument("--dataset", default="sst2")
     p.set_defaults(threads=None)
     args = p.parse_args(argv)
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
     import steer_lens.methods as M
     from steer_lens.data import load_dataset
     from steer_lens.evaluate import evaluate
-    from steer_lens.protocol import choose, point
+    from steer_lens.protocol import choose
 
     model, expert = C.target_model(args), C.expert_model(args)
     rules = M.RuleSet.fast(limit_val=12, limit_test=24) if args.fast else M.RuleSet()
@@ -144,7 +148,7 @@ def main(argv=None) -> int:
     choosing, references = core_methods()
     load_before = C.load()
     fit = {m: timed(lambda m=m: M.get(m).candidates(ctx))[1] for m in choosing}  # CORE order
-    zero, val_pass = timed(lambda: point(0.0, ctx.val0(model)))
+    zero, val_pass = timed(lambda: ctx.val0(model))  # per item: the "flips" rule reads the answers
     test, test_target = timed(lambda: evaluate(model, ds, split="test", limit=rules.limit_test,
                                                batch_size=ctx.batch_size))
     test_e, test_expert = timed(lambda: evaluate(expert, ds, split="test", limit=rules.limit_test,
@@ -160,16 +164,22 @@ def main(argv=None) -> int:
             choices.setdefault(rule, {})[name] = {
                 "seconds": sec, "key": str(c.key), "strength": c.strength, "val_accuracy": c.best["accuracy"],
                 "n_points": sum(len(v) for v in c.curves.values()), "candidates": [str(k) for k in candidates]}
-    load_after = C.load()
     first = choices[args.rules[0]]
+    from steer_lens.baselines import random_plan
+
+    caa = M.get("caa").candidates(ctx)
+    plan = caa[[k for k in caa if str(k) == first["caa"]["key"]][0]]
+    s = first["caa"]["strength"] or 0.1  # a row at strength 0 scores nothing: time a steered pass anyway
+    _, test_pair = timed(lambda: (ctx.test(model, plan, s), ctx.test(model, random_plan(plan, seed=0), s)))
+    load_after = C.load()
     proxy = {m: "expertsteer_label" if M.get(m).signed else "caa" for m in choosing}
     seconds = {"fit": fit, "choice": {m: first[proxy[m]]["seconds"] for m in choosing}, "val_pass": val_pass,
-               "test_target": test_target, "test_expert": test_expert}
+               "test_target": test_target, "test_expert": test_expert, "test_pair": test_pair}
     datasets, tokenise = timed(lambda: dataset_scales(model, rules, ds))
     C.write(args, "search", {
         "search_vs_test_time_ratio": first["caa"]["seconds"] / test_target,
         "core_benchmark_hours": core_benchmark_hours(seconds, datasets, cores=2, threads_per_row=2),
-        "choice_seconds": first["caa"]["seconds"], "test_pass_seconds": test_target,
+        "choice_seconds": first["caa"]["seconds"], "test_pass_seconds": test_target, "test_pair_seconds": test_pair,
         "label_choice_seconds": first["expertsteer_label"]["seconds"], "expert_test_pass_seconds": test_expert,
         "val_pass_seconds": val_pass, "fit_seconds_total": sum(fit.values()),
         "rule": args.rules[0], "choices": choices, "seconds": seconds, "choice_proxy": proxy,

@@ -1,5 +1,5 @@
 """Where a row's validation choice spends its forward passes: points, item-points and blocks run
-per search phase, for three kinds of row, under three rules.
+per search phase, for three kinds of row, under four rules.
 
 Rows (validation items of the real datasets; plans fitted on train items):
   caa    two single-layer CAA candidates (layers n/4 and n/2, SST-2, unsigned), as the CAA-like
@@ -12,6 +12,8 @@ Rules:
   reference  the same search and points, one set of lower-block residuals shared by every
              candidate and round (``choose(share=True)``, the default)
   halving    ``StrengthSearch.halving()`` with the same sharing
+  flips      ``StrengthSearch(strategy="flips")`` with the same sharing: the reference's points,
+             each run only on the items whose answer is not yet known (``steer_lens.flips``)
 The unsteered validation point is computed once per model and split (as the benchmark runner's
 ``Context.val0``) and passed to every row. One "validation pass" = ``evaluate`` on the validation
 items (every block once); a test pass of 500 items = 500 / n_val validation passes.
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import _common as C
 
-RULES = ("today", "reference", "halving")
+RULES = ("today", "reference", "halving", "flips")
 N_TEST = 500
 
 
@@ -75,7 +77,8 @@ def profile_row(model, items, candidates, signed, rule, zero) -> dict:
     from steer_lens.profiling import ForwardCounter
     from steer_lens.protocol import StrengthSearch, choose
 
-    search = StrengthSearch.halving(signed=signed) if rule == "halving" else StrengthSearch(signed=signed)
+    strategy = rule if rule in ("halving", "flips") else "reference"
+    search = StrengthSearch(signed=signed, strategy=strategy)
     t0 = time.process_time()
     with ForwardCounter(model) as fc:
         c = choose(model, items, candidates, search=search, zero=zero, share=rule != "today")
@@ -88,12 +91,11 @@ def unit_pass(model, items) -> dict:
     """One unsteered evaluate of ``items``: the validation pass the search costs are measured in."""
     from steer_lens.evaluate import evaluate
     from steer_lens.profiling import ForwardCounter
-    from steer_lens.protocol import point
 
     t0 = time.process_time()
     with ForwardCounter(model) as fc:
         res = evaluate(model, items)
-    return {"totals": fc.totals(), "cpu_seconds": time.process_time() - t0, "zero": point(0.0, res)}
+    return {"totals": fc.totals(), "cpu_seconds": time.process_time() - t0, "zero": res}
 
 
 def markdown(result: dict) -> str:
@@ -199,8 +201,10 @@ def findings_by_row(result: dict) -> list[str]:
         out.append(f"- **{kind}**: today {p['today']:.1f} validation passes ({refine:.1f} of them in refinement "
                    f"rounds) = {p['today'] * result['n_val'] / N_TEST:.2f} test passes; lower blocks shared "
                    f"{p['reference']:.1f} (same points); halving {p['halving']:.1f} = "
-                   f"{p['halving'] * result['n_val'] / N_TEST:.2f} test passes. Chosen validation accuracy: "
-                   f"reference {rules['reference']['accuracy']:.3f}, halving {rules['halving']['accuracy']:.3f}.")
+                   f"{p['halving'] * result['n_val'] / N_TEST:.2f} test passes; flips {p['flips']:.1f} = "
+                   f"{p['flips'] * result['n_val'] / N_TEST:.2f} test passes. Chosen validation accuracy: "
+                   f"reference {rules['reference']['accuracy']:.3f}, halving {rules['halving']['accuracy']:.3f}, "
+                   f"flips {rules['flips']['accuracy']:.3f}.")
     return out
 
 

@@ -31,6 +31,11 @@ Two search rules, named by ``StrengthSearch.strategy`` (``STRATEGIES``):
   interval whose two ends give the same answer on every item scored at both is not bisected, and
   refinement stops when no interval is left. The chosen point is always scored on every item.
   For a single ``score`` callable (``search_strength``) only the interval rule applies.
+* ``"flips"``: the reference search's points, each run only on the items whose answer is not yet
+  known (``steer_lens.flips.choose_flips``): a point inside an interval whose two ends are scored
+  runs only the items whose answers differ at the ends (the others keep their answer, their margin
+  interpolated); the grid is scored from the outside in; the chosen point is completed on every
+  item. Same points as the reference unless an item flips twice inside one interval.
 
 Strengths are on the relative scale: × the median residual norm at each steered hook. The coarse
 grid and each refinement round are scored in one ``steer_lens.sweep`` call per candidate (the
@@ -50,15 +55,16 @@ from . import profiling
 from .data import Item
 from .evaluate import EvalResult, evaluate
 
-STRATEGIES = ("reference", "halving")
+STRATEGIES = ("reference", "halving", "flips")
 
 
 @dataclass(frozen=True)
 class StrengthSearch:
     """How strengths are searched on validation (all × median residual norm).
 
-    ``strategy``: "reference" (every point on every item) or "halving" (see the module doc;
-    ``screen_fraction``, ``screen_min``, ``keep`` and ``finalists`` apply to it only)."""
+    ``strategy``: "reference" (every point on every item), "halving" (see the module doc;
+    ``screen_fraction``, ``screen_min``, ``keep`` and ``finalists`` apply to it only) or "flips"
+    (the reference's points, run only on the items whose answer is not yet known)."""
 
     grid: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
     extend: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in turn while the best is the largest tried
@@ -295,11 +301,13 @@ def _keep_levels(candidates: Mapping[object, object]) -> int:
 
 def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
            search: StrengthSearch = StrengthSearch(), screen: StrengthSearch | None = None,
-           zero: dict | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all",
+           zero: dict | EvalResult | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all",
            use_sweep: bool = True, share: bool = True,
            score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]] | None = None) -> Choice:
     """Search the strength of each candidate plan on validation ``items``; keep the best point over
-    all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point.
+    all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point, or the
+    unsteered ``EvalResult`` on ``items`` (the "flips" rule needs its per-item answers; given a
+    point, it scores the unsteered items itself).
 
     ``screen``: a cheaper search (e.g. the coarse grid, ``refine_rounds=0``) run for every candidate
     first; only the best candidate then gets the full ``search`` (its screened points reused).
@@ -309,13 +317,27 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
     ``share`` (with ``use_sweep``): every candidate and round reuses one set of unsteered
     lower-block residuals (``SharedInputs``) instead of recomputing them per call.
 
-    ``search.strategy == "halving"`` runs ``choose_halving`` (``screen`` is not used).
+    ``search.strategy == "halving"`` runs ``choose_halving``, ``"flips"`` ``choose_flips``
+    (``screen`` is used by neither).
     ``score_items(plan, items, strengths) -> results`` replaces the model's scoring (tests, other
     backends); by default ``steer_lens.sweep`` or ``evaluate``."""
     if not candidates:
         raise ValueError("no candidate plans to choose from")
     shared = (SharedInputs(model, batch_size=batch_size, keep=_keep_levels(candidates))
               if share and use_sweep and positions == "all" and score_items is None else None)
+    if search.strategy == "flips":
+        from .flips import choose_flips
+
+        run = (_parts_runner(model, items, batch_size=batch_size, seed=seed, positions=positions,
+                             use_sweep=use_sweep, shared=shared) if score_items is None
+               else _parts_from_items(score_items, items))
+        if not isinstance(zero, EvalResult):
+            with profiling.phase("zero"):
+                profiling.note_points(1, len(items))
+                zero = run(next(iter(candidates.values())), [(0.0, list(range(len(items))))])[0]
+        return choose_flips(run, items, candidates, search, zero=zero, seed=seed)
+    if isinstance(zero, EvalResult):
+        zero = point(0.0, zero)
     if search.strategy == "halving":
         if score_items is None:
             score_items = _model_scorer(model, batch_size=batch_size, seed=seed, positions=positions,
@@ -381,6 +403,36 @@ def _model_scorer(model, *, batch_size: int, seed: int, positions: str, use_swee
                 for s in strengths]
 
     return score_items
+
+
+def _parts_runner(model, items: Sequence[Item], *, batch_size: int, seed: int, positions: str,
+                  use_sweep: bool, shared: SharedInputs | None):
+    """``run(plan, [(strength, item indices), ...]) -> results`` on ``model``: one sweep per call
+    (every request's items only, the lower blocks shared through ``shared``), or ``evaluate`` on
+    each request's items."""
+    from . import sweep as sweep_module
+
+    items = list(items)
+    own = SharedInputs(model, batch_size=batch_size, keep=1) if shared is None else shared
+
+    def run(plan, requests):
+        if use_sweep and positions == "all" and sweep_module.sweepable(plan):
+            return sweep_module.sweep(model, items, plan, [s for s, _ in requests], batch_size=batch_size, seed=seed,
+                                      inputs=own.get(items), only=[idx for _, idx in requests])
+        return [evaluate(model, [items[i] for i in idx], plan=plan, strength=s, batch_size=batch_size, seed=seed,
+                         positions=positions) for s, idx in requests]
+
+    return run
+
+
+def _parts_from_items(score_items, items: Sequence[Item]):
+    """``run(plan, requests)`` from a ``score_items(plan, items, strengths)`` (one call per request)."""
+    items = list(items)
+
+    def run(plan, requests):
+        return [score_items(plan, [items[i] for i in idx], [s])[0] for s, idx in requests]
+
+    return run
 
 
 # scoring TEST once beside the random control lives in its own module; re-exported as part of the protocol

@@ -50,7 +50,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .data import Item
+from .data import Item, origin
 from .evaluate import EvalResult, _item_rows, _majority, _select_cache, evaluate, summarise
 from .steer import check_strength
 from .tokens import pad
@@ -243,14 +243,44 @@ class SweepInputs:
             _drop_hf_cache(model)
             return rp, rc
 
-    def scores(self, k: int) -> list[tuple[list[float], list[int]]]:
+    def _subset(self, b: _Batch, resid, keep: list[int]):
+        """Batch ``b`` and its residual restricted to its rows ``keep`` (positions in ``b.chunk``),
+        the padding columns no kept row attends to dropped: the batch ``evaluate`` would make of
+        those items."""
+        device = b.tokens.device
+        r = torch.tensor(keep, device=device)
+        mask = b.mask[r]
+        t = int((mask.sum(0) > 0).nonzero()[0])
+        nb = _Batch(chunk=[b.chunk[j] for j in keep], tokens=b.tokens[r][:, t:], mask=mask[:, t:],
+                    pos=b.pos[r][:, t:], keep=b.keep)
+        if self.last_token:
+            return nb, resid[r][:, t:]
+        rp, rc = resid
+        owner = b.index.tolist()
+        new_row = {j: n for n, j in enumerate(keep)}
+        sel = [c for c, o in enumerate(owner) if o in new_row]
+        s = torch.tensor(sel, device=device)
+        nb.index = torch.tensor([new_row[owner[c]] for c in sel], device=device)
+        nb.cont, nb.cont_mask, nb.starts = b.cont[s], b.cont_mask[s], b.starts[s]
+        nb.full_mask, nb.cont_pos = b.full_mask[s][:, t:], b.cont_pos[s]
+        return nb, (rp[r][:, t:], rc[s])
+
+    def scores(self, k: int, only: Sequence[int] | None = None) -> list[tuple[list[float], list[int]]]:
         """Per item: (summed log-prob of each choice's scored tokens, their count) from blocks k..
-        on the kept residuals (under whatever steering context is active)."""
+        on the kept residuals (under whatever steering context is active). ``only``: the indices
+        of the items to score (in that order; batches without one are skipped), else every item."""
         level = self.level(k)
         model, rows = self.model, self.rows
+        wanted = None if only is None else set(only)
         scores: dict[int, tuple[list[float], list[int]]] = {}
         with torch.no_grad():
             for b, resid in zip(self.batches, level):
+                if wanted is not None:
+                    keep = [j for j, i in enumerate(b.chunk) if i in wanted]
+                    if not keep:
+                        continue
+                    if len(keep) < len(b.chunk):
+                        b, resid = self._subset(b, resid, keep)
                 if self.last_token:
                     logits = _run(model, resid, b.mask, b.pos, k, None, logits_to_keep=b.keep)
                     lp = torch.log_softmax(logits[:, -b.keep:].float(), dim=-1).cpu()
@@ -282,7 +312,7 @@ class SweepInputs:
                         scores[i] = (sums[r: r + n], counts[r: r + n])
                         r += n
                 _drop_hf_cache(model)
-        return [scores[i] for i in range(len(rows))]
+        return [scores[i] for i in (range(len(rows)) if only is None else only)]
 
 
 def lower_residuals(model, prompts: Sequence[list[int]], k: int, batch_size: int, *, batches=None) \
@@ -313,33 +343,53 @@ def sweepable(plan) -> bool:
 
 
 def sweep(model, items: Sequence[Item], plan, strengths: Sequence[float], *, batch_size: int = 8,
-          chat_template: bool | None = None, seed: int = 0, inputs: SweepInputs | None = None) -> list[EvalResult]:
+          chat_template: bool | None = None, seed: int = 0, inputs: SweepInputs | None = None,
+          only: Sequence[Sequence[int] | None] | None = None) -> list[EvalResult]:
     """``evaluate(model, items, plan=plan, strength=s)`` for every ``s`` in ``strengths`` (same
     scores within float tolerance, same predictions), computing blocks below the plan's lowest
     steered block once per batch. ``inputs``: a ``SweepInputs`` of the same items (and batch size)
-    whose kept residuals are reused (several calls, several plans). Falls back to ``evaluate`` per
-    strength when a hook has no norm in ``plan.norms`` or is not inside a block (e.g.
-    ``hook_embed``)."""
+    whose kept residuals are reused (several calls, several plans). ``only``: per strength, the
+    indices of the items to score (None: all); each result is then over those items, in that
+    order, as ``evaluate`` on them. Falls back to ``evaluate`` per strength when a hook has no norm
+    in ``plan.norms`` or is not inside a block (e.g. ``hook_embed``). Items of a ``test`` or
+    ``confirm`` split are recorded in the test ledger per strength, as ``evaluate`` records them
+    (and a ``confirm`` split is refused outside ``ledger.locked_run``)."""
+    from . import ledger
+
     items = list(items)
     if not items:
         raise ValueError("no items to sweep; pass at least one Item")
+    scored = origin(items)
+    if scored:
+        ledger.check_allowed(scored[0], scored[1])
     strengths = [check_strength(s) for s in strengths]
+    only = [None] * len(strengths) if only is None else [None if o is None else list(o) for o in only]
+    if len(only) != len(strengths):
+        raise ValueError(f"sweep: only= has {len(only)} entries for {len(strengths)} strengths; give one per strength")
+    if any(o is not None and (not o or min(o) < 0 or max(o) >= len(items)) for o in only):
+        raise ValueError(f"sweep: only= needs non-empty lists of item indices in 0..{len(items) - 1}")
+
+    def subset(o):
+        return items if o is None else [items[i] for i in o]
+
     if not sweepable(plan):
-        return [evaluate(model, items, plan=plan, strength=s, batch_size=batch_size,
-                         chat_template=chat_template, seed=seed) for s in strengths]
+        return [evaluate(model, subset(o), plan=plan, strength=s, batch_size=batch_size,
+                         chat_template=chat_template, seed=seed) for s, o in zip(strengths, only)]
     if inputs is None:
         inputs = SweepInputs(model, items, batch_size=batch_size, chat_template=chat_template, keep=1)
     elif not inputs.matches(items):
         raise ValueError("sweep: inputs= was prepared for other items")
     k = first_steered_block(plan)
     plan.check_compatible(model)
-    majority = _majority(items)
     name = str(getattr(model.cfg, "model_name", "?"))
     inputs.level(k)  # the unsteered lower pass, outside the steering context
     out = []
-    for s in strengths:
+    for s, o in zip(strengths, only):
         with plan.apply(model, s):
-            scores = inputs.scores(k)
-        out.append(summarise(items, scores, majority_rate=majority, seed=seed,
+            scores = inputs.scores(k, o)
+        part = subset(o)
+        out.append(summarise(part, scores, majority_rate=_majority(part), seed=seed,
                              meta={"strength": float(s), "model": name, "sweep_from_block": k}))
+        if scored:
+            ledger.record_evaluation(*scored, part, model)
     return out

@@ -88,9 +88,10 @@ def add_bench_args(p: argparse.ArgumentParser, *, out_default: str | None = "ben
     g.add_argument("--ae-epochs", type=int, default=None, help=f"hybrid aligner epochs (default {default.ae_epochs})")
     g.add_argument("--expert-layers", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
                    help="validation pair rule: shortlist expert layers FIRST..LAST (default: the middle half)")
-    g.add_argument("--search", choices=("reference", "halving"), default=None,
-                   help="validation search: reference (default) or halving (screens on a quarter of the items; "
-                        "steer_lens.protocol)")
+    g.add_argument("--search", choices=("reference", "halving", "flips"), default=None,
+                   help="validation search: reference (default), halving (screens on a quarter of the items) or "
+                        "flips (the reference's points, run only on the items whose answer is not yet known); "
+                        "steer_lens.protocol")
     g.add_argument("--extend-flat", action="store_true",
                    help="strength search: also try larger strengths while no strength has changed the answers")
     p.add_argument("--batch-size", type=int, default=8)

@@ -36,11 +36,15 @@ class Bench:
     ``choices_from``: a row cache (folder) of ``test`` rows made under the same rules and models. A
     method with a row there reuses that row's validation choice (layers and strength; fitting on
     TRAIN is repeated, and is deterministic) and only scores ``test_split``; a method without one
-    searches on validation as usual. Rows made under another rule set are refused."""
+    searches on validation as usual. Rows made under another rule set are refused.
+
+    ``share_test``: steered test passes share their unsteered lower blocks (``Context``'s
+    ``share_test``): a method and its random control run the blocks below their hooks once."""
 
     def __init__(self, target, expert=None, *, cache: str | Path | None = None, rules: M.RuleSet | None = None,
                  target_id: str | None = None, expert_id: str | None = None, batch_size: int = 8,
-                 dtype: str | None = None, test_split: str = "test", choices_from: str | Path | None = None):
+                 dtype: str | None = None, test_split: str = "test", choices_from: str | Path | None = None,
+                 share_test: bool = True):
         self.target, self.expert = target, expert
         self.rules = rules or M.RuleSet()
         if cache is None:
@@ -48,7 +52,7 @@ class Bench:
 
             cache = cache_dir() / "bench"
         self.cache = RowCache(cache)
-        self.batch_size, self.test_split = batch_size, test_split
+        self.batch_size, self.test_split, self.share_test = batch_size, test_split, share_test
         self.target_id = target_id or model_id(target.cfg.model_name)
         self.expert_id = expert_id or (model_id(expert.cfg.model_name) if expert is not None else None)
         self.extra = {"dtype": dtype} if dtype not in (None, "float32") else {}
@@ -102,7 +106,7 @@ class Bench:
         if key not in self._contexts:
             self._contexts[key] = M.Context(ds, self.target, self.expert, self.rules, batch_size=self.batch_size,
                                             row_of=lambda method, d=dataset: self.row(d, method),
-                                            test_split=self.test_split,
+                                            test_split=self.test_split, share_test=self.share_test,
                                             choice_of=(lambda method, d=dataset: self.recorded(d, method))
                                             if self.choices is not None else None)
         return self._contexts[key]

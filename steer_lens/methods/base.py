@@ -31,7 +31,7 @@ from typing import ClassVar
 from ..data import MCDataset, contrast_prompts
 from ..evaluate import EvalResult, evaluate
 from ..plan import SteeringPlan
-from ..protocol import StrengthSearch, choose, point
+from ..protocol import StrengthSearch, choose
 from .rules import RuleSet
 
 
@@ -57,13 +57,20 @@ class Context:
     scored on ``test`` and on ``confirm`` without repeating the search.
 
     ``train_seed``: the seed of the rules' TRAIN subsample (``limit_train`` items); another seed fits
-    on other items (the spread of a method over fits)."""
+    on other items (the spread of a method over fits).
+
+    ``share_test``: steered TEST passes go through ``steer_lens.sweep`` with one ``SweepInputs`` of
+    the test items per model, kept on the context: a method and its random control (same hooks),
+    and methods steering from the same block, run the unsteered blocks below it once (same
+    predictions as ``evaluate`` within float tolerance; the kept residuals cost memory: items x
+    tokens x d_model per block level, two levels). False: one ``evaluate`` per pass."""
 
     def __init__(self, dataset: MCDataset, target, expert, rules: RuleSet, *,
                  row_of: Callable[[str], dict] | None = None, batch_size: int = 8,
                  test_split: str = "test", choice_of: Callable[[str], dict | None] | None = None,
-                 train_seed: int = 0):
+                 train_seed: int = 0, share_test: bool = True):
         self.dataset, self.target, self.expert, self.rules = dataset, target, expert, rules
+        self.share_test = share_test
         self.batch_size, self.test_split = batch_size, test_split
         self.choice_of = choice_of
         self.train = dataset.split("train", limit=rules.limit_train, seed=train_seed)
@@ -123,14 +130,22 @@ class Context:
 
     def test(self, model, plan=None, strength: float = 0.0) -> dict:
         """Score the TEST split once (the only place a method reads it)."""
-        r = evaluate(model, self.dataset, split=self.test_split, limit=self.rules.limit_test, plan=plan,
-                     strength=strength, batch_size=self.batch_size)
+        from ..sweep import SweepInputs, sweep, sweepable
+
+        if self.share_test and plan is not None and strength != 0 and sweepable(plan):
+            items = self.memo(("test_items",), lambda: self.dataset.split(self.test_split, limit=self.rules.limit_test))
+            inputs = self.memo(("test_inputs", id(model)),
+                               lambda: SweepInputs(model, items, batch_size=self.batch_size, keep=2))
+            r = sweep(model, items, plan, [strength], batch_size=self.batch_size, inputs=inputs)[0]
+        else:
+            r = evaluate(model, self.dataset, split=self.test_split, limit=self.rules.limit_test, plan=plan,
+                         strength=strength, batch_size=self.batch_size)
         return {**r.to_dict(), "domain": self.domain, "model": str(model.cfg.model_name)}
 
     def select(self, model, candidates: Mapping[object, SteeringPlan], *, signed: bool = False,
                base_method: str = "unsteered") -> tuple[object, float, dict]:
         """Choose a candidate and a strength on VALIDATION; returns (key, strength, extra row fields)."""
-        c = choose(model, self.val, candidates, search=self.search(signed), zero=point(0.0, self.val0(model)),
+        c = choose(model, self.val, candidates, search=self.search(signed), zero=self.val0(model),
                    batch_size=self.batch_size)
         extra = {"val_curve": c.curves[c.key]}
         if len(candidates) > 1:

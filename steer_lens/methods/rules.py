@@ -30,9 +30,11 @@ class RuleSet:
     layer_shortlist target layers shortlisted on train for CAA-like methods
     iti_heads     attention heads steered by ITI
     ae_epochs     max epochs of the hybrid aligner (the auto-encoder is solved in closed form)
-    strategy      the validation search: "reference" (every point on every item) or "halving"
-                  (``StrengthSearch.halving``: screened on a share of the items, fewer passes); a
-                  non-reference strategy enters the hash, the reference one leaves the hash as it was
+    strategy      the validation search: "reference" (every point on every item), "halving"
+                  (``StrengthSearch.halving``: screened on a share of the items, fewer passes) or
+                  "flips" (``steer_lens.flips``: the reference's points, each run only on the items
+                  whose answer is not yet known); a non-reference strategy enters the hash, the
+                  reference one leaves the hash as it was
     """
 
     limit_train: int = 64

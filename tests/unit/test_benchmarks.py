@@ -49,9 +49,10 @@ def check_search_projection(results: Path) -> None:
     choosing = [m for m in CORE if m in s["fit"]]
     assert choosing == list(s["fit"]) == res["core_methods"][0] and "expertsteer_label" in choosing
     assert all(s["fit"][m] > 0 for m in choosing) and s["test_expert"] > 0 and s["val_pass"] > 0
-    assert set(res["choices"]["halving"]) == {"caa", "expertsteer_label"}
-    assert s["choice"]["caa"] == res["choices"]["halving"]["caa"]["seconds"]
-    assert s["choice"]["label_caa"] == res["choices"]["halving"]["expertsteer_label"]["seconds"]  # signed
+    assert res["rule"] == "flips" and set(res["choices"]["flips"]) == {"caa", "expertsteer_label"}
+    assert s["choice"]["caa"] == res["choices"]["flips"]["caa"]["seconds"]
+    assert s["choice"]["label_caa"] == res["choices"]["flips"]["expertsteer_label"]["seconds"]  # signed
+    assert 0 < s["test_pair"] == res["test_pair_seconds"]
     assert sorted(datasets) == list_datasets() and len(datasets) == 15
     assert datasets["sst2"]["factors"] == {"train": 1.0, "validation": 1.0, "test": 1.0}
     assert "calibration" not in datasets["mmlu_medical_4way"]["rows"]  # four-way items: no calibration row
@@ -64,7 +65,7 @@ def check_search_projection(results: Path) -> None:
         total += s["val_pass"] * f["validation"]
         for m in d["rows"]:
             if m in s["fit"]:
-                total += s["fit"][m] * f["train"] + s["choice"][m] * f["validation"] + 2 * s["test_target"] * f["test"]
+                total += s["fit"][m] * f["train"] + s["choice"][m] * f["validation"] + s["test_pair"] * f["test"]
             elif m == "expert_unsteered":
                 total += s["test_expert"] * f["test"]
             elif m != "calibration":

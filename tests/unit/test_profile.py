@@ -70,10 +70,12 @@ def test_profile_search_fast(tmp_path, one_thread):
     res = json.loads((tmp_path / "profile_search.json").read_text())
     assert set(res["rows"]) == {"caa", "label", "pairs"}
     for rules in res["rows"].values():
-        assert set(rules) == {"today", "reference", "halving"}
+        assert set(rules) == {"today", "reference", "halving", "flips"}
         assert rules["halving"]["validation_passes"] < rules["today"]["validation_passes"]
+        assert rules["flips"]["validation_passes"] < rules["reference"]["validation_passes"]
         assert rules["reference"]["accuracy"] == rules["today"]["accuracy"]  # same points, shared blocks
     assert "| pairs | halving |" in (tmp_path / "profile.md").read_text()
+    assert "| pairs | flips |" in (tmp_path / "profile.md").read_text()
 
 
 def test_selection_equivalence_fast(tmp_path, one_thread):
@@ -82,5 +84,8 @@ def test_selection_equivalence_fast(tmp_path, one_thread):
     _script("analyses/selection_equivalence.py").main(["--fast", "--out", str(tmp_path / "se.md")])
     rows = json.loads((tmp_path / "se.json").read_text())
     assert [r["method"] for r in rows] == ["caa", "label_caa", "expertsteer_label"]
-    assert all("difference_items" in r for r in rows)
-    assert "Rows differing by more than one item" in (tmp_path / "se.md").read_text()
+    assert all("difference_items" in r and r["strategy"] == "flips" for r in rows)
+    assert all(r["difference_items"] == r["new_items"] - r["reference_items"] for r in rows)
+    text = (tmp_path / "se.md").read_text()
+    assert "Rows differing by more than one item" in text and "the flips search vs the reference" in text
+    assert "The rule (within one item on at least 80% of rows" in text
