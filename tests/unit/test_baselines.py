@@ -174,18 +174,16 @@ def test_runner_never_touches_test_during_selection(tiny_llama, tiny_gemma, tmp_
 
     ds = _GuardedDataset("guard", {"train": _items(20), "validation": _items(6, "val"), "test": _items(8, "test")})
     monkeypatch.setattr(runner, "load_dataset", lambda name: ds)
-    real = base.evaluate
+    real = base.Context.test
 
-    def evaluate_test(model, dataset, **kw):  # TEST is only read through evaluate(split="test")
-        if kw.get("split") == "test":
-            ds.locked = False
-            try:
-                return real(model, dataset, **kw)
-            finally:
-                ds.locked = True
-        return real(model, dataset, **kw)
+    def test_pass(self, *args, **kw):  # TEST is only read inside Context.test (evaluate, or the shared sweep)
+        ds.locked = False
+        try:
+            return real(self, *args, **kw)
+        finally:
+            ds.locked = True
 
-    monkeypatch.setattr(base, "evaluate", evaluate_test)
+    monkeypatch.setattr(base.Context, "test", test_pass)
     rules = RuleSet.fast()
     bench = Bench(tiny_llama, tiny_gemma, cache=tmp_path, rules=rules, target_id="tiny-target", expert_id="tiny-expert")
     rows = bench.run(["guard"], ["unsteered", "caa", "self_rfm", "calibration"])
