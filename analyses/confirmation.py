@@ -48,9 +48,9 @@ def bench(p: dict, split: str, target=None, expert=None):
     from steer_lens import methods as M
     from steer_lens.bench import Bench
 
-    rules = M.RuleSet()
+    rules = M.RuleSet.reference()  # the locked rules use the reference search (preregistered before "flips")
     if rules.hash != p["rule_set"]:
-        raise SystemExit(f"the preregistration locks rule set {p['rule_set']}, but RuleSet() is {rules.hash}: "
+        raise SystemExit(f"the preregistration locks rule set {p['rule_set']}, but RuleSet.reference() is {rules.hash}: "
                          "the rules changed since; a confirmation runs only under the locked rules")
     if split == "confirm":
         return Bench(target, expert, cache=OUT / "cache", rules=rules, target_id=p["target"],

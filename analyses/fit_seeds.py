@@ -41,7 +41,8 @@ def main(argv=None) -> None:
 
     store = OUT / "rows.json"
     done = {k: v for k, v in (json.loads(store.read_text()) if store.exists() else {}).items() if "skipped" not in v}
-    bench = Bench(None, None, cache=ROOT / "results" / "benchmark" / "cache", target_id=TARGET, expert_id=EXPERT)
+    bench = Bench(None, None, cache=ROOT / "results" / "benchmark" / "cache", target_id=TARGET, expert_id=EXPERT,
+                  rules=M.RuleSet.reference())  # the committed rows' rules
     # the report lists every method run so far, not only those of this call
     listed = [*a.methods, *sorted({v["method"] for v in done.values()} - set(a.methods))]
     rows = {m: json.loads(bench.row_path(DATASET, m).read_text()) for m in listed}

@@ -11,6 +11,9 @@ row, each beside its random control; resumable (one cached row per dataset and m
 Folders: results/benchmark (the default expert); results/tuned_experts/<expert folder name> for
 ``--expert <folder>`` (its target-only rows shared through results/benchmark/cache); a run with
 ``--expert-layers FIRST LAST`` or ``--extend-flat`` reports in a subfolder of that, with the same cache.
+
+The committed rows were chosen by the reference strength search, so that is this script's default
+(``--search reference``); ``--search flips`` (the library's default) keys its rows apart in the same cache.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ WINDOW_FOLDER = "expert_layers_{}_{}"  # the report of a run with --expert-layer
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_bench_args(p, out_default=None)
+    add_bench_args(p, out_default=None, search_default="reference")  # the committed rows' search
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is ~4x faster than 2 when other jobs share the 2 cores)")
     a = p.parse_args(argv)

@@ -42,7 +42,8 @@ MARGIN_TOL = 1e-5
 
 
 def committed(dataset: str, method: str) -> dict:
-    bench = Bench(None, None, cache=ROOT / "benchmark" / "cache", target_id=TARGET, expert_id=EXPERT)
+    bench = Bench(None, None, cache=ROOT / "benchmark" / "cache", target_id=TARGET, expert_id=EXPERT,
+                  rules=M.RuleSet.reference())  # the committed rows' rules
     path = bench.row_path(dataset, method)
     if not path.exists():
         raise SystemExit(f"no committed {method} row for {dataset} ({path})")
@@ -129,7 +130,7 @@ def main(argv=None):
     path = OUT / "checks.json"
     checks = json.loads(path.read_text()) if path.exists() else []
     if a.report_only:  # full checks are judged again from the two cached rows (no models needed)
-        cached = Bench(None, None, cache=OUT / "cache", target_id=TARGET, expert_id=EXPERT)
+        cached = Bench(None, None, cache=OUT / "cache", target_id=TARGET, expert_id=EXPERT, rules=M.RuleSet.reference())
         checks = [{**c, **full_check(cached, c["dataset"], c["method"])} if c["mode"] == "full" else c
                   for c in checks]
         write_json(path, checks)
@@ -138,7 +139,8 @@ def main(argv=None):
         from steer_lens.models import load_model
 
         target, expert = load_model(TARGET), load_model(EXPERT)
-        bench = Bench(target, expert, cache=OUT / "cache", target_id=TARGET, expert_id=EXPERT)
+        bench = Bench(target, expert, cache=OUT / "cache", target_id=TARGET, expert_id=EXPERT,
+                      rules=M.RuleSet.reference())
         for d in a.datasets:
             for m in a.methods:
                 if any(c["dataset"] == d and c["method"] == m and c["mode"] == a.mode for c in checks):

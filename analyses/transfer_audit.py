@@ -56,7 +56,7 @@ def benchmark_rows():
 def es_config(alignment: str, dataset, target, expert, rules=None) -> ExpertSteer:
     """The unfitted ExpertSteer of the benchmark's method for ``alignment`` on ``dataset`` under ``rules``
     (default: the current rule set), from the method registry."""
-    ctx = M.Context(dataset, target, expert, rules or M.RuleSet())
+    ctx = M.Context(dataset, target, expert, rules or M.RuleSet.reference())
     return M.get(METHOD[alignment]).config(ctx)
 
 

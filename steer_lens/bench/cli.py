@@ -50,9 +50,14 @@ def shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def add_bench_args(p: argparse.ArgumentParser, *, out_default: str | None = "bench-results") -> None:
-    """The runner's options (shared by ``steer-lens bench`` and ``analyses/main_results.py``)."""
+def add_bench_args(p: argparse.ArgumentParser, *, out_default: str | None = "bench-results",
+                   search_default: str | None = None) -> None:
+    """The runner's options (shared by ``steer-lens bench`` and ``analyses/main_results.py``).
+    ``search_default``: the validation search when ``--search`` is not given (None: the rule set's
+    default, "flips"; ``analyses/main_results.py`` keeps "reference", the search its committed rows
+    were made under)."""
     default = M.RuleSet()
+    search_default = search_default or default.strategy
     p.add_argument("--datasets", nargs="+", default=None,
                    help="bundled names, dataset folders or JSONL files (default: every bundled dataset)")
     p.add_argument("--compact", action="store_true", help=f"one dataset per domain: {' '.join(COMPACT_DATASETS)}")
@@ -88,10 +93,10 @@ def add_bench_args(p: argparse.ArgumentParser, *, out_default: str | None = "ben
     g.add_argument("--ae-epochs", type=int, default=None, help=f"hybrid aligner epochs (default {default.ae_epochs})")
     g.add_argument("--expert-layers", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
                    help="validation pair rule: shortlist expert layers FIRST..LAST (default: the middle half)")
-    g.add_argument("--search", choices=("reference", "halving", "flips"), default=None,
-                   help="validation search: reference (default), halving (screens on a quarter of the items) or "
-                        "flips (the reference's points, run only on the items whose answer is not yet known); "
-                        "steer_lens.protocol")
+    g.add_argument("--search", choices=("flips", "reference", "halving"), default=search_default,
+                   help=f"validation search (default {search_default}): flips (the reference's points, each run only "
+                        "on the items whose answer is not yet known), reference (every point on every item) or "
+                        "halving (screens on a quarter of the items); steer_lens.protocol")
     g.add_argument("--extend-flat", action="store_true",
                    help="strength search: also try larger strengths while no strength has changed the answers")
     p.add_argument("--batch-size", type=int, default=8)

@@ -41,7 +41,7 @@ LABEL = "expertsteer_label"
 LABEL_DATASET = "sst2"  # every item offers the same two labels: choice 1 minus choice 0 is one direction
 # math and general; the MMLU sets' long prompts would double the run time (--datasets adds them)
 PAPER_DATASETS = ("arithmetic_2way", "sst2")
-DEMO_RULES = M.RuleSet(limit_train=48, limit_val=32, limit_test=100, refine_rounds=2, pair_shortlist=1)
+DEMO_RULES = M.RuleSet.reference(limit_train=48, limit_val=32, limit_test=100, refine_rounds=2, pair_shortlist=1)
 FAST_RULES = M.RuleSet.fast(limit_train=16, pair_shortlist=1)
 DOSE = (-0.4, -0.2, 0.0, 0.1, 0.2, 0.3, 0.4)  # signed strengths of the positive control (x median resid norm)
 FAST_DOSE = (-2.0, -1.0, 0.0, 1.0, 2.0)

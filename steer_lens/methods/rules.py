@@ -1,8 +1,10 @@
 """The rule set: every setting that decides what a benchmark row selects and scores.
 
 One frozen object, hashed into every cache key and every row (``RuleSet.hash``), so a row is
-never reused under other rules. ``RuleSet()`` is the current rule set; ``RuleSet.fast()`` the
-same rules on tiny item counts (tests, smoke runs).
+never reused under other rules. ``RuleSet()`` is the current rule set (the "flips" validation
+search); ``RuleSet.reference()`` the same rules under the reference search, the rule set of the
+committed benchmark rows and of the preregistered confirmation (hash ``abca3c4a0a``);
+``RuleSet.fast()`` the current rules on tiny item counts (tests, smoke runs).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ class RuleSet:
     layer_shortlist target layers shortlisted on train for CAA-like methods
     iti_heads     attention heads steered by ITI
     ae_epochs     max epochs of the hybrid aligner (the auto-encoder is solved in closed form)
-    strategy      the validation search: "reference" (every point on every item), "halving"
-                  (``StrengthSearch.halving``: screened on a share of the items, fewer passes) or
-                  "flips" (``steer_lens.flips``: the reference's points, each run only on the items
-                  whose answer is not yet known); a non-reference strategy enters the hash, the
-                  reference one leaves the hash as it was
+    strategy      the validation search: "flips" (the default; ``steer_lens.flips``: the
+                  reference's points, each run only on the items whose answer is not yet known),
+                  "reference" (every point on every item) or "halving" (``StrengthSearch.halving``:
+                  screened on a share of the items); a non-reference strategy enters the hash, the
+                  reference one leaves the hash as it was before the field existed
     """
 
     limit_train: int = 64
@@ -49,7 +51,7 @@ class RuleSet:
     layer_shortlist: int = 2
     iti_heads: int = 8
     ae_epochs: int = 300
-    strategy: str = "reference"
+    strategy: str = "flips"
 
     def __post_init__(self):
         for name in ("limit_train", "limit_val", "limit_test", "n_pairs", "pair_shortlist", "layer_shortlist",
@@ -60,6 +62,12 @@ class RuleSet:
         if self.expert_layers is not None:
             object.__setattr__(self, "expert_layers", tuple(int(x) for x in self.expert_layers))
         self.search()  # validates the grid
+
+    @classmethod
+    def reference(cls, **changes) -> "RuleSet":
+        """The rules under the reference search (every point on every validation item): the rule
+        set the committed benchmark rows were made under."""
+        return cls(**{"strategy": "reference", **changes})
 
     @classmethod
     def fast(cls, **changes) -> "RuleSet":

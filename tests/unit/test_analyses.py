@@ -267,7 +267,7 @@ def fast_main(tmp_path_factory, analyses_path):
 
     main = tmp_path_factory.mktemp("main")
     bench_main(["--fast", "--out", str(main), "--methods", "unsteered", "expertsteer_autoencoder", "random",
-                "--threads", "1"])
+                "--threads", "1", "--search", "reference"])  # main_results' default search
     return main
 
 
