@@ -6,7 +6,7 @@
     python analyses/confirmation.py --report-only        # results/confirmation/README.md from the cached rows
 
 Everything it does is read from the JSON block of results/PREREGISTRATION.md: the locked rule set (its
-hash must equal ``RuleSet()``'s), the models, the stages (split, datasets, methods, in run order) and the
+hash must equal ``RuleSet.reference()``'s: the reference search, the default when it was preregistered), the models, the stages (split, datasets, methods, in run order) and the
 hypotheses. ``confirm`` stages run inside ``steer_lens.ledger.locked_run`` (the preregistration must be
 committed and unchanged) into results/confirmation/cache; each method reuses the validation choice of
 its row in results/benchmark/cache (same rules, same train and validation items) where one exists, and
