@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from . import profiling
 from .data import Item
 from .evaluate import EvalResult, evaluate
+from .scorers import (SharedInputs, keep_levels, model_scorer, parts_from_items, parts_runner, point,
+                      points_scorer, validation_scorer, validation_sweep)
 
 STRATEGIES = ("reference", "halving", "flips")
 
@@ -107,17 +109,6 @@ class StrengthSearch:
     def halving(cls, **changes) -> "StrengthSearch":
         """The "halving" rule with the default grid, extension and refinement (``changes`` override)."""
         return cls(**{"strategy": "halving", **changes})
-
-
-def point(strength: float, result: EvalResult) -> dict:
-    """One validation point: the numbers the ranking and the reports need."""
-    preds = result.predictions
-    shares = [preds.count(k) / len(preds) for k in range(max(preds) + 1)] if preds else []
-    return {"strength": float(strength), "accuracy": result.accuracy, "ci_low": result.ci_low,
-            "ci_high": result.ci_high, "n": result.n,
-            "mean_margin": float(sum(result.margins) / max(1, len(result.margins))),
-            "shares": shares, "pred_share": max(shares) if shares else None,
-            "behaviour_prob": result.behaviour_prob}
 
 
 def change(a: Mapping, b: Mapping) -> float:
@@ -240,65 +231,6 @@ class Choice:
         return out
 
 
-class SharedInputs:
-    """One ``steer_lens.sweep.SweepInputs`` per item list, made on first use: every candidate plan,
-    round and strength scored on the same items reuses the unsteered residuals kept there."""
-
-    def __init__(self, model, *, batch_size: int = 8, keep: int = 2):
-        self.model, self.batch_size, self.keep = model, batch_size, keep
-        self._inputs: dict[tuple, object] = {}
-
-    def get(self, items: Sequence[Item]):
-        from .sweep import SweepInputs
-
-        key = tuple(it.id for it in items)
-        if key not in self._inputs:
-            self._inputs[key] = SweepInputs(self.model, items, batch_size=self.batch_size, keep=self.keep)
-        return self._inputs[key]
-
-
-def validation_scorer(model, items: Sequence[Item], plan, *, batch_size: int = 8, seed: int = 0,
-                      positions: str = "all", use_sweep: bool = True,
-                      inputs: SharedInputs | None = None) -> Callable[[float], dict]:
-    """``score(strength) -> point`` on ``items`` steered by ``plan``. With ``use_sweep`` (positions
-    "all" only) it also carries ``score.many(strengths) -> points`` (``validation_sweep``) for
-    ``search_strength``'s ``score_many``. ``inputs``: shared sweep inputs (``SharedInputs``)."""
-
-    def score(s: float) -> dict:
-        profiling.note_points(1, len(items))
-        return point(s, evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed,
-                                 positions=positions))
-
-    if use_sweep and positions == "all":
-        score.many = validation_sweep(model, items, plan, batch_size=batch_size, seed=seed, inputs=inputs)
-    return score
-
-
-def validation_sweep(model, items: Sequence[Item], plan, *, batch_size: int = 8,
-                     seed: int = 0, inputs: SharedInputs | None = None) -> Callable[[Sequence[float]], list[dict]]:
-    """``score_many(strengths) -> points`` on ``items`` steered by ``plan`` at all positions, through
-    ``steer_lens.sweep`` (the unsteered lower blocks once per call, or once for all calls sharing
-    ``inputs``)."""
-    from . import sweep as sweep_module
-
-    def score_many(strengths: Sequence[float]) -> list[dict]:
-        profiling.note_points(len(strengths), len(items))
-        kw = {"inputs": inputs.get(items)} if inputs is not None else {}
-        return [point(s, r) for s, r in zip(strengths, sweep_module.sweep(model, items, plan, strengths,
-                                                                          batch_size=batch_size, seed=seed, **kw))]
-
-    return score_many
-
-
-def _keep_levels(candidates: Mapping[object, object]) -> int:
-    """How many lower-block residuals a shared SweepInputs keeps: one per distinct lowest steered
-    block among the candidates (at most 4)."""
-    from .sweep import first_steered_block, sweepable
-
-    blocks = {first_steered_block(p) for p in candidates.values() if hasattr(p, "norms") and sweepable(p)}
-    return min(4, max(1, len(blocks)))
-
-
 def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
            search: StrengthSearch = StrengthSearch(), screen: StrengthSearch | None = None,
            zero: dict | EvalResult | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all",
@@ -323,14 +255,14 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
     backends); by default ``steer_lens.sweep`` or ``evaluate``."""
     if not candidates:
         raise ValueError("no candidate plans to choose from")
-    shared = (SharedInputs(model, batch_size=batch_size, keep=_keep_levels(candidates))
+    shared = (SharedInputs(model, batch_size=batch_size, keep=keep_levels(candidates))
               if share and use_sweep and positions == "all" and score_items is None else None)
     if search.strategy == "flips":
         from .flips import choose_flips
 
-        run = (_parts_runner(model, items, batch_size=batch_size, seed=seed, positions=positions,
+        run = (parts_runner(model, items, batch_size=batch_size, seed=seed, positions=positions,
                              use_sweep=use_sweep, shared=shared) if score_items is None
-               else _parts_from_items(score_items, items))
+               else parts_from_items(score_items, items))
         if not isinstance(zero, EvalResult):
             with profiling.phase("zero"):
                 profiling.note_points(1, len(items))
@@ -340,7 +272,7 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
         zero = point(0.0, zero)
     if search.strategy == "halving":
         if score_items is None:
-            score_items = _model_scorer(model, batch_size=batch_size, seed=seed, positions=positions,
+            score_items = model_scorer(model, batch_size=batch_size, seed=seed, positions=positions,
                                         use_sweep=use_sweep, shared=shared)
         from .halving import choose_halving
 
@@ -353,7 +285,7 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
             else:
                 zero = point(0.0, evaluate(model, items, batch_size=batch_size, seed=seed))
     if score_items is not None:
-        scorers = {key: _points_scorer(score_items, items, plan) for key, plan in candidates.items()}
+        scorers = {key: points_scorer(score_items, items, plan) for key, plan in candidates.items()}
     else:
         scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions,
                                           use_sweep=use_sweep, inputs=shared) for key, plan in candidates.items()}
@@ -373,66 +305,6 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
     key = winner()
     b = found[key][0]
     return Choice(key=key, strength=b["strength"], best=b, curves={k: found[k][1] for k in order})
-
-
-def _points_scorer(score_items, items, plan) -> Callable[[float], dict]:
-    """``score(strength) -> point`` (with ``.many``) from a ``score_items(plan, items, strengths)``."""
-
-    def score(s: float) -> dict:
-        return score.many([s])[0]
-
-    def many(strengths: Sequence[float]) -> list[dict]:
-        profiling.note_points(len(strengths), len(items))
-        return [point(s, r) for s, r in zip(strengths, score_items(plan, items, list(strengths)))]
-
-    score.many = many
-    return score
-
-
-def _model_scorer(model, *, batch_size: int, seed: int, positions: str, use_sweep: bool,
-                  shared: SharedInputs | None):
-    """``score_items(plan, items, strengths) -> results`` on ``model``: one sweep per call (the
-    residuals shared through ``shared``), or one ``evaluate`` per strength."""
-    from . import sweep as sweep_module
-
-    def score_items(plan, items, strengths):
-        if use_sweep and positions == "all":
-            kw = {"inputs": shared.get(items)} if shared is not None else {}
-            return sweep_module.sweep(model, items, plan, strengths, batch_size=batch_size, seed=seed, **kw)
-        return [evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed, positions=positions)
-                for s in strengths]
-
-    return score_items
-
-
-def _parts_runner(model, items: Sequence[Item], *, batch_size: int, seed: int, positions: str,
-                  use_sweep: bool, shared: SharedInputs | None):
-    """``run(plan, [(strength, item indices), ...]) -> results`` on ``model``: one sweep per call
-    (every request's items only, the lower blocks shared through ``shared``), or ``evaluate`` on
-    each request's items."""
-    from . import sweep as sweep_module
-
-    items = list(items)
-    own = SharedInputs(model, batch_size=batch_size, keep=1) if shared is None else shared
-
-    def run(plan, requests):
-        if use_sweep and positions == "all" and sweep_module.sweepable(plan):
-            return sweep_module.sweep(model, items, plan, [s for s, _ in requests], batch_size=batch_size, seed=seed,
-                                      inputs=own.get(items), only=[idx for _, idx in requests])
-        return [evaluate(model, [items[i] for i in idx], plan=plan, strength=s, batch_size=batch_size, seed=seed,
-                         positions=positions) for s, idx in requests]
-
-    return run
-
-
-def _parts_from_items(score_items, items: Sequence[Item]):
-    """``run(plan, requests)`` from a ``score_items(plan, items, strengths)`` (one call per request)."""
-    items = list(items)
-
-    def run(plan, requests):
-        return [score_items(plan, [items[i] for i in idx], [s])[0] for s, idx in requests]
-
-    return run
 
 
 # scoring TEST once beside the random control lives in its own module; re-exported as part of the protocol
