@@ -32,32 +32,33 @@ def merge_results(a: EvalResult, b: EvalResult, seed: int = 0) -> EvalResult:
                       meta={**a.meta, "merged": True})
 
 
-def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]],
+def choose_halving(run: Callable[[object, Sequence[tuple[float, Sequence[int]]]], list[EvalResult]],
                    items: Sequence[Item], candidates: Mapping[object, object], search: StrengthSearch, *,
                    zero: dict | None = None, seed: int = 0) -> Choice:
-    """The "halving" rule (module doc) over ``candidates`` on ``items``; ``score_items(plan,
-    part_items, strengths) -> results`` scores a plan on the screening items (the first
-    ``search.screen_fraction``, at least ``search.screen_min``) or on the rest. Every point in the returned curves
-    is scored on every item; ``Choice.screened`` holds the screening-only points."""
-    items = list(items)
+    """The "halving" rule (module doc) over ``candidates`` on ``items``; ``run(plan, [(strength,
+    item indices), ...]) -> results`` (``steer_lens.scorers.parts_runner``, as for the "flips" rule)
+    scores a plan on the screening items (the first ``search.screen_fraction``, at least
+    ``search.screen_min``) or on the rest. Every point in the returned curves is scored on every
+    item; ``Choice.screened`` holds the screening-only points."""
+    n = len(items)
     order = list(candidates)
-    m = min(len(items), max(search.screen_min, math.ceil(search.screen_fraction * len(items))))
-    parts = {"screen": items[:m], "rest": items[m:]}
+    m = min(n, max(search.screen_min, math.ceil(search.screen_fraction * n)))
+    parts = {"screen": list(range(m)), "rest": list(range(m, n))}
     got: dict[object, dict[float, dict[str, EvalResult]]] = {k: {} for k in order}
     zero_parts: dict[str, EvalResult] = {}
 
-    def run(key, part: str, strengths) -> None:
+    def score_part(key, part: str, strengths) -> None:
         todo = [s for s in dict.fromkeys(round(float(s), 6) for s in strengths)
                 if part not in got[key].get(s, {}) and s != 0]
         if todo and parts[part]:
             profiling.note_points(len(todo), len(parts[part]))
-            for s, r in zip(todo, score_items(candidates[key], parts[part], todo)):
+            for s, r in zip(todo, run(candidates[key], [(s, parts[part]) for s in todo])):
                 got[key].setdefault(s, {})[part] = r
 
     def zero_part(part: str) -> EvalResult | None:
         if part not in zero_parts and parts[part]:
             profiling.note_points(1, len(parts[part]))
-            zero_parts[part] = score_items(candidates[order[0]], parts[part], [0.0])[0]
+            zero_parts[part] = run(candidates[order[0]], [(0.0, parts[part])])[0]
         return zero_parts.get(part)
 
     def part_of(key, s, part, score: bool = True):
@@ -85,7 +86,7 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
         return all(x.predictions == y.predictions for x, y in ends if x is not None and y is not None)
 
     def finalize(key) -> None:  # complete the screened points among the candidate's best `finalists`
-        run(key, "rest", sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)[: search.finalists])
+        score_part(key, "rest", sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)[: search.finalists])
 
     signs = (1.0, -1.0) if search.signed else (1.0,)
     grid = [sign * s for s in search.grid for sign in signs]
@@ -97,14 +98,14 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
                          else zero_part("screen"))
     with profiling.phase("screen"):
         for key in order:
-            run(key, "screen", grid)
+            score_part(key, "screen", grid)
         for key in order:  # extend (both signs if signed) while no strength changed an answer
             while search.extend_flat:
                 top = max(abs(s) for s in got[key])
                 nxt = [s for s in ladder if s > top]
                 if not nxt or not all(agree(key, s, 0.0) for s in got[key]):
                     break
-                run(key, "screen", [sign * nxt[0] for sign in signs])
+                score_part(key, "screen", [sign * nxt[0] for sign in signs])
     ranked = sorted(order, key=lambda k: (max(rank(screened(k, s)) for s in got[k]), -order.index(k)), reverse=True)
     survivors = [k for k in order if k in ranked[: max(1, math.ceil(search.keep * len(order)))]]
     with profiling.phase("complete"):
@@ -119,8 +120,8 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
                 if b == 0 or abs(b) < top or not nxt:
                     break
                 s = (1.0 if b > 0 else -1.0) * nxt[0]
-                run(key, "screen", [s])
-                run(key, "rest", [s])
+                score_part(key, "screen", [s])
+                score_part(key, "rest", [s])
     key = max(survivors, key=lambda k: (rank(best_full(k)), -order.index(k)))
     for r in range(search.refine_rounds):
         tried = sorted([0.0, *got[key]])
@@ -131,7 +132,7 @@ def choose_halving(score_items: Callable[[object, Sequence[Item], Sequence[float
         if not mids:
             break
         with profiling.phase(f"refine {r + 1}"):
-            run(key, "screen", mids)
+            score_part(key, "screen", mids)
             finalize(key)
     best_key = max(survivors, key=lambda k: (rank(best_full(k)), -order.index(k)))
     b = best_full(best_key)

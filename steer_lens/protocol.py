@@ -54,7 +54,7 @@ from dataclasses import asdict, dataclass, field
 from . import profiling
 from .data import Item
 from .evaluate import EvalResult, evaluate
-from .scorers import (SharedInputs, keep_levels, model_scorer, parts_from_items, parts_runner, point,
+from .scorers import (SharedInputs, keep_levels, parts_from_items, parts_runner, point,
                       points_scorer, validation_scorer, validation_sweep)
 
 STRATEGIES = ("reference", "halving", "flips")
@@ -257,12 +257,17 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
         raise ValueError("no candidate plans to choose from")
     shared = (SharedInputs(model, batch_size=batch_size, keep=keep_levels(candidates))
               if share and use_sweep and positions == "all" and score_items is None else None)
-    if search.strategy == "flips":
-        from .flips import choose_flips
-
+    if search.strategy in ("flips", "halving"):
         run = (parts_runner(model, items, batch_size=batch_size, seed=seed, positions=positions,
                              use_sweep=use_sweep, shared=shared) if score_items is None
                else parts_from_items(score_items, items))
+        if search.strategy == "halving":
+            from .halving import choose_halving
+
+            return choose_halving(run, items, candidates, search, zero=point(0.0, zero) if isinstance(zero, EvalResult)
+                                  else zero, seed=seed)
+        from .flips import choose_flips
+
         if not isinstance(zero, EvalResult):
             with profiling.phase("zero"):
                 profiling.note_points(1, len(items))
@@ -270,13 +275,6 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
         return choose_flips(run, items, candidates, search, zero=zero, seed=seed)
     if isinstance(zero, EvalResult):
         zero = point(0.0, zero)
-    if search.strategy == "halving":
-        if score_items is None:
-            score_items = model_scorer(model, batch_size=batch_size, seed=seed, positions=positions,
-                                        use_sweep=use_sweep, shared=shared)
-        from .halving import choose_halving
-
-        return choose_halving(score_items, items, candidates, search, zero=zero, seed=seed)
     if zero is None:
         with profiling.phase("zero"):
             profiling.note_points(1, len(items))

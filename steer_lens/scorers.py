@@ -1,9 +1,8 @@
 """How a validation search scores its points on a model: ``point`` (one validation point from an
 ``EvalResult``), ``SharedInputs`` (one ``steer_lens.sweep.SweepInputs`` per item list, shared by every
 candidate and round), and the scorers ``steer_lens.protocol.choose`` hands to the search rules:
-``validation_scorer`` / ``validation_sweep`` (a plan at given strengths, every item), ``model_scorer``
-(``score_items(plan, items, strengths)``, the "halving" rule) and ``parts_runner`` (some items per
-strength, the "flips" rule); ``points_scorer`` and ``parts_from_items`` adapt a caller's
+``validation_scorer`` / ``validation_sweep`` (a plan at given strengths, every item) and
+``parts_runner`` (some items per strength: the "flips" and "halving" rules); ``points_scorer`` and ``parts_from_items`` adapt a caller's
 ``score_items`` (tests, other backends). Re-exported by ``steer_lens.protocol``."""
 
 from __future__ import annotations
@@ -100,22 +99,6 @@ def points_scorer(score_items, items, plan) -> Callable[[float], dict]:
     return score
 
 
-def model_scorer(model, *, batch_size: int, seed: int, positions: str, use_sweep: bool,
-                  shared: SharedInputs | None):
-    """``score_items(plan, items, strengths) -> results`` on ``model``: one sweep per call (the
-    residuals shared through ``shared``), or one ``evaluate`` per strength."""
-    from . import sweep as sweep_module
-
-    def score_items(plan, items, strengths):
-        if use_sweep and positions == "all":
-            kw = {"inputs": shared.get(items)} if shared is not None else {}
-            return sweep_module.sweep(model, items, plan, strengths, batch_size=batch_size, seed=seed, **kw)
-        return [evaluate(model, items, plan=plan, strength=s, batch_size=batch_size, seed=seed, positions=positions)
-                for s in strengths]
-
-    return score_items
-
-
 def parts_runner(model, items: Sequence[Item], *, batch_size: int, seed: int, positions: str,
                   use_sweep: bool, shared: SharedInputs | None):
     """``run(plan, [(strength, item indices), ...]) -> results`` on ``model``: one sweep per call
@@ -146,5 +129,5 @@ def parts_from_items(score_items, items: Sequence[Item]):
     return run
 
 
-__all__ = ["SharedInputs", "keep_levels", "model_scorer", "parts_from_items", "parts_runner", "point", "points_scorer",
+__all__ = ["SharedInputs", "keep_levels", "parts_from_items", "parts_runner", "point", "points_scorer",
            "validation_scorer", "validation_sweep"]
