@@ -15,7 +15,7 @@ from pathlib import Path
 from ..evaluate import mcnemar, paired_bootstrap
 from ..io import write_text
 from .figures import plot_curves
-from .views import CONTROL_OF, REFERENCES
+from .views import ALTERNATIVES, CONTROL_OF, REFERENCES
 
 COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
            "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
@@ -51,13 +51,15 @@ def _val_acc(row):
 
 def csv_rows(rows: list[dict]) -> list[dict]:
     # the unsteered row of the same model (Gemma's for the reverse direction)
+    # (a fine-tuned target's row: the unsteered row of the target it was tuned from)
     base = {(r["dataset"], r.get("model")): r for r in rows if r["method"] in ("unsteered", "expert_unsteered")}
+    target = {r["dataset"]: r for r in rows if r["method"] == "unsteered"}
     out, answers = [], {}
     for r in rows:
         if r["dataset"] not in answers:
             answers[r["dataset"]] = _answers(r["dataset"])
-        b = base.get((r["dataset"], r.get("model")))
-        same = b is not None and b["ids"] == r["ids"] and b.get("model") == r.get("model")
+        b = target.get(r["dataset"]) if "finetune" in r else base.get((r["dataset"], r.get("model")))
+        same = b is not None and b["ids"] == r["ids"] and ("finetune" in r or b.get("model") == r.get("model"))
         out.append({
             "dataset": r["dataset"], "domain": r["domain"], "method": r["method"],
             "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4),
@@ -247,6 +249,16 @@ def _calibration_comps(rows: list[dict]) -> list[dict]:
     return [c for m in methods for c in comparisons(rows, m, (CALIBRATION,))]
 
 
+def _alternative_comps(rows: list[dict]) -> list[dict]:
+    """Each alternative to steering against the unsteered target, then every steering method against
+    each alternative (paired, per dataset)."""
+    present = list(dict.fromkeys(r["method"] for r in rows))
+    alts = tuple(m for m in present if m in ALTERNATIVES)
+    methods = [m for m in present if m not in REFERENCES and not m.startswith("reverse_")]
+    return ([c for a in alts for c in comparisons(rows, a, ("unsteered",))]
+            + [c for m in methods for c in comparisons(rows, m, alts)])
+
+
 def _section(title: str, comps: list[dict], bh: Mapping | None) -> str:
     """A report section: its title and the paired comparisons with BH-adjusted p ("" when there are none)."""
     return f"\n## {title}\n" + _md_table(with_bh(comps, bh), COLS) + "\n" if comps else ""
@@ -269,6 +281,16 @@ def calibration_section(rows: list[dict], bh: Mapping | None = None) -> str:
     does not beat is a shift of the answer margins that needs no model internals."""
     return _section("Each method against the calibration baseline (no steering: unsteered margins plus a bias fitted "
                     "on validation; paired, same test items)", _calibration_comps(rows), bh)
+
+
+def alternatives_section(rows: list[dict]) -> str:
+    """What a user could do instead of steering (prompting, the fine-tuned target, the expert) against
+    the unsteered target, and every steering method against each of them (paired, same test items). Its
+    own BH family: adding these tests (many with tiny p) to the report's family would loosen the
+    adjustment of the tests that were there before."""
+    return _section("What a user could do instead: each alternative against the unsteered target, each method "
+                    "against each alternative (paired, same test items; `p_bh` over this section's tests "
+                    "only)", _alternative_comps(rows), None)
 
 
 ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
@@ -353,7 +375,7 @@ constant (diagnostic only: the constant is estimated on the test items themselve
 this report ({sum(v < 0.05 for v in bh.values())} of them below 0.05 after adjustment, {sum(c["p"] < 0.05 for c in _unique_tests(rows))}
 before). Every comparison here is exploratory: the rules were refined while looking at these test splits.
 {_md_table(with_bh(comps, bh), ["dataset", "vs", "diff", "ci", "p_mcnemar", "p_bh"]) if comps else "(none yet)"}
-{label_section(rows, bh)}{control_section(rows, bh)}{calibration_section(rows, bh)}
+{label_section(rows, bh)}{control_section(rows, bh)}{calibration_section(rows, bh)}{alternatives_section(rows)}
 ## How often each method is significantly better / worse (paired, per dataset)
 Counts over datasets; "better" needs the paired-bootstrap 95% CI above 0 and exact McNemar p < 0.05
 (uncorrected for the many comparisons: expect ~5% false positives). `chose_no_steering` = datasets

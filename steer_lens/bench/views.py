@@ -46,3 +46,5 @@ class _LiveSet(AbstractSet):
 CONTROL_OF = _Live(lambda: {m: M.control_of(m) for m in M.available() if M.control_of(m)})
 # rows that are references, not methods: no significance tally of their own
 REFERENCES = _LiveSet(lambda: {m for m in M.available() if M.get(m).reference})
+# what a user could do instead of steering (prompting, fine-tuning, the expert): every method is tested against it
+ALTERNATIVES = _LiveSet(lambda: {m for m in M.available() if M.get(m).alternative})

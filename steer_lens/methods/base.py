@@ -177,6 +177,8 @@ class Method:
       ``signed``       also search negative strengths (label directions, whose useful sign depends
                        on the model's bias).
       ``reference``    a reference row (no steering of its own): no significance tally.
+      ``alternative``  what a user could do instead of steering (prompting, fine-tuning the target, the
+                       expert itself): the report tests every steering method against it.
     """
 
     name: ClassVar[str] = ""
@@ -184,6 +186,7 @@ class Method:
     control: ClassVar[str | None] = "auto"  # "auto": random_<name>; None: no control
     signed: ClassVar[bool] = False
     reference: ClassVar[bool] = False
+    alternative: ClassVar[bool] = False
     steered_model: ClassVar[str] = "target"  # "expert" for the reverse direction
     # what a row depends on, i.e. its cache key: "test" (the scored model and the test items only),
     # "target" (the rules and the target) or, by default for needs_expert, "expert" (also the expert)

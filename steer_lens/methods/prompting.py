@@ -58,6 +58,7 @@ class PromptedReference(Reference):
     """The target as it is, on prompted items (set ``k`` and/or ``instruct``)."""
 
     scope = "target"
+    alternative = True
     k: int = 0
     instruct: bool = False
 
@@ -212,6 +213,7 @@ class FinetuneTarget(Reference):
 
     name = "finetune_target"
     scope = "target"
+    alternative = True
     settings = FinetuneSettings(train_splits=("train",))
 
     def applies(self, dataset) -> bool:

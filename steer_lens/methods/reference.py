@@ -25,6 +25,7 @@ class ExpertUnsteered(Reference):
 
     name = "expert_unsteered"
     needs_expert = True
+    alternative = True
     scope = "test"
     steered_model = "expert"
 

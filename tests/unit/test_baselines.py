@@ -446,6 +446,35 @@ def test_label_section_compares_the_field_with_its_control_and_the_fixed_vector(
     assert " | 0.5 | " in lines[("expertsteer_label_field", "expertsteer_label")]
 
 
+def test_alternatives_section_pairs_every_method_with_what_a_user_would_do_instead():
+    """Prompting, the fine-tuned target and the expert are each tested against the unsteered target, and
+    every steering method against each of them, BH-adjusted as their own family (the report's family is
+    left as it was); the fine-tuned row's delta is against the unsteered target it was tuned from."""
+    from steer_lens.bench.report import alternatives_section, csv_rows, report_family
+
+    def row(method, correct, **extra):
+        return {"dataset": "d", "domain": "math", "method": method, "accuracy": sum(correct) / len(correct),
+                "ci_low": 0.0, "ci_high": 1.0, "n": len(correct), "majority_rate": 0.5, "model": "t",
+                "accuracy_sum": 0.5, "ids": list(range(len(correct))), "correct": correct, **extra}
+
+    n = 40
+    rows = [row("unsteered", [False] * n), row("caa", [True] * 10 + [False] * 30),
+            row("random_caa", [False] * n), row("calibration", [True] * 5 + [False] * 35),
+            row("kshot_4", [True] * 30 + [False] * 10),
+            row("finetune_target", [True] * n, model="t-tuned", finetune={"folder": "t-tuned"}),
+            row("expert_unsteered", [True] * 20 + [False] * 20, model="e")]
+    lines = {tuple(x.split(" | ")[1:3]): x for x in alternatives_section(rows).splitlines() if x.startswith("| d |")}
+    alts = ("kshot_4", "finetune_target", "expert_unsteered")
+    assert set(lines) == {*((a, "unsteered") for a in alts), *(("caa", a) for a in alts)}
+    assert " | -0.5 | " in lines[("caa", "kshot_4")] and " | 1.0 | " in lines[("finetune_target", "unsteered")]
+    assert not {("d", "caa", a) for a in alts} & set(report_family(rows))
+    assert set(report_family(rows)) == {("d", "caa", "random_caa"), ("d", "caa", "calibration")}
+    p = {k: float(lines[k].split(" | ")[-2]) for k in lines}  # p_mcnemar (rounded), then p_bh over the section
+    assert float(lines[("caa", "kshot_4")].split(" | ")[-1].strip(" |")) >= p[("caa", "kshot_4")]
+    delta = {r["method"]: r["delta_vs_unsteered"] for r in csv_rows(rows)}
+    assert delta["finetune_target"] == 1.0 and delta["kshot_4"] == 0.75
+
+
 def test_margin_bias_recovers_a_ranking_hidden_by_a_constant_shift():
     from steer_lens.baselines import calibrated, fit_bias, signed_margins
     from steer_lens.evaluate import summarise
