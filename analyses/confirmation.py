@@ -15,7 +15,8 @@ rows to results/benchmark/cache. Every scoring is appended to results/ledger.jso
 
 The report tests the primary hypotheses (Holm over the primary family) and the secondary comparisons
 (Benjamini-Hochberg over all of them) with the exact paired McNemar test, and gives per-item
-anti-steerable shares for the primary steered rows. A family is tested only when all of its rows exist.
+anti-steerable shares for the primary steered rows. The primary family is tested only when all of its rows
+exist; the secondary family is marked provisional until all of its rows exist.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ def secondary_pairs(p: dict, rows: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def planned_secondary(p: dict) -> list[tuple[str, str, str]]:
+    """Every secondary comparison the preregistration's confirm stages will give once all their rows exist."""
+    return secondary_pairs(p, {(d, m): None for s in p["stages"] if s["split"] == "confirm"
+                               for d in s["datasets"] for m in s["methods"]})
+
+
 def anti_steerable(steered: dict, unsteered: dict) -> dict:
     """Items whose correct-answer margin drops under steering (Tan et al. 2024), and answers flipped."""
     if steered["ids"] != unsteered["ids"]:
@@ -146,8 +153,8 @@ def report(p: dict, command: str) -> Path:
              f"Made by `{command}` from `results/confirmation/cache` (rows of `python analyses/confirmation.py`), "
              f"under the rule set `{p['rule_set']}` locked in [PREREGISTRATION.md](../PREREGISTRATION.md). "
              "Exact two-sided McNemar tests on the same items; `p_holm`: Holm over the primary family; `p_bh`: "
-             "Benjamini-Hochberg over every secondary comparison listed. A family is tested only once all of its "
-             "rows exist. Reading of the numbers: [notes.md](notes.md).", ""]
+             "Benjamini-Hochberg over every secondary comparison listed. The primary family is tested only once all "
+             "of its rows exist; the secondary family is marked provisional until then. Reading of the numbers: [notes.md](notes.md).", ""]
     # rows
     lines += ["## Rows", "", "| dataset | method | accuracy | 95% CI | n | strength | layers | choice |",
               "|---|---|---|---|---|---|---|---|"]
@@ -176,13 +183,18 @@ def report(p: dict, command: str) -> Path:
                          f"{'yes' if t['confirmed'] else 'no'} |")
         out["primary"] = tests
     # secondary
-    pairs = secondary_pairs(p, rows)
+    pairs, planned = secondary_pairs(p, rows), planned_secondary(p)
+    final = set(pairs) == set(planned)
+    out["secondary_final"] = final
     lines += ["", "## Secondary comparisons (Benjamini-Hochberg over all listed)", ""]
     if pairs:
         tests = [{"dataset": d, "a": a, "b": b, **paired(rows[(d, a)], rows[(d, b)])} for d, a, b in pairs]
         for t, adj in zip(tests, bh([t["p"] for t in tests])):
             t["p_bh"] = adj
-        lines += [f"{len(tests)} comparisons with both rows scored.", "",
+        status = (f"all {len(planned)} preregistered comparisons scored: the family is final." if final else
+                  f"**provisional**: {len(tests)} of the {len(planned)} preregistered comparisons have both rows; "
+                  "`p_bh` is over these and changes as the remaining rows are scored.")
+        lines += [f"{len(tests)} comparisons with both rows scored; {status}", "",
                   "| dataset | a | b | acc a | acc b | diff | p | p_bh |", "|---|---|---|---|---|---|---|---|"]
         for t in tests:
             mark = " **" if t["p_bh"] < p["alpha"] else ""

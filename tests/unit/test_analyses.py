@@ -477,6 +477,13 @@ def test_confirmation_families_and_anti_steerable_items(analyses_path):
     assert len(unordered) == len(set(unordered))
     assert frozenset(("expertsteer_label", "calibration")) not in unordered
     assert ("d", "expertsteer_label", "random_label") in pairs and frozenset(("kshot_4", "calibration")) in unordered
+    # the family is final only when every comparison of the confirm stages has both rows
+    toy["stages"] = [{"split": "confirm", "datasets": ["d"], "methods": [m for _, m in rows]},
+                     {"split": "test", "datasets": ["e"], "methods": ["unsteered", "kshot_4"]}]
+    assert sorted(C.planned_secondary(toy)) == sorted(pairs)
+    toy["stages"][0]["methods"].append("kshot_8")
+    toy["secondary"]["baselines"].append("kshot_8")
+    assert set(pairs) < set(C.planned_secondary(toy))
     steered = {"ids": [1, 2, 3], "margins": [0.5, -0.2, 0.1], "correct": [True, False, True]}
     unsteered = {"ids": [1, 2, 3], "margins": [0.4, 0.3, -0.1], "correct": [True, True, False]}
     a = C.anti_steerable(steered, unsteered)
