@@ -154,7 +154,8 @@ def report(p: dict, command: str) -> Path:
              f"under the rule set `{p['rule_set']}` locked in [PREREGISTRATION.md](../PREREGISTRATION.md). "
              "Exact two-sided McNemar tests on the same items; `p_holm`: Holm over the primary family; `p_bh`: "
              "Benjamini-Hochberg over every secondary comparison listed. The primary family is tested only once all "
-             "of its rows exist; the secondary family is marked provisional until then. Reading of the numbers: [notes.md](notes.md).", ""]
+             "of its rows exist; the secondary family is marked provisional until then. Reading of the numbers: "
+             "[notes.md](notes.md).", ""]
     # rows
     lines += ["## Rows", "", "| dataset | method | accuracy | 95% CI | n | strength | layers | choice |",
               "|---|---|---|---|---|---|---|---|"]

@@ -86,7 +86,8 @@ def choose_halving(run: Callable[[object, Sequence[tuple[float, Sequence[int]]]]
         return all(x.predictions == y.predictions for x, y in ends if x is not None and y is not None)
 
     def finalize(key) -> None:  # complete the screened points among the candidate's best `finalists`
-        score_part(key, "rest", sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)[: search.finalists])
+        best = sorted([0.0, *got[key]], key=lambda s: rank(screened(key, s)), reverse=True)
+        score_part(key, "rest", best[: search.finalists])
 
     signs = (1.0, -1.0) if search.signed else (1.0,)
     grid = [sign * s for s in search.grid for sign in signs]

@@ -2,8 +2,9 @@
 ``EvalResult``), ``SharedInputs`` (one ``steer_lens.sweep.SweepInputs`` per item list, shared by every
 candidate and round), and the scorers ``steer_lens.protocol.choose`` hands to the search rules:
 ``validation_scorer`` / ``validation_sweep`` (a plan at given strengths, every item) and
-``parts_runner`` (some items per strength: the "flips" and "halving" rules); ``points_scorer`` and ``parts_from_items`` adapt a caller's
-``score_items`` (tests, other backends). Re-exported by ``steer_lens.protocol``."""
+``parts_runner`` (some items per strength: the "flips" and "halving" rules); ``points_scorer`` and
+``parts_from_items`` adapt a caller's ``score_items`` (tests, other backends). Re-exported by
+``steer_lens.protocol``."""
 
 from __future__ import annotations
 
