@@ -56,6 +56,7 @@ from .data import Item
 from .evaluate import EvalResult, evaluate
 from .scorers import (SharedInputs, keep_levels, parts_from_items, parts_runner, point,
                       points_scorer, validation_scorer, validation_sweep)
+from .search_store import SearchStore
 
 STRATEGIES = ("reference", "halving", "flips")
 
@@ -235,7 +236,8 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
            search: StrengthSearch = StrengthSearch(), screen: StrengthSearch | None = None,
            zero: dict | EvalResult | None = None, batch_size: int = 8, seed: int = 0, positions: str = "all",
            use_sweep: bool = True, share: bool = True,
-           score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]] | None = None) -> Choice:
+           score_items: Callable[[object, Sequence[Item], Sequence[float]], list[EvalResult]] | None = None,
+           store: SearchStore | None = None) -> Choice:
     """Search the strength of each candidate plan on validation ``items``; keep the best point over
     all candidates (ties: the earlier candidate). ``zero``: the unsteered validation point, or the
     unsteered ``EvalResult`` on ``items`` (the "flips" rule needs its per-item answers; given a
@@ -252,15 +254,22 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
     ``search.strategy == "halving"`` runs ``choose_halving``, ``"flips"`` ``choose_flips``
     (``screen`` is used by neither).
     ``score_items(plan, items, strengths) -> results`` replaces the model's scoring (tests, other
-    backends); by default ``steer_lens.sweep`` or ``evaluate``."""
+    backends); by default ``steer_lens.sweep`` or ``evaluate``.
+
+    ``store``: a ``steer_lens.search_store.SearchStore`` that keeps every scored point on disk, so the same
+    search run again after an interruption replays them (same points, same choice)."""
     if not candidates:
         raise ValueError("no candidate plans to choose from")
+    ctx_key = (store.context(model, items, batch_size=batch_size, seed=seed, positions=positions)
+               if store is not None else None)
     shared = (SharedInputs(model, batch_size=batch_size, keep=keep_levels(candidates))
               if share and use_sweep and positions == "all" and score_items is None else None)
     if search.strategy in ("flips", "halving"):
         run = (parts_runner(model, items, batch_size=batch_size, seed=seed, positions=positions,
                              use_sweep=use_sweep, shared=shared) if score_items is None
                else parts_from_items(score_items, items))
+        if store is not None:
+            run = store.runner(run, ctx_key)
         if search.strategy == "halving":
             from .halving import choose_halving
 
@@ -287,6 +296,8 @@ def choose(model, items: Sequence[Item], candidates: Mapping[object, object], *,
     else:
         scorers = {key: validation_scorer(model, items, plan, batch_size=batch_size, seed=seed, positions=positions,
                                           use_sweep=use_sweep, inputs=shared) for key, plan in candidates.items()}
+    if store is not None:
+        scorers = {key: store.scorer(scorers[key], candidates[key], ctx_key) for key in candidates}
     many = {key: getattr(scorer, "many", None) for key, scorer in scorers.items()}
     first = screen if (screen is not None and len(candidates) > 1) else search
     with profiling.phase("screen" if first is not search else "search"):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import methods as M
 from ..data import MCDataset, load_dataset
+from ..search_store import SearchStore
 from .cache import CacheMismatch, RowCache, dataset_key, model_id
 
 log = logging.getLogger("steer_lens.bench")
@@ -39,13 +40,19 @@ class Bench:
     searches on validation as usual. Rows made under another rule set are refused.
 
     ``share_test``: steered test passes share their unsteered lower blocks (``Context``'s
-    ``share_test``): a method and its random control run the blocks below their hooks once."""
+    ``share_test``): a method and its random control run the blocks below their hooks once.
+
+    ``resume_searches``: a row's validation search keeps every point it scores in
+    ``<dataset>__<method>.points.jsonl`` beside the row (``steer_lens.search_store``), deleted once the row
+    is written; a search interrupted before then replays those points when run again instead of scoring
+    them anew (same points, same choice)."""
 
     def __init__(self, target, expert=None, *, cache: str | Path | None = None, rules: M.RuleSet | None = None,
                  target_id: str | None = None, expert_id: str | None = None, batch_size: int = 8,
                  dtype: str | None = None, test_split: str = "test", choices_from: str | Path | None = None,
-                 share_test: bool = True):
+                 share_test: bool = True, resume_searches: bool = True):
         self.target, self.expert = target, expert
+        self.resume_searches = resume_searches
         self.rules = rules or M.RuleSet()
         if cache is None:
             from ..models import cache_dir
@@ -100,6 +107,12 @@ class Bench:
         key, _ = self.dataset(dataset)
         return self.cache.path(self.config(method), key, method)
 
+    def search_store(self, dataset, method: str) -> SearchStore | None:
+        """Where ``method``'s validation search on ``dataset`` keeps its points (None: not kept)."""
+        if not self.resume_searches:
+            return None
+        return SearchStore(self.row_path(dataset, method).with_suffix(".points.jsonl"))
+
     # -- running -------------------------------------------------------------------------------
     def context(self, dataset) -> M.Context:
         key, ds = self.dataset(dataset)
@@ -108,7 +121,8 @@ class Bench:
                                             row_of=lambda method, d=dataset: self.row(d, method),
                                             test_split=self.test_split, share_test=self.share_test,
                                             choice_of=(lambda method, d=dataset: self.recorded(d, method))
-                                            if self.choices is not None else None)
+                                            if self.choices is not None else None,
+                                            search_store=lambda method, d=dataset: self.search_store(d, method))
         return self._contexts[key]
 
     def recorded(self, dataset, method: str) -> dict | None:
@@ -139,6 +153,7 @@ class Bench:
         row.update(dataset=ds.name if key == ds.name else key, method=method, seconds=round(time.time() - t0, 1),
                    rule_set=self.rules.hash)
         row = self.cache.save(cfg, key, method, row)
+        self.row_path(dataset, method).with_suffix(".points.jsonl").unlink(missing_ok=True)  # the row holds its curves
         log.info("%s / %s: acc %.3f [%.3f, %.3f] strength %s layers %s (%.0fs)", key, method, row["accuracy"],
                  row["ci_low"], row["ci_high"], row.get("strength"), row.get("layers"), row["seconds"])
         return row

@@ -32,6 +32,7 @@ from ..data import MCDataset, contrast_prompts
 from ..evaluate import EvalResult, evaluate
 from ..plan import SteeringPlan
 from ..protocol import StrengthSearch, choose
+from ..search_store import SearchStore
 from .rules import RuleSet
 
 
@@ -63,13 +64,18 @@ class Context:
     the test items per model, kept on the context: a method and its random control (same hooks),
     and methods steering from the same block, run the unsteered blocks below it once (same
     predictions as ``evaluate`` within float tolerance; the kept residuals cost memory: items x
-    tokens x d_model per block level, two levels). False: one ``evaluate`` per pass."""
+    tokens x d_model per block level, two levels). False: one ``evaluate`` per pass.
+
+    ``search_store(name)`` (optional) returns the ``steer_lens.search_store.SearchStore`` in which method
+    ``name``'s validation search keeps its points (an interrupted search run again replays them), or None."""
 
     def __init__(self, dataset: MCDataset, target, expert, rules: RuleSet, *,
                  row_of: Callable[[str], dict] | None = None, batch_size: int = 8,
                  test_split: str = "test", choice_of: Callable[[str], dict | None] | None = None,
-                 train_seed: int = 0, share_test: bool = True):
+                 train_seed: int = 0, share_test: bool = True,
+                 search_store: Callable[[str], SearchStore | None] | None = None):
         self.dataset, self.target, self.expert, self.rules = dataset, target, expert, rules
+        self.search_store = search_store
         self.share_test = share_test
         self.batch_size, self.test_split = batch_size, test_split
         self.choice_of = choice_of
@@ -143,10 +149,12 @@ class Context:
         return {**r.to_dict(), "domain": self.domain, "model": str(model.cfg.model_name)}
 
     def select(self, model, candidates: Mapping[object, SteeringPlan], *, signed: bool = False,
-               base_method: str = "unsteered") -> tuple[object, float, dict]:
-        """Choose a candidate and a strength on VALIDATION; returns (key, strength, extra row fields)."""
+               base_method: str = "unsteered", method: str | None = None) -> tuple[object, float, dict]:
+        """Choose a candidate and a strength on VALIDATION; returns (key, strength, extra row fields).
+        ``method``: whose search it is (its points go to ``search_store(method)`` when the context has one)."""
+        store = self.search_store(method) if self.search_store is not None and method else None
         c = choose(model, self.val, candidates, search=self.search(signed), zero=self.val0(model),
-                   batch_size=self.batch_size)
+                   batch_size=self.batch_size, store=store)
         extra = {"val_curve": c.curves[c.key]}
         if len(candidates) > 1:
             extra["candidate_val"] = {str(k): v for k, v in c.curves.items()}
@@ -220,7 +228,7 @@ class Method:
             if recorded is not None:
                 return self.recorded_choice(ctx, recorded)
             return ctx.select(self.model(ctx), self.candidates(ctx), signed=self.signed,
-                              base_method=self.base_method)
+                              base_method=self.base_method, method=self.name)
         return ctx.memo(("choice", self.name), compute)
 
     def recorded_choice(self, ctx: Context, row: Mapping) -> tuple[object, float, dict]:

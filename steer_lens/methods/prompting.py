@@ -44,7 +44,7 @@ def prompted_context(ctx: Context, k: int = 0, instruction: str | None = None) -
     def make():
         p = Context(prompted_dataset(ctx.dataset, k, seed=SEED, instruction=instruction), ctx.target, ctx.expert,
                     ctx.rules, row_of=ctx._row_of, batch_size=ctx.batch_size, test_split=ctx.test_split,
-                    choice_of=ctx.choice_of)
+                    choice_of=ctx.choice_of, search_store=ctx.search_store)
         p.prompting = (k, instruction)
         return p
     return ctx.memo(("prompted", k, instruction), make)
