@@ -136,3 +136,23 @@ def test_the_runner_keeps_a_store_per_row_until_the_row_is_written(tiny_llama, t
     off = Bench(tiny_llama, None, cache=tmp_path / "other", rules=rules, target_id="t", resume_searches=False)
     assert off.search_store(data, "caa") is None
 
+
+
+def test_a_model_fingerprint_follows_its_weights_and_survives_offloading():
+    import types
+
+    import torch
+
+    from steer_lens.search_store import model_hash
+
+    def model(device=None):
+        m = torch.nn.Linear(4, 3, device=device)
+        m.cfg = types.SimpleNamespace(model_name="m")
+        return m
+
+    a = model()
+    before = model_hash(a)
+    with torch.no_grad():
+        a.weight[0, 0] += 1.0
+    assert model_hash(a) != before
+    assert model_hash(model("meta")) != before  # weights offloaded to "meta": no data to sample, still a key
