@@ -47,7 +47,7 @@ def validation_choice(method, ctx, strategy: str):
     ``ctx.select``), without scoring TEST."""
     from steer_lens.protocol import choose
 
-    def select(model, candidates, *, signed=False, base_method="unsteered"):
+    def select(model, candidates, *, signed=False, base_method="unsteered", **_):  # its own search, no store
         search = dataclasses.replace(ctx.search(signed), strategy=strategy)
         c = choose(model, ctx.val, candidates, search=search, zero=ctx.val0(model),
                    batch_size=ctx.batch_size)

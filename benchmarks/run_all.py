@@ -34,6 +34,7 @@ BENCHES = {
     "field": ("bench_field.py", [("field_extra_ms_per_token", "<=", 10.0)]),
     "capture_memory": ("bench_capture_memory.py", [("capture_peak_memory_ratio", "<=", 1.2)]),
     "sweep": ("bench_sweep.py", [("sweep_vs_separate_time_ratio", "<=", 0.7)]),
+    "prefix": ("bench_prefix.py", [("prefix_vs_full_time_ratio", "<=", 0.5)]),
     "search": ("bench_search.py", [("search_vs_test_time_ratio", "<=", 1.5), ("core_benchmark_hours", "<=", 6.0)]),
 }
 
@@ -118,6 +119,11 @@ def context(name: str, r: dict) -> str:
                 f"calls); {r['n_items']} SST-2 items, strengths {r['strengths']}, {r['hook']}, "
                 + (f"lower blocks 0-{r['first_steered_block'] - 1} once" if r["fast_path"] else "fell back to evaluate")
                 + f"; max |margin diff| {r['max_abs_margin_difference']:.1e}, "
+                f"predictions identical: {r['predictions_identical']}; {la}")
+    if name == "prefix":
+        return (f"CPU {r['prefix_cpu_seconds_best']:.1f}s (prefix once) vs {r['full_cpu_seconds_best']:.1f}s (every "
+                f"prompt whole); {r['n_items']} 4-shot SST-2 items, shared prefix {r['prefix_tokens']} tokens, "
+                f"strengths {r['strengths']}, {r['hook']}; max |margin diff| {r['max_abs_margin_difference']:.1e}, "
                 f"predictions identical: {r['predictions_identical']}; {la}")
     return la
 

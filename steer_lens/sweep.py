@@ -18,16 +18,23 @@ and only blocks k..n-1 run per strength, through ``model(residual, start_at_laye
   cache layers of the skipped blocks are filled with zeros of the prompt's length: those blocks
   never read them, but HF derives the cached length and the attention masks from them.
 
+**A shared prefix** (k-shot examples, a long instruction: every prompt starts with the same
+``MIN_PREFIX`` = 64 tokens or more) runs once, as one row: its lower pass once, its upper blocks once per
+strength under the same steering, and every item's own tokens continue from its KV cache (padding sits
+between the prefix and the item's tokens, masked; positions continue from the prefix). On 4-shot prompts,
+where the examples are about 80% of every prompt, most of the work goes. Not when the model has a sliding
+attention window shorter than the longest row: the window would count the padding columns.
+
 ``SweepInputs`` holds the tokenized batches and the residuals entering the blocks asked for, so
 one object serves many plans and many calls (a strength search's rounds, several candidate plans):
 a plan steering from block k2 reuses the residual kept at a lower block k1 and runs only blocks
 k1..k2-1 on it. ``sweep(..., inputs=SweepInputs(model, items))`` shares them.
 
-TransformerBridge's ``start_at_layer`` still executes blocks 0..k-1 on the injected residual and
-then discards their output, so on its own it saves nothing: while the upper part runs, blocks
-0..k-1 are made pass-through (an instance ``forward`` returning its hidden states, removed in a
-``finally``; HF decoder layers return their hidden states as one tensor in transformers 5, checked
-against the full forward on seven tiny families in tests/unit/test_sweep.py). Hooks the caller
+Running a range of blocks (``steer_lens.block_runs``): TransformerBridge's ``start_at_layer`` still
+executes blocks 0..k-1 on the injected residual and then discards their output, so on its own it saves
+nothing: while the upper part runs, blocks 0..k-1 are made pass-through (HF decoder layers return their
+hidden states as one tensor in transformers 5, checked against the full forward on seven tiny families
+in tests/unit/test_sweep.py and, with a shared prefix, tests/unit/test_sweep_prefix.py). Hooks the caller
 put on those blocks therefore do not fire in the upper pass; the steered hooks are all at block k
 or above. Attention masks and position ids are those of ``evaluate``'s forwards, and the steering
 context is the one ``evaluate`` uses (its position tracker sees the mask: left padding is never
@@ -40,22 +47,33 @@ strength: still correct, no saving.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .block_runs import (cache_rows, drop_hf_cache, new_cache, pad_cache, positions, run_blocks,  # noqa: F401
+                         skip_blocks, sliding_window)
 from .data import Item, origin
-from .evaluate import EvalResult, _item_rows, _majority, _select_cache, evaluate, summarise
+from .evaluate import EvalResult, _item_rows, _majority, evaluate, summarise
 from .steer import check_strength
 from .tokens import pad
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+MIN_PREFIX = 64  # shared prompt tokens from which SweepInputs runs them once (k-shot examples: 150-230)
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt shares, leaving each at least one token of its own."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    c = 0
+    while c < n and all(p[c] == first[c] for p in prompts):
+        c += 1
+    return max(0, c)
 
 
 def first_steered_block(plan) -> int:
@@ -67,27 +85,6 @@ def first_steered_block(plan) -> int:
     return min(int(m.group(1)) for m in layers)
 
 
-@contextlib.contextmanager
-def skip_blocks(model, k: int) -> Iterator[None]:
-    """Blocks 0..k-1 return their input unchanged while the body runs (for ``start_at_layer=k``,
-    where their output is discarded anyway); restored in a ``finally``."""
-    patched = []
-    try:
-        for block in list(model.blocks)[:k]:
-            # object.__setattr__: a bridge component's own __setattr__ would forward the
-            # assignment to the wrapped HF layer
-            object.__setattr__(block, "forward", _pass_through)
-            patched.append(block)
-        yield
-    finally:
-        for block in patched:
-            object.__delattr__(block, "forward")
-
-
-def _pass_through(hidden_states, *args, **kwargs):
-    return hidden_states
-
-
 def _last_token_differs(rows) -> bool:
     """Every item's choices share all continuation tokens but their last one (e.g. " (A" / " (B",
     or one token each): one pass over prompt + shared tokens scores them all."""
@@ -95,54 +92,13 @@ def _last_token_differs(rows) -> bool:
                and all(c[:-1] == conts[0][:-1] for c in conts) for _, conts, _ in rows)
 
 
-def _positions(mask: Tensor) -> Tensor:
-    """Position ids of a left-padded batch, as the bridge derives them from the mask."""
-    pos = mask.long().cumsum(-1) - 1
-    return pos.masked_fill(mask == 0, 1)
-
-
-def _drop_hf_cache(model) -> None:
-    if hasattr(model, "_last_hf_cache"):
-        del model._last_hf_cache
-
-
-def _run(model, x: Tensor, mask: Tensor, pos: Tensor, start: int | None, stop: int | None, **kw):
-    """Blocks ``start``..``stop``-1 of ``x`` (token ids when ``start`` is None, else the residual
-    entering block ``start``; ``stop`` None: to the logits)."""
-    if stop is not None:
-        kw["stop_at_layer"] = stop
-    if start is None:
-        return model(x, attention_mask=mask, position_ids=pos, **kw)
-    with skip_blocks(model, start):
-        return model(x, attention_mask=mask, position_ids=pos, start_at_layer=start, **kw)
-
-
-def _fill_cache(cache, like: Tensor) -> None:
-    """Give every cache layer that no block filled (the skipped or not yet reached ones) zero keys
-    and values as long as ``like``'s (batch, kv-heads, pos, head-dim): never read, but HF derives
-    the cached length and the masks from them."""
-    ref = next((layer.keys for layer in cache.layers if layer.is_initialized and layer.keys.numel()), None)
-    for layer in cache.layers:
-        if not layer.is_initialized or layer.keys.numel() == 0:
-            shape = (like.shape[0], ref.shape[1] if ref is not None else 1, like.shape[1],
-                     ref.shape[3] if ref is not None else 1)
-            zeros = torch.zeros(shape, dtype=ref.dtype if ref is not None else torch.float32, device=like.device)
-            layer.update(zeros, zeros.clone())
-
-
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.original_model.config)
-
-
 @dataclass
 class _Batch:
     """One batch of items: prompts left-padded; with ``conts``, the choices as right-padded rows."""
 
     chunk: list[int]  # item indices
-    tokens: Int[Tensor, "batch pos"]
-    mask: Int[Tensor, "batch pos"]
+    tokens: Int[Tensor, "batch pos"]  # the items' own tokens (after a shared prefix)
+    mask: Int[Tensor, "batch past_and_pos"]  # attention mask over the prefix (if any) and those tokens
     pos: Int[Tensor, "batch pos"]
     keep: int = 1  # last-token layout: the last ``keep`` positions score the choices
     # choices-differ layout: owner row of each choice, their tokens, the full mask and positions
@@ -157,35 +113,48 @@ class _Batch:
 class SweepInputs:
     """``items`` tokenized and batched once for ``sweep``, and the residuals entering the blocks
     asked for (``level(k)``), kept for reuse by every plan and strength: the ``keep`` most recently
-    used levels stay, a new level starts from the highest kept one below it."""
+    used levels stay, a new level starts from the highest kept one below it.
+
+    ``share_prefix``: when every prompt starts with the same ``min_prefix`` tokens or more (k-shot
+    examples, a long instruction), those tokens (``prefix``) run once, as one row, and every item
+    continues from their KV cache (module doc): the same scores within float tolerance for a
+    fraction of the work."""
 
     def __init__(self, model, items: Sequence[Item], *, batch_size: int = 8, chat_template: bool | None = None,
-                 keep: int = 2):
+                 keep: int = 2, share_prefix: bool = True, min_prefix: int = MIN_PREFIX):
         self.model, self.items = model, list(items)
         if not self.items:
             raise ValueError("no items to sweep; pass at least one Item")
         self.batch_size, self.chat_template, self.keep = batch_size, chat_template, max(1, keep)
         self.rows = [_item_rows(model, it, chat_template) for it in self.items]
         self.last_token = _last_token_differs(self.rows)
+        prompts = self._prompt_ids()
+        p = common_prefix(prompts) if share_prefix else 0
+        # a sliding window counts padding columns: with padding between the prefix and an item's own
+        # tokens it would see other keys than evaluate's left-padded rows, unless every row fits in it
+        window = sliding_window(model)
+        longest = max(len(pr) + max(len(c) for c in conts) for pr, conts, _ in self.rows)
+        self.prefix = p if p >= max(1, min_prefix) and (window is None or longest < window) else 0
         self._levels: OrderedDict[int, list] = OrderedDict()
-        self.batches = self._batches()
+        self._prefix_levels: dict[int, Tensor] = {}
+        if self.prefix:
+            pb = pad(model, [(prompts[0][: self.prefix], 0)], padding_side="left")
+            self._ptokens, self._pmask, self._ppos = pb.tokens, pb.attention_mask, positions(pb.attention_mask)
+        self.batches = self._batches(prompts)
 
     def matches(self, items: Sequence[Item]) -> bool:
         return len(items) == len(self.items) and all(a is b or a == b for a, b in zip(items, self.items))
 
-    def _batches(self) -> list[_Batch]:
-        model, rows = self.model, self.rows
-        if self.last_token:
-            prompts = [pr + conts[0][:-1] for pr, conts, _ in rows]
-        else:
-            prompts = [pr for pr, _, _ in rows]
+    def _batches(self, prompts: list[list[int]]) -> list[_Batch]:
+        model, rows, P = self.model, self.rows, self.prefix
         order = sorted(range(len(rows)), key=lambda i: -len(prompts[i]))
         out = []
         for b in range(0, len(order), self.batch_size):
             chunk = order[b: b + self.batch_size]
-            batch = pad(model, [(prompts[i], 0) for i in chunk], padding_side="left")
-            mask = batch.attention_mask
-            item = _Batch(chunk=chunk, tokens=batch.tokens, mask=mask, pos=_positions(mask))
+            batch = pad(model, [(prompts[i][P:], 0) for i in chunk], padding_side="left")
+            own = batch.attention_mask  # the items' own tokens; the prefix (all real) sits before them
+            mask = torch.cat([torch.ones_like(own[:, :1]).expand(-1, P), own], dim=1) if P else own
+            item = _Batch(chunk=chunk, tokens=batch.tokens, mask=mask, pos=positions(own) + P)
             if self.last_token:
                 item.keep = max(len(rows[i][1][0]) for i in chunk)
             else:
@@ -204,54 +173,92 @@ class SweepInputs:
 
     def level(self, k: int) -> list:
         """Per batch, the residual entering block ``k``: a tensor (last-token layout) or a pair
-        (prompt residual, choices' residual)."""
+        (prompt residual, choices' residual); with a shared prefix, of the items' own tokens only."""
         if k in self._levels:
             self._levels.move_to_end(k)
             return self._levels[k]
         below = [j for j in self._levels if j < k]
-        if below:
-            j = max(below)
-            res = [self._advance(b, self._levels[j][n], j, k) for n, b in enumerate(self.batches)]
-        elif self.last_token:
+        j = max(below) if below else None
+        pcache = None
+        if self.prefix:
+            self._prefix_levels[k], pcache = self._prefix_pass(j, k)
+        if j is not None:
+            res = [self._advance(b, self._levels[j][n], j, k, pcache) for n, b in enumerate(self.batches)]
+        elif self.last_token and not self.prefix:
             res = [r for _, r, _ in lower_residuals(self.model, self._prompt_ids(), k, self.batch_size,
                                                     batches=self.batches)]
         else:
-            res = [self._advance(b, None, None, k) for b in self.batches]
+            res = [self._advance(b, None, None, k, pcache) for b in self.batches]
         self._levels[k] = res
         while len(self._levels) > self.keep:
-            self._levels.popitem(last=False)
+            old, _ = self._levels.popitem(last=False)
+            self._prefix_levels.pop(old, None)
         return res
 
     def _prompt_ids(self) -> list[list[int]]:
-        return [pr + conts[0][:-1] for pr, conts, _ in self.rows]
+        """Per item, the tokens before its scored ones: the prompt (and, when only the last token of
+        the choices differs, the choices' shared tokens)."""
+        if self.last_token:
+            return [pr + conts[0][:-1] for pr, conts, _ in self.rows]
+        return [pr for pr, _, _ in self.rows]
 
-    def _advance(self, b: _Batch, resid, start: int | None, stop: int):
-        """Blocks ``start``..``stop``-1 (from the tokens when ``start`` is None), unsteered."""
+    def _prefix_pass(self, start: int | None, stop: int | None):
+        """The shared prefix through blocks ``start``..``stop``-1 (from its tokens when ``start`` is
+        None; ``stop`` None: every block, under whatever steering is active): (its residual entering
+        ``stop``, its KV cache, the other blocks' layers zero-filled)."""
         model = self.model
+        x = self._ptokens if start is None else self._prefix_levels[start]
+        cache = new_cache(model)
         with torch.no_grad():
-            if self.last_token:
-                x = b.tokens if start is None else resid
-                out = _run(model, x, b.mask, b.pos, start, stop)
-                _drop_hf_cache(model)
-                return out
-            xp, xc = (b.tokens, b.cont) if start is None else resid
-            cache = _new_cache(model)
-            rp = _run(model, xp, b.mask, b.pos, start, stop, past_key_values=cache)
-            _fill_cache(cache, b.tokens)
-            cache = _select_cache(cache, b.index)
-            rc = _run(model, xc, b.full_mask, b.cont_pos, start, stop, past_key_values=cache)
-            _drop_hf_cache(model)
-            return rp, rc
+            out = run_blocks(model, x, self._pmask, self._ppos, start, stop, past_key_values=cache,
+                             **({"logits_to_keep": 1} if stop is None else {}))
+        drop_hf_cache(model)
+        pad_cache(cache, self.prefix, 1, self._ptokens.device)
+        return out, cache
+
+    def _past(self, pcache, b: _Batch) -> dict:
+        """``past_key_values`` for batch ``b``: the prefix's cache, one copy per row (none without a prefix)."""
+        if pcache is None:
+            return {}
+        return {"past_key_values": cache_rows(pcache, torch.zeros(len(b.chunk), dtype=torch.long,
+                                                                   device=b.tokens.device))}
+
+    def _advance(self, b: _Batch, resid, start: int | None, stop: int, pcache=None):
+        """Blocks ``start``..``stop``-1 (from the tokens when ``start`` is None), unsteered."""
+        with torch.no_grad():
+            return self._forward(b, b.tokens if start is None else resid, start, stop, self._past(pcache, b))
+
+    def _forward(self, b: _Batch, x, start: int | None, stop: int | None, past: dict, **kw):
+        """Batch ``b`` through blocks ``start``..``stop``-1 on ``x`` (its tokens or residual; choices layout: a
+        pair, prompt then choices, the choices continuing from the prompt's cache)."""
+        model = self.model
+        if self.last_token:
+            out = run_blocks(model, x, b.mask, b.pos, start, stop, **past, **kw)
+            drop_hf_cache(model)
+            return out
+        xp, xc = (x, b.cont) if start is None else x
+        cache = past.get("past_key_values") or new_cache(model)
+        rp = run_blocks(model, xp, b.mask, b.pos, start, stop, past_key_values=cache,
+                        **({"logits_to_keep": 1} if stop is None else {}))
+        pad_cache(cache, b.mask.shape[1], len(b.chunk), b.tokens.device)
+        cache = cache_rows(cache, b.index)
+        rc = run_blocks(model, xc, b.full_mask, b.cont_pos, start, stop, past_key_values=cache)
+        drop_hf_cache(model)
+        return rp, rc
 
     def _subset(self, b: _Batch, resid, keep: list[int]):
         """Batch ``b`` and its residual restricted to its rows ``keep`` (positions in ``b.chunk``),
         the padding columns no kept row attends to dropped: the batch ``evaluate`` would make of
         those items."""
-        device = b.tokens.device
+        device, P = b.tokens.device, self.prefix
         r = torch.tensor(keep, device=device)
         mask = b.mask[r]
-        t = int((mask.sum(0) > 0).nonzero()[0])
-        nb = _Batch(chunk=[b.chunk[j] for j in keep], tokens=b.tokens[r][:, t:], mask=mask[:, t:],
+        t = int((mask[:, P:].sum(0) > 0).nonzero()[0])
+
+        def cut(m):  # drop padding columns t of the items' own part; the prefix stays
+            return torch.cat([m[:, :P], m[:, P + t:]], dim=1)
+
+        nb = _Batch(chunk=[b.chunk[j] for j in keep], tokens=b.tokens[r][:, t:], mask=cut(mask),
                     pos=b.pos[r][:, t:], keep=b.keep)
         if self.last_token:
             return nb, resid[r][:, t:]
@@ -262,7 +269,7 @@ class SweepInputs:
         s = torch.tensor(sel, device=device)
         nb.index = torch.tensor([new_row[owner[c]] for c in sel], device=device)
         nb.cont, nb.cont_mask, nb.starts = b.cont[s], b.cont_mask[s], b.starts[s]
-        nb.full_mask, nb.cont_pos = b.full_mask[s][:, t:], b.cont_pos[s]
+        nb.full_mask, nb.cont_pos = cut(b.full_mask[s]), b.cont_pos[s]
         return nb, (rp[r][:, t:], rc[s])
 
     def scores(self, k: int, only: Sequence[int] | None = None) -> list[tuple[list[float], list[int]]]:
@@ -270,9 +277,11 @@ class SweepInputs:
         on the kept residuals (under whatever steering context is active). ``only``: the indices
         of the items to score (in that order; batches without one are skipped), else every item."""
         level = self.level(k)
-        model, rows = self.model, self.rows
+        rows = self.rows
         wanted = None if only is None else set(only)
         scores: dict[int, tuple[list[float], list[int]]] = {}
+        # the shared prefix through the upper blocks once per call, steered as every item's prompt
+        pcache = self._prefix_pass(k, None)[1] if self.prefix else None
         with torch.no_grad():
             for b, resid in zip(self.batches, level):
                 if wanted is not None:
@@ -281,8 +290,9 @@ class SweepInputs:
                         continue
                     if len(keep) < len(b.chunk):
                         b, resid = self._subset(b, resid, keep)
+                past = self._past(pcache, b)
                 if self.last_token:
-                    logits = _run(model, resid, b.mask, b.pos, k, None, logits_to_keep=b.keep)
+                    logits = self._forward(b, resid, k, None, past, logits_to_keep=b.keep)
                     lp = torch.log_softmax(logits[:, -b.keep:].float(), dim=-1).cpu()
                     for r, i in enumerate(b.chunk):
                         _, conts, starts = rows[i]
@@ -291,14 +301,9 @@ class SweepInputs:
                                 for c, st in zip(conts, starts)]
                         scores[i] = (sums, [max(0, len(c) - st) for c, st in zip(conts, starts)])
                 else:
-                    rp, rc = resid
-                    cache = _new_cache(model)
-                    out = _run(model, rp, b.mask, b.pos, k, None, past_key_values=cache, logits_to_keep=1)
+                    out, logits = self._forward(b, resid, k, None, past)
                     device = b.tokens.device
                     last_lp = torch.log_softmax(out[:, -1].float(), dim=-1).to(device)
-                    _fill_cache(cache, b.tokens)
-                    cache = _select_cache(cache, b.index)
-                    logits = _run(model, rc, b.full_mask, b.cont_pos, k, None, past_key_values=cache)
                     lp = torch.log_softmax(logits.float(), dim=-1).to(device)
                     # token j of a choice is predicted by its logits j-1 (the prompt's for j=0)
                     pred = torch.cat([last_lp[b.index][:, None], lp[:, :-1]], dim=1)
@@ -311,7 +316,6 @@ class SweepInputs:
                         n = len(rows[i][1])
                         scores[i] = (sums[r: r + n], counts[r: r + n])
                         r += n
-                _drop_hf_cache(model)
         return [scores[i] for i in (range(len(rows)) if only is None else only)]
 
 
@@ -327,11 +331,11 @@ def lower_residuals(model, prompts: Sequence[list[int]], k: int, batch_size: int
             chunk = order[b: b + batch_size]
             batch = pad(model, [(prompts[i], 0) for i in chunk], padding_side="left")
             batches.append(_Batch(chunk=chunk, tokens=batch.tokens, mask=batch.attention_mask,
-                                  pos=_positions(batch.attention_mask)))
+                                  pos=positions(batch.attention_mask)))
     out = []
     with torch.no_grad():
         for b in batches:
-            resid = _run(model, b.tokens, b.mask, b.pos, None, k)
+            resid = run_blocks(model, b.tokens, b.mask, b.pos, None, k)
             out.append((b.chunk, resid, b.mask))
     return out
 
