@@ -45,7 +45,14 @@ def plan(path: Path = PREREG) -> dict:
     return json.loads(blocks[0])
 
 
-def bench(p: dict, split: str, target=None, expert=None):
+# Stages whose steered test and confirm passes go through the sweep (``share_test``): on k-shot prompts it runs
+# the shared examples once (same predictions as evaluate within float tolerance: tests/unit/test_sweep_prefix.py,
+# benchmarks/bench_prefix.py) for about a fifth of the CPU time. Every other stage keeps one evaluate per pass, as
+# the first rows of the locked run were scored.
+SHARED_TEST_STAGES = ("prompt_plus_steering", "test_prompt_plus_steering")
+
+
+def bench(p: dict, split: str, target=None, expert=None, share_test: bool = False):
     from steer_lens import methods as M
     from steer_lens.bench import Bench
 
@@ -55,10 +62,9 @@ def bench(p: dict, split: str, target=None, expert=None):
                          "the rules changed since; a confirmation runs only under the locked rules")
     if split == "confirm":
         return Bench(target, expert, cache=OUT / "cache", rules=rules, target_id=p["target"],
-                     expert_id=p["expert"], test_split="confirm", choices_from=BENCH_CACHE, share_test=False)
-    # share_test=False: every row of the locked run is scored by one evaluate per pass, as its first rows were
+                     expert_id=p["expert"], test_split="confirm", choices_from=BENCH_CACHE, share_test=share_test)
     return Bench(target, expert, cache=BENCH_CACHE, rules=rules, target_id=p["target"], expert_id=p["expert"],
-                 share_test=False)
+                 share_test=share_test)
 
 
 def run(p: dict, stages: list[str] | None, threads: int, datasets: list[str] | None = None) -> None:
@@ -76,7 +82,7 @@ def run(p: dict, stages: list[str] | None, threads: int, datasets: list[str] | N
         if not names:
             continue
         log.info("stage %s (%s): %s x %s", stage["name"], stage["split"], names, stage["methods"])
-        b = bench(p, stage["split"], target, expert)
+        b = bench(p, stage["split"], target, expert, share_test=stage["name"] in SHARED_TEST_STAGES)
         if stage["split"] == "confirm":
             with ledger.locked_run(p["rule_set"], PREREG):
                 b.run(names, stage["methods"])

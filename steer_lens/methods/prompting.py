@@ -37,14 +37,14 @@ SEED = 0  # of the k-shot examples
 
 def prompted_context(ctx: Context, k: int = 0, instruction: str | None = None) -> Context:
     """A context on ``ctx``'s dataset with every item prompted (shared by the methods of one dataset);
-    the same models, rules, test split and runner."""
+    the same models, rules, test split, runner and settings (``share_test``, ``search_store``)."""
     if getattr(ctx, "prompting", None) == (k, instruction):
         return ctx
 
     def make():
         p = Context(prompted_dataset(ctx.dataset, k, seed=SEED, instruction=instruction), ctx.target, ctx.expert,
                     ctx.rules, row_of=ctx._row_of, batch_size=ctx.batch_size, test_split=ctx.test_split,
-                    choice_of=ctx.choice_of, search_store=ctx.search_store)
+                    choice_of=ctx.choice_of, search_store=ctx.search_store, share_test=ctx.share_test)
         p.prompting = (k, instruction)
         return p
     return ctx.memo(("prompted", k, instruction), make)

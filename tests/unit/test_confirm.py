@@ -222,14 +222,15 @@ def test_confirmation_runs_the_stages_and_datasets_asked_for(monkeypatch):
         import confirmation
     finally:
         sys.path.remove(str(ROOT / "analyses"))
-    calls, locked = [], []
+    calls, locked, shares = [], [], []
 
     class FakeBench:
-        def __init__(self, split):
-            self.split = split
+        def __init__(self, split, share_test):
+            self.split, self.share_test = split, share_test
 
         def run(self, datasets, methods):
             calls.append((self.split, list(datasets), list(methods), bool(locked)))
+            shares.append(self.share_test)
 
     @contextlib.contextmanager
     def locked_run(rule_set, prereg):
@@ -237,7 +238,8 @@ def test_confirmation_runs_the_stages_and_datasets_asked_for(monkeypatch):
         yield
         locked.pop()
 
-    monkeypatch.setattr(confirmation, "bench", lambda p, split, target=None, expert=None: FakeBench(split))
+    monkeypatch.setattr(confirmation, "bench", lambda p, split, target=None, expert=None, share_test=False:
+                        FakeBench(split, share_test))
     monkeypatch.setattr("steer_lens.models.load_model", lambda name: name)
     monkeypatch.setattr(ledger, "locked_run", locked_run)
     p = confirmation.plan()
@@ -246,6 +248,10 @@ def test_confirmation_runs_the_stages_and_datasets_asked_for(monkeypatch):
     assert calls == [("confirm", ["sst2"], stage["primary"]["methods"], True),
                      ("confirm", ["sst2", "svamp_2way"], ["finetune_target"], True),
                      ("test", ["sst2", "svamp_2way"], ["finetune_target"], False)]
+    assert shares == [False, False, False]  # one evaluate per pass, as the first rows were scored
     calls.clear()
     confirmation.run(p, ["others_recorded"], 1, ["sst2"])  # a stage without the asked datasets: skipped
     assert calls == []
+    # prompt + steering: test and confirm passes through the sweep, which runs the k-shot examples once
+    confirmation.run(p, ["test_prompt_plus_steering", "prompt_plus_steering"], 1, ["sst2"])
+    assert [c[0] for c in calls] == ["confirm", "test"] and shares[-2:] == [True, True]

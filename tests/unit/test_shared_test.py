@@ -45,3 +45,16 @@ def test_a_sweep_refuses_confirm_items_outside_a_locked_run(tiny_llama, one_thre
     items = load_dataset("sst2").split("confirm", limit=4)
     with pytest.raises(ConfirmLockedError, match="outside a locked run"):
         sweep(tiny_llama, items, _plans(tiny_llama)["a"], [0.5])
+
+
+def test_a_prompted_context_keeps_the_runner_settings(tiny_llama):
+    from steer_lens.methods.prompting import prompted_context
+
+    def store(name):
+        return None
+
+    ds = load_dataset("sst2")
+    for share in (True, False):
+        ctx = M.Context(ds, tiny_llama, None, RULES, share_test=share, search_store=store)
+        p = prompted_context(ctx, 4)
+        assert p.share_test is share and p.search_store is store and p.test_split == ctx.test_split
