@@ -103,6 +103,25 @@ def target_model(args):
     return load_model(tiny_models(Path(_TMP[-1].name))[1])
 
 
+def caa_sweep_case(args, dataset):
+    """What the sweep benches score: (target model, CAA plan at the middle block fitted on ``dataset``'s
+    train items, its validation items, n_train, repeats). ``--fast``: 8 + 8 items on the tiny target, whose
+    byte tokens keep the last-token layout only with one-letter choices."""
+    import dataclasses
+
+    from steer_lens.baselines import fit_caa
+    from steer_lens.data import contrast_prompts
+
+    model = target_model(args)
+    n_train, n_items, repeats = (8, 8, args.repeats or 1) if args.fast else (32, 40, args.repeats or 2)
+    pos, neg = contrast_prompts(dataset.split("train", limit=n_train))
+    plan = fit_caa(model, pos, neg, model.cfg.n_layers // 2)
+    items = dataset.split("validation", limit=n_items)
+    if args.fast:
+        items = [dataclasses.replace(it, choices=("n", "p")) for it in items]
+    return model, plan, items, n_train, repeats
+
+
 def expert_model(args):
     """Gemma-3-270M (the benchmark's default expert), or with ``--fast`` the tiny random expert of
     the pair ``target_model`` built (a smoke test)."""

@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_prefix.py [--fast] [--repeats N] [--threads T]
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import _common as C
@@ -28,22 +27,13 @@ STRENGTHS = (0.025, 0.05, 0.1, 0.2, 0.4)
 def main(argv=None) -> int:
     args = C.parser(__doc__).parse_args(argv)
     C.setup(args)
-    from steer_lens.baselines import fit_caa
-    from steer_lens.data import contrast_prompts, load_dataset
+    from steer_lens.data import load_dataset
     from steer_lens.prompting import prompted_dataset
     from steer_lens.sweep import SweepInputs, sweep
 
-    model = C.target_model(args)
-    n_train, n_items, repeats = (8, 8, args.repeats or 1) if args.fast else (32, 40, args.repeats or 2)
-    layer = model.cfg.n_layers // 2
     # fast: the tiny models' byte tokens and 512-token context fit one arithmetic example, not four reviews
     name, k = ("arithmetic_2way", 1) if args.fast else ("sst2", 4)
-    ds = prompted_dataset(load_dataset(name), k)
-    pos, neg = contrast_prompts(ds.split("train", limit=n_train))
-    plan = fit_caa(model, pos, neg, layer)
-    items = ds.split("validation", limit=n_items)
-    if args.fast:  # the tiny models' byte tokens: one-letter choices keep the last-token layout
-        items = [dataclasses.replace(it, choices=("n", "p")) for it in items]
+    model, plan, items, n_train, repeats = C.caa_sweep_case(args, prompted_dataset(load_dataset(name), k))
     min_prefix = 8 if args.fast else 64
     out: dict[str, object] = {}
 

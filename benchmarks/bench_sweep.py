@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_sweep.py [--fast] [--repeats N] [--threads T]
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import _common as C
@@ -28,20 +27,11 @@ STRENGTHS = (0.025, 0.05, 0.1, 0.2, 0.4)
 def main(argv=None) -> int:
     args = C.parser(__doc__).parse_args(argv)
     C.setup(args)
-    from steer_lens.baselines import fit_caa
-    from steer_lens.data import contrast_prompts, load_dataset
+    from steer_lens.data import load_dataset
     from steer_lens.evaluate import evaluate
     from steer_lens.sweep import first_steered_block, sweep
 
-    model = C.target_model(args)
-    n_train, n_items, repeats = (8, 8, args.repeats or 1) if args.fast else (32, 40, args.repeats or 2)
-    layer = model.cfg.n_layers // 2
-    sst2 = load_dataset("sst2")
-    pos, neg = contrast_prompts(sst2.split("train", limit=n_train))
-    plan = fit_caa(model, pos, neg, layer)
-    items = sst2.split("validation", limit=n_items)
-    if args.fast:  # the tiny models' byte tokens: one-letter choices keep the sweep's fast path
-        items = [dataclasses.replace(it, choices=("n", "p")) for it in items]
+    model, plan, items, n_train, repeats = C.caa_sweep_case(args, load_dataset("sst2"))
     out: dict[str, list] = {}
 
     def swept():
