@@ -107,11 +107,13 @@ class Bench:
         key, _ = self.dataset(dataset)
         return self.cache.path(self.config(method), key, method)
 
+    def points_path(self, dataset, method: str) -> Path:
+        """Where ``method``'s validation search on ``dataset`` keeps its points until its row is written."""
+        return self.row_path(dataset, method).with_suffix(".points.jsonl")
+
     def search_store(self, dataset, method: str) -> SearchStore | None:
-        """Where ``method``'s validation search on ``dataset`` keeps its points (None: not kept)."""
-        if not self.resume_searches:
-            return None
-        return SearchStore(self.row_path(dataset, method).with_suffix(".points.jsonl"))
+        """The store of ``method``'s validation search on ``dataset`` (None: points not kept)."""
+        return SearchStore(self.points_path(dataset, method)) if self.resume_searches else None
 
     # -- running -------------------------------------------------------------------------------
     def context(self, dataset) -> M.Context:
@@ -153,7 +155,7 @@ class Bench:
         row.update(dataset=ds.name if key == ds.name else key, method=method, seconds=round(time.time() - t0, 1),
                    rule_set=self.rules.hash)
         row = self.cache.save(cfg, key, method, row)
-        self.row_path(dataset, method).with_suffix(".points.jsonl").unlink(missing_ok=True)  # the row holds its curves
+        self.points_path(dataset, method).unlink(missing_ok=True)  # the row holds its validation curves
         log.info("%s / %s: acc %.3f [%.3f, %.3f] strength %s layers %s (%.0fs)", key, method, row["accuracy"],
                  row["ci_low"], row["ci_high"], row.get("strength"), row.get("layers"), row["seconds"])
         return row

@@ -115,7 +115,8 @@ def test_the_runner_keeps_a_store_per_row_until_the_row_is_written(tiny_llama, t
     data = str(_dataset_folder(tmp_path / "mine"))
     rules = M.RuleSet.fast().replace(strategy="reference")
     bench = Bench(tiny_llama, None, cache=tmp_path / "cache", rules=rules, target_id="t")
-    store_path = bench.row_path(data, "caa").with_suffix(".points.jsonl")
+    store_path = bench.points_path(data, "caa")
+    assert store_path.parent == bench.row_path(data, "caa").parent
     seen = []
     real_put = SearchStore._put
 
