@@ -57,7 +57,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .block_runs import (cache_rows, drop_hf_cache, new_cache, pad_cache, positions, run_blocks,  # noqa: F401
-                         skip_blocks, sliding_window)
+                         skip_blocks, sliding_window)  # skip_blocks: re-exported, where it was defined before
 from .data import Item, origin
 from .evaluate import EvalResult, _item_rows, _majority, evaluate, summarise
 from .steer import check_strength
@@ -73,7 +73,7 @@ def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
     c = 0
     while c < n and all(p[c] == first[c] for p in prompts):
         c += 1
-    return max(0, c)
+    return c
 
 
 def first_steered_block(plan) -> int:
