@@ -14,12 +14,13 @@ from pathlib import Path
 
 from ..evaluate import mcnemar, paired_bootstrap
 from ..io import write_text
+from ..stats import bh as bh_adjust
 from .figures import plot_curves
 from .views import ALTERNATIVES, CONTROL_OF, REFERENCES
 
 COLUMNS = ["dataset", "domain", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers",
            "strength", "model", "accuracy_sum", "val_accuracy", "behaviour_prob", "delta_vs_unsteered",
-           "p_mcnemar_vs_unsteered", "letter_bias", "debiased_accuracy", "pred_share"]
+           "p_mcnemar_vs_unsteered", "p_bh_vs_unsteered", "letter_bias", "debiased_accuracy", "pred_share"]
 MAIN = "expertsteer_autoencoder"
 
 
@@ -50,16 +51,21 @@ def _val_acc(row):
 
 
 def csv_rows(rows: list[dict]) -> list[dict]:
+    """One line per row. ``p_bh_vs_unsteered``: Benjamini-Hochberg over every row's test against its
+    unsteered row in this table (the unsteered rows themselves left out)."""
     # the unsteered row of the same model (Gemma's for the reverse direction)
     # (a fine-tuned target's row: the unsteered row of the target it was tuned from)
     base = {(r["dataset"], r.get("model")): r for r in rows if r["method"] in ("unsteered", "expert_unsteered")}
     target = {r["dataset"]: r for r in rows if r["method"] == "unsteered"}
-    out, answers = [], {}
+    out, answers, tested = [], {}, {}
     for r in rows:
         if r["dataset"] not in answers:
             answers[r["dataset"]] = _answers(r["dataset"])
         b = target.get(r["dataset"]) if "finetune" in r else base.get((r["dataset"], r.get("model")))
         same = b is not None and b["ids"] == r["ids"] and ("finetune" in r or b.get("model") == r.get("model"))
+        p = mcnemar(r["correct"], b["correct"])["p"] if same else None
+        if same and b is not r:
+            tested[len(out)] = p
         out.append({
             "dataset": r["dataset"], "domain": r["domain"], "method": r["method"],
             "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4),
@@ -71,8 +77,10 @@ def csv_rows(rows: list[dict]) -> list[dict]:
             "letter_bias": "" if r.get("letter_bias") is None else round(r["letter_bias"], 3),
             "debiased_accuracy": "" if r.get("debiased_accuracy") is None else round(r["debiased_accuracy"], 4),
             "delta_vs_unsteered": round(r["accuracy"] - b["accuracy"], 4) if same else "",
-            "p_mcnemar_vs_unsteered": round(mcnemar(r["correct"], b["correct"])["p"], 4) if same else "",
+            "p_mcnemar_vs_unsteered": round(p, 4) if same else "", "p_bh_vs_unsteered": "",
         })
+    for i, q in zip(tested, bh_adjust(list(tested.values()))):
+        out[i]["p_bh_vs_unsteered"] = round(q, 4)
     return out
 
 
@@ -120,11 +128,9 @@ def _key(c: Mapping) -> tuple:
 def with_bh(comps: list[dict], bh: Mapping | None = None) -> list[dict]:
     """``comps`` with ``p_bh``: the Benjamini-Hochberg adjusted p-value, from ``bh`` (the report's whole
     family of paired tests, ``report_family``) or, without it, over ``comps`` alone."""
-    from ..stats import bh as adjust
-
     if bh is None:
         uniq = {_key(c): c["p"] for c in comps}
-        bh = dict(zip(uniq, adjust(list(uniq.values()))))
+        bh = dict(zip(uniq, bh_adjust(list(uniq.values()))))
     return [{**c, "p_bh": round(bh[_key(c)], 3)} for c in comps]
 
 
@@ -136,10 +142,8 @@ def _unique_tests(rows: list[dict]) -> list[dict]:
 def report_family(rows: list[dict]) -> dict[tuple, float]:
     """Every paired test a report shows, (dataset, method, vs) -> BH-adjusted p over all of them (the
     exploratory family; a preregistered primary family gets Holm instead, in its own report)."""
-    from ..stats import bh as adjust
-
     uniq = {_key(c): c["p"] for c in _unique_tests(rows)}
-    return dict(zip(uniq, adjust(list(uniq.values()))))
+    return dict(zip(uniq, bh_adjust(list(uniq.values()))))
 
 
 def _significance(pb: dict, p: float) -> int:
@@ -354,10 +358,12 @@ percentile bootstrap (2000 resamples). `expert_unsteered` is {config.get("expert
 {cfg}
 
 ## Test accuracy
-{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered", "pred_share"])}
+{_md_table(table, ["dataset", "method", "accuracy", "ci_low", "ci_high", "n", "majority_rate", "layers", "strength", "val_accuracy", "delta_vs_unsteered", "p_mcnemar_vs_unsteered", "p_bh_vs_unsteered", "pred_share"])}
 
 `pred_share` = share of test items given the most common predicted choice (1.0 = the model answers
-the same choice every time, so accuracy = that choice's base rate).
+the same choice every time, so accuracy = that choice's base rate). `p_mcnemar_vs_unsteered`: exact McNemar p
+against the model's unsteered row, uncorrected; `p_bh_vs_unsteered`: Benjamini-Hochberg adjusted over every
+row of this table with such a test (exploratory).
 
 "ab" (behaviour) rows: `behaviour_prob` = mean P(matching letter) over the two letters; `letter_bias`
 = mean logit(A) - logit(B) over test items; `debiased_accuracy` = accuracy after subtracting that

@@ -180,6 +180,29 @@ def test_report_adjusts_every_paired_test_with_benjamini_hochberg(tmp_path):
     assert f"adjusted over all {len(tests)} paired tests" in text
 
 
+def test_the_test_accuracy_table_adjusts_each_row_against_unsteered():
+    from statsmodels.stats.multitest import multipletests
+
+    from steer_lens.bench.report import csv_rows
+    from steer_lens.evaluate import mcnemar
+
+    n = 40
+    base = [i % 2 == 0 for i in range(n)]
+    runs = {"unsteered": base, "caa": [i % 5 != 0 for i in range(n)], "random_caa": [i % 3 == 0 for i in range(n)],
+            "kshot_4": [i < 30 for i in range(n)]}
+    rows = [{"dataset": "d", "domain": "math", "method": m, "accuracy": sum(c) / n, "ci_low": 0.0, "ci_high": 1.0,
+             "n": n, "majority_rate": 0.5, "model": "t", "accuracy_sum": 0.5, "ids": list(range(n)), "correct": c}
+            for m, c in runs.items()]
+    # the expert's own unsteered row is a reference of another model: no test against the target's row
+    rows.append({**rows[0], "method": "expert_unsteered", "model": "e"})
+    table = {r["method"]: r for r in csv_rows(rows)}
+    assert table["unsteered"]["p_bh_vs_unsteered"] == "" and table["expert_unsteered"]["p_bh_vs_unsteered"] == ""
+    tested = ["caa", "random_caa", "kshot_4"]
+    expected = multipletests([mcnemar(runs[m], base)["p"] for m in tested], method="fdr_bh")[1]
+    assert [table[m]["p_bh_vs_unsteered"] for m in tested] == pytest.approx(list(expected), abs=1e-4)
+    assert all(table[m]["p_bh_vs_unsteered"] >= table[m]["p_mcnemar_vs_unsteered"] for m in tested)
+
+
 def test_test_runs_never_write_the_committed_ledger():
     import os
 
