@@ -21,6 +21,7 @@ from lens_common import NOTES_LINK
 from steer_lens import methods as M
 from steer_lens.evaluate import mcnemar, paired_bootstrap
 from steer_lens.io import write_text
+from steer_lens.stats import bh
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["expert", "base", "dataset", "rows", "steps x batch", "lr", "trained blocks", "train time (wall / CPU)",
@@ -84,28 +85,33 @@ def _items(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def paired(tuned: dict | None, base: dict | None) -> str:
-    """Tuned minus base expert on the same test items: mean difference [95% CI], McNemar p (exact,
-    uncorrected) and the discordant counts; empty when either row has no per-item record."""
+def paired(tuned: dict | None, base: dict | None) -> tuple[str, float | None]:
+    """Tuned minus base expert on the same test items: the text (mean difference [95% CI], McNemar p (exact,
+    uncorrected) and the discordant counts) and the raw p; ("", None) when either row has no per-item record."""
     if not tuned or not base:
-        return ""
+        return "", None
     if tuned["ids"] != base["ids"]:
         raise ValueError("the tuned and base rows were scored on different test items; re-run both with the "
                          "same --limit-test")
     pb, mc = paired_bootstrap(tuned["correct"], base["correct"]), mcnemar(tuned["correct"], base["correct"])
     return (f"{pb['diff']:+.3f} [{pb['ci_low']:+.3f}, {pb['ci_high']:+.3f}], p = {mc['p']:.3g} "
-            f"({mc['only_a']} vs {mc['only_b']})")
+            f"({mc['only_a']} vs {mc['only_b']})"), mc["p"]
 
 
-def _row(expert: str, window: str, method: str, r: dict, vs_tuned: str = "") -> dict:
-    p = r.get("p_mcnemar_vs_unsteered") or ""
+def _p(p) -> str:
+    """A p-value of a results CSV (4 d.p.) as the table shows it."""
+    return "" if p in ("", None) else ("< 1e-4" if float(p) == 0 else f"{float(p):.3g}")
+
+
+def _row(expert: str, window: str, method: str, r: dict, vs_tuned: str = "",
+         p_tuned: float | None = None) -> dict:
     return {"expert": expert, "expert layers": window, "dataset": r["dataset"], "method": method,
             "model": r["model"], "test acc [95% CI]": f"{float(r['accuracy']):.3f} "
             f"[{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]", "n": r["n"],
             "layers": r.get("layers", ""), "strength": r.get("strength", ""), "val acc": r.get("val_accuracy", ""),
-            "p vs unsteered": "" if p in ("", None) else ("< 1e-4" if float(p) == 0  # CSV: 4 d.p.
-                                                          else f"{float(p):.3g}"),
-            "share of top answer": r.get("pred_share", ""), "tuned - base (paired)": vs_tuned}
+            "p vs unsteered": _p(r.get("p_mcnemar_vs_unsteered")),
+            "p vs unsteered (BH)": _p(r.get("p_bh_vs_unsteered")),
+            "share of top answer": r.get("pred_share", ""), "tuned - base (paired)": vs_tuned, "_p_tuned": p_tuned}
 
 
 def card_name(folder: str, cards: dict) -> str:
@@ -153,15 +159,20 @@ def steering_rows(root: Path, cards: dict, base_csv: Path) -> list[dict]:
                         out.append(_row(name, window, m, r))
                 for m in STEERING:  # the main folder: only where the tuned expert has the row too
                     if m in EXPERT_METHODS and (ds, m) in base_window and ((ds, m) in rows or sub != folder):
-                        vs = paired(items.get(ds, {}).get(m), base_items.get(ds, {}).get(m)) if (ds, m) in rows else ""
-                        out.append(_row(name, window, f"{m} (base expert)", base_window[(ds, m)], vs))
+                        vs, p = (paired(items.get(ds, {}).get(m), base_items.get(ds, {}).get(m))
+                                 if (ds, m) in rows else ("", None))
+                        out.append(_row(name, window, f"{m} (base expert)", base_window[(ds, m)], vs, p))
+    # the tuned - base comparisons of this table are one family: BH over them
+    tested = [r for r in out if r["_p_tuned"] is not None]
+    for r, q in zip(tested, bh([r["_p_tuned"] for r in tested])):
+        r["tuned - base (paired)"] += f", BH {q:.3g}"
     return out
 
 
 def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
     rows = steering_rows(root, cards, base_csv)
     cols = ["expert", "expert layers", "dataset", "method", "model", "test acc [95% CI]", "n", "layers", "strength", "val acc",
-            "p vs unsteered", "share of top answer", "tuned - base (paired)"]
+            "p vs unsteered", "p vs unsteered (BH)", "share of top answer", "tuned - base (paired)"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                       + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
     text = ["# Task-tuned experts as the expert of ExpertSteer", "",
@@ -171,8 +182,11 @@ def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
             "hooks, norms and strength. Target-only rows (unsteered, label_caa, caa, self_rfm and their controls) "
             "are shared with `results/benchmark`. On a \"(base expert)\" row, *tuned - base (paired)* compares the "
             "tuned expert's row above it with the base expert's in the same window item by item: mean difference "
-            "[95% paired-bootstrap CI], exact McNemar p (uncorrected) and (items right only with the tuned expert's "
-            "direction vs only with the base one's).", "",
+            "[95% paired-bootstrap CI], exact McNemar p (uncorrected), (items right only with the tuned expert's "
+            "direction vs only with the base one's) and the p adjusted by Benjamini-Hochberg over every such "
+            "comparison in this table. *p vs unsteered*: exact McNemar p against the unsteered row, uncorrected, "
+            "and *(BH)* as adjusted in the report the row comes from (over the tests against unsteered of that "
+            "report's table). Every row here is exploratory: scored on the test splits.", "",
             table if rows else "(no expert has been run through the main protocol yet)", "",
             experts_md.replace("# Task-tuned experts", "## The experts", 1)]
     if (root / "notes.md").is_file():

@@ -249,8 +249,26 @@ def test_cli_finetune_fast(tmp_path):
             "ids": ids, "correct": [k in right for k in range(10)]}}}))
     window = [x.split(" | ") for x in tables("--base-csv", tmp_path / "base.csv").splitlines()
               if x.startswith("| tiny-sst2 | 2-3 |")]
+    # a family of one comparison: its BH-adjusted p is its raw p
     assert window[0][-1] == " |" and window[1][-1].startswith("+0.300 [") and window[1][-1].endswith(
-        "p = 0.375 (4 vs 1) |"), window[1][-1]
+        "p = 0.375 (4 vs 1), BH 0.375 |"), window[1][-1]
+    # a second paired comparison (the main folder's auto-encoder rows): BH over both, as statsmodels adjusts
+    from statsmodels.stats.multitest import multipletests
+
+    from steer_lens.evaluate import mcnemar
+
+    tuned_ae, base_ae = [k < 9 for k in range(10)], [k < 2 for k in range(10)]
+    for folder, right in ((tmp_path / "tiny-sst2-0123456789", tuned_ae), (tmp_path, base_ae)):
+        (folder / "items.json").write_text(json.dumps({"sst2": {"expertsteer_autoencoder": {
+            "ids": ids, "correct": right}}}))
+    rows = [x.split(" | ") for x in tables("--base-csv", tmp_path / "base.csv").splitlines()
+            if x.startswith("| tiny-sst2 |") and "(base expert)" in x]
+    raw = [mcnemar(tuned_ae, base_ae)["p"], 0.375]
+    adjusted = multipletests(raw, method="fdr_bh")[1]
+    assert [float(r[-1].split("BH ")[1].rstrip(" |")) for r in rows] == pytest.approx(list(adjusted), rel=1e-2)
+    assert adjusted[0] > raw[0]
+    for folder in (tmp_path / "tiny-sst2-0123456789", tmp_path):
+        (folder / "items.json").unlink()
     # the same window searched with --extend-flat: listed apart, after the window's own rows
     flat = tmp_path / "tiny-sst2-0123456789" / "expert_layers_2_3" / "extend_flat"
     flat.mkdir()
