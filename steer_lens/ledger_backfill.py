@@ -57,6 +57,10 @@ def row_hash(row: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
+def _live_key(line: dict) -> tuple:
+    return tuple(line.get(k) for k in ("dataset", "split", "method", "model", "rule_set", "n"))
+
+
 def backfill(root: Path = ROOT, path: Path | None = None, *, ref: str | None = "HEAD",
              dry_run: bool = False, datasets_dir: Path = BUNDLED_DIR) -> list[dict]:
     """Ledger lines for the committed row caches (``CACHE_GLOBS`` in git ``ref``; the working
@@ -64,12 +68,16 @@ def backfill(root: Path = ROOT, path: Path | None = None, *, ref: str | None = "
     row (else the file name ``<dataset>__<method>.json``), the rule set is the config-hash
     folder, the model the row's, the date the file's first commit; the split is the bundled
     test/confirm split holding every scored id and ``split_hash`` its current content hash.
-    Rows already in the ledger (same ``row_hash``) are skipped, so reruns add nothing. Returns
-    the lines added (or that would be, with ``dry_run``)."""
+    Rows already in the ledger are skipped, so reruns add nothing: a backfilled row by its ``row_hash``, a
+    row scored since the ledger existed by the line its scoring wrote (same dataset, split, method,
+    model, rule set and item count; the rule set is the row's own ``rule_set`` where it has one, which
+    need not be its folder's name). Returns the lines added (or that would be, with ``dry_run``)."""
     from .data import load_dataset
 
     target = Path(path) if path else ledger_path()
-    done = {line.get("row_hash") for line in read(target)} - {None}
+    lines = read(target)
+    done = {line.get("row_hash") for line in lines} - {None}
+    live = {_live_key(x) for x in lines if not str(x.get("source", "")).startswith("backfill")}
     splits_of: dict[str, dict[str, tuple[set[str], str]]] = {}
     added = []
     for rel, (text, date) in _cache_files(Path(root), ref).items():
@@ -102,9 +110,12 @@ def backfill(root: Path = ROOT, path: Path | None = None, *, ref: str | None = "
             continue
         line = {"date": date or _now(), "dataset": ds_name, "split": split,
                 "split_hash": splits_of[ds_name][split][1], "n": len(row["ids"]),
-                "method": row["method"], "rule_set": Path(rel).parent.name, "model": row["model"],
+                "method": row["method"], "rule_set": row.get("rule_set") or Path(rel).parent.name,
+                "model": row["model"],
                 "source": f"backfill:{rel}" + (f"@{ref}" if ref and ref != "HEAD" else ""),
                 "row_hash": rh}
+        if _live_key(line) in live:
+            continue
         if not dry_run:
             _append(target, line)
         done.add(rh)

@@ -165,6 +165,26 @@ def test_backfill_from_committed_caches(tmp_path, led):
     assert len(ledger.read(led)) == 1
 
 
+def test_backfill_skips_rows_their_scoring_recorded_and_names_the_rows_rule_set(tmp_path, led):
+    """A row scored since the ledger existed has the line its scoring wrote (no row_hash): backfill
+    finds it by dataset, split, method, model, rule set and size, also when the cache folder's name
+    is not the rule set (a cache key hashes the target too)."""
+    ids = [it.id for it in load_dataset("sst2").split("test")][:5]
+    cache = tmp_path / "results" / "benchmark" / "cache" / "cachekey00"
+    cache.mkdir(parents=True)
+    row = {"ids": ids, "correct": [True] * 5, "model": "m1", "dataset": "sst2", "rule_set": "rules00001"}
+    (cache / "sst2__caa.json").write_text(json.dumps({**row, "method": "caa"}))
+    (cache / "sst2__pca.json").write_text(json.dumps({**row, "method": "pca"}))
+    split_hash = content_hash(load_dataset("sst2").split("test"))
+    ledger.record("sst2", "test", split_hash, n=5, model="m1", method="caa", rule_set="rules00001")
+    added = ledger_backfill.backfill(tmp_path, led, ref=None, dry_run=True)
+    assert [(x["method"], x["rule_set"]) for x in added] == [("pca", "rules00001")]
+    # a live line of another rule set is another scoring: the row is backfilled
+    led.write_text("")
+    ledger.record("sst2", "test", split_hash, n=5, model="m1", method="caa", rule_set="other0000")
+    assert {x["method"] for x in ledger_backfill.backfill(tmp_path, led, ref=None, dry_run=True)} == {"caa", "pca"}
+
+
 def test_backfill_names_a_bad_ref(tmp_path, led):
     with pytest.raises(ValueError, match="cannot list"):
         ledger_backfill.backfill(tmp_path, led, ref="nope")
