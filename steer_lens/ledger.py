@@ -10,7 +10,9 @@ hash and the model. The method and rule set come from the caller::
     with ledger.scoring(method="caa", rule_set="9645f4ecb5"):
         evaluate(model, dataset, split="test", ...)
 
-Without ``scoring`` the line says method and rule set "unspecified".
+Without ``scoring`` the line says method and rule set "unspecified". ``steer_lens.sweep`` records its test
+passes the same way; the calibration baseline, which runs no model on the split (its answers are the
+unsteered margins plus a bias), records its own line with ``source="calibration"``.
 
 ``confirm`` splits hold fresh items for confirming a result chosen elsewhere; ``evaluate`` refuses
 to score them outside ``locked_run(rule_set, preregistration)``, which names the rule-set hash
@@ -209,7 +211,7 @@ def record(dataset: str, split: str, split_hash: str, *, n: int, model: str, sou
             "n": int(n), "method": method or (sc.method if sc else UNSPECIFIED),
             "rule_set": rule_set or (sc.rule_set if sc else (lock.rule_set if lock else UNSPECIFIED)),
             "model": model, "source": source}
-    if lock is not None and source == "evaluate":
+    if lock is not None and not source.startswith("backfill"):
         line.update(locked=True, preregistration=_relative(Path(lock.preregistration)),
                     preregistration_commit=lock.commit)
     line.update(extra)

@@ -134,12 +134,16 @@ class Context:
     def search(self, signed: bool = False) -> StrengthSearch:
         return self.rules.search(signed=signed)
 
+    def test_items(self) -> list:
+        """The TEST items every method scores (``rules.limit_test`` of them, the same for every method)."""
+        return self.memo(("test_items",), lambda: self.dataset.split(self.test_split, limit=self.rules.limit_test))
+
     def test(self, model, plan=None, strength: float = 0.0) -> dict:
         """Score the TEST split once (the only place a method reads it)."""
         from ..sweep import SweepInputs, sweep, sweepable
 
         if self.share_test and plan is not None and strength != 0 and sweepable(plan):
-            items = self.memo(("test_items",), lambda: self.dataset.split(self.test_split, limit=self.rules.limit_test))
+            items = self.test_items()
             inputs = self.memo(("test_inputs", id(model)),
                                lambda: SweepInputs(model, items, batch_size=self.batch_size, keep=2))
             r = sweep(model, items, plan, [strength], batch_size=self.batch_size, inputs=inputs)[0]

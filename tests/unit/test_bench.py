@@ -203,6 +203,38 @@ def test_the_test_accuracy_table_adjusts_each_row_against_unsteered():
     assert all(table[m]["p_bh_vs_unsteered"] >= table[m]["p_mcnemar_vs_unsteered"] for m in tested)
 
 
+def test_calibration_rows_have_ledger_lines_and_need_a_locked_run_on_confirm(tiny_llama, tmp_path, one_thread,
+                                                                           monkeypatch):
+    """Calibration runs no model on TEST (its answers are the unsteered row's margins plus a bias), yet
+    its row is a scoring of the split: the ledger gets its line, and confirm items need a locked run."""
+    from steer_lens import ledger
+
+    path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(ledger.ENV, str(path))
+    data = _dataset_folder(tmp_path / "mine")
+    (data / "confirm.jsonl").write_text((data / "test.jsonl").read_text().replace('"test', '"confirm'))
+    Bench(tiny_llama, None, cache=tmp_path / "c", rules=RULES, target_id="t").run([str(data)],
+                                                                                 ["unsteered", "calibration"])
+    unsteered, cal = ledger.read(path)
+    assert (cal["method"], cal["source"], cal["split"], cal["rule_set"]) == ("calibration", "calibration", "test",
+                                                                             RULES.hash)
+    assert (cal["split_hash"], cal["n"], cal["model"]) == (unsteered["split_hash"], unsteered["n"], unsteered["model"])
+    bench = Bench(tiny_llama, None, cache=tmp_path / "c", rules=RULES, target_id="t", test_split="confirm")
+    p = tmp_path / "prereg.md"
+    p.write_text("x")
+    monkeypatch.setattr(ledger, "git_commit_of", lambda path: "f" * 40)
+    monkeypatch.setattr(ledger, "git_dirty", lambda path: False)
+    with ledger.locked_run(RULES.hash, p):
+        bench.run([str(data)], ["unsteered"])
+    with pytest.raises(ledger.ConfirmLockedError):  # the unsteered confirm row is cached; calibration is refused
+        bench.run([str(data)], ["calibration"])
+    with ledger.locked_run(RULES.hash, p):
+        bench.run([str(data)], ["calibration"])
+    lines = ledger.read(path)[2:]
+    assert [(x["method"], x["split"], x.get("locked")) for x in lines] == [("unsteered", "confirm", True),
+                                                                             ("calibration", "confirm", True)]
+
+
 def test_test_runs_never_write_the_committed_ledger():
     import os
 
