@@ -40,7 +40,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,6 +283,21 @@ def format_summary(summ: dict[tuple[str, str], dict]) -> str:
         rows.append(f"| {ds} | {split} | {s['lines']} | {s['n_rule_sets']} | {len(s['methods'])} "
                     f"| {s['status']} |")
     return "\n".join(rows)
+
+
+def split_section(datasets: Iterable[str], split: str = "test", path: Path | None = None) -> str:
+    """A report's section: per dataset, how many rule sets have scored its ``split`` (from the ledger) and
+    whether that makes the split exploratory. Datasets the ledger has no line for are named as such."""
+    summ = summary(path)
+    rows = [f"## The {split} splits in the ledger", "",
+            f"How many rule sets have scored each {split} split (`python -m steer_lens.ledger summary`); a split "
+            "scored under more than one is exploratory: its numbers informed a later choice.", "",
+            "| dataset | rule sets | scorings | status |", "|---|---|---|---|"]
+    for d in sorted(set(datasets)):
+        s = summ.get((d, split))
+        rows.append(f"| {d} | {s['n_rule_sets']} | {s['lines']} | {s['status']} |" if s
+                    else f"| {d} | 0 | 0 | no line in the ledger |")
+    return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -509,7 +509,7 @@ def test_every_alignment_has_its_own_random_control(tmp_path):
     strength (not the auto-encoder's); an unknown method name is an error, not silently dropped."""
     from steer_lens import methods as M
     from steer_lens.bench import Bench
-    from steer_lens.bench.report import CONTROL_OF
+    from steer_lens.bench.views import CONTROL_OF
     from steer_lens.methods import RuleSet
 
     assert CONTROL_OF["expertsteer_ridge"] == "random_ridge" and CONTROL_OF["expertsteer_procrustes"] == "random_procrustes"

@@ -178,6 +178,7 @@ def test_report_adjusts_every_paired_test_with_benjamini_hochberg(tmp_path):
                 if x.startswith("| d | caa | random_caa |"))
     assert line.split(" | ")[-1].rstrip(" |") == str(round(family[("d", "caa", "random_caa")], 3))
     assert f"adjusted over all {len(tests)} paired tests" in text
+    assert "## The test splits in the ledger" in text and "| d | 0 | 0 | no line in the ledger |" in text
 
 
 def test_the_test_accuracy_table_adjusts_each_row_against_unsteered():

@@ -190,6 +190,17 @@ def test_backfill_names_a_bad_ref(tmp_path, led):
         ledger_backfill.backfill(tmp_path, led, ref="nope")
 
 
+def test_split_section_counts_rule_sets_per_split_and_marks_exploratory_ones(led):
+    for rs in ("r1", "r2", "r2"):
+        ledger.record("a", "test", "h", n=1, model="m", rule_set=rs)
+    ledger.record("b", "test", "h", n=1, model="m", rule_set="r1")
+    ledger.record("b", "confirm", "h", n=1, model="m", rule_set="r9")
+    text = ledger.split_section(["b", "a", "c", "a"], "test")
+    rows = [x for x in text.splitlines() if x.startswith("| ") and not x.startswith("| dataset")]
+    assert rows == ["| a | 2 | 3 | exploratory |", "| b | 1 | 1 | single rule set |", "| c | 0 | 0 | no line in the ledger |"]
+    assert "| b | 1 | 1 | single rule set |" in ledger.split_section(["b"], "confirm")
+
+
 def test_cli_summary(led, capsys):
     ledger.record("a", "test", "h", n=1, model="m", rule_set="r")
     assert ledger.main(["summary"]) == 0
