@@ -38,6 +38,7 @@ def main(argv=None) -> None:
     from steer_lens.bench import Bench
     from steer_lens.bench.cli import EXPERT, TARGET
     from steer_lens.io import write_json, write_text
+    from steer_lens.ledger import split_section
 
     store = OUT / "rows.json"
     done = {k: v for k, v in (json.loads(store.read_text()) if store.exists() else {}).items() if "skipped" not in v}
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
     lines += ["", "† the method's own train-side shortlist on that seed's items would not propose the row's layers "
               "(fitted there anyway, as the choice is kept)."]
     OUT.mkdir(parents=True, exist_ok=True)
-    write_text(OUT / "README.md", "\n".join(lines) + "\n")
+    write_text(OUT / "README.md", "\n".join(lines) + "\n\n" + split_section([DATASET]))
     print(OUT / "README.md")
 
 

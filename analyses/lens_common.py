@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -170,10 +171,16 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 NOTES_LINK = "The reading of these numbers: [notes.md](notes.md)."
 
 
-def write_report(path: Path, text: str) -> Path:
+def write_report(path: Path, text: str, test_splits: Iterable[str] = ()) -> Path:
     """Write a Markdown report, atomically, ending with a link to the hand-written ``notes.md`` beside
     it when there is one (the reading that goes with the numbers; linked, not copied, so the report
-    does not go stale when the notes change); returns ``path``."""
+    does not go stale when the notes change); returns ``path``. ``test_splits``: the datasets whose test
+    split the report scores; the ledger's count of rule sets per split is appended for them
+    (``steer_lens.ledger.split_section``)."""
+    from steer_lens.ledger import split_section
+
+    if test_splits:
+        text = text.rstrip("\n") + "\n\n" + split_section(test_splits)
     notes = Path(path).parent / "notes.md"
     if notes.is_file():
         text = text.rstrip("\n") + "\n\n" + NOTES_LINK + "\n"

@@ -180,7 +180,8 @@ with the label direction.
 | dataset | method | target layers | strength | method test acc | control structure | random directions | their test acc (min - max) | random >= method | cos(label dir) | cos(correct dir) | max random cos(label dir) |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(lines) + "\n"
-    return write_report(Path(a.out) / "README.md", text)
+    return write_report(Path(a.out) / "README.md", text,
+                        test_splits={f.name.split("__")[0] for f in cache.glob("*__cosines.json")})
 
 
 def main(argv=None) -> Path:

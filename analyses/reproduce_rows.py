@@ -32,6 +32,7 @@ from steer_lens.bench import Bench
 from steer_lens.bench.cli import EXPERT, TARGET
 from steer_lens.evaluate import evaluate
 from steer_lens.io import write_json, write_text
+from steer_lens.ledger import split_section
 from steer_lens.protocol import point
 
 ROOT = Path(__file__).resolve().parent.parent / "results"
@@ -152,7 +153,7 @@ def main(argv=None):
                 checks.append({**c, "command": command})
                 write_json(path, checks)
                 logging.info("%s", c)
-    write_text(OUT / "README.md", render(checks, command))
+    write_text(OUT / "README.md", render(checks, command) + "\n" + split_section({c["dataset"] for c in checks}))
 
 
 if __name__ == "__main__":

@@ -387,7 +387,7 @@ def write_outputs(out: Path, rows: list[dict], command: str) -> Path:
           "contrast's answer on VALIDATION items at the clean vector's strength of largest effect; the "
           "perturbation columns are TEST accuracy differences at the strength of best clean-validation accuracy.",
           "", _md_table(summary, cols), "", "![robustness](robustness.png)"]
-    return write_report(out / "README.md", "\n".join(md) + "\n")
+    return write_report(out / "README.md", "\n".join(md) + "\n", test_splits={r["dataset"] for r in rows})
 
 
 def parse(argv=None):

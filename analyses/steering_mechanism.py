@@ -56,6 +56,7 @@ from steer_lens.evaluate import EvalResult, evaluate  # noqa: E402
 from steer_lens.io import write_json  # noqa: E402
 from steer_lens.probes import answer_gradient, auroc, margin_components  # noqa: E402
 from steer_lens.protocol import paired  # noqa: E402
+from steer_lens.stats import bh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 as_result = EvalResult.from_dict  # the EvalResult stored in a benchmark row
@@ -303,8 +304,10 @@ def report(a, command: str) -> Path:
     cache = Path(a.out) / "cache"
     shift_lines, read_lines, geo_lines, coord_lines, points = [], [], [], [], []
     comp_lines, layer_lines, neuron_lines = [], [], []
-    for f in sorted(cache.glob("*.json")):
-        r = json.loads(f.read_text())
+    rows = [json.loads(f.read_text()) for f in sorted(cache.glob("*.json"))]
+    # the table's row - calibration tests are one family: Benjamini-Hochberg over them
+    adjusted = bh([r["calibration"]["row_minus_calibration"]["mcnemar_p"] for r in rows])
+    for r, p_bh in zip(rows, adjusted):
         t, c = r["test_shift"], r["calibration"]
         pc = c["row_minus_calibration"]
         head = f"| {r['dataset']} | {r['method']} | {' '.join(map(str, r['layers']))} | {r['strength']:g} |"
@@ -314,7 +317,8 @@ def report(a, command: str) -> Path:
             f"{_ci(t.get('auroc_unsteered'))} | {_ci(t.get('auroc_steered'))} | {_ci(t.get('auroc_control'))} | "
             f"{_ci(t.get('auroc_steered_minus_unsteered'), '+')} | {_ci(t.get('auroc_steered_minus_control'), '+')} | "
             f"{c['bias']:+.3f} | {c['val_accuracy']:.2f} | {c['accuracy']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
-            f"{pc['diff']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}], p = {pc['mcnemar_p']:.2g} |")
+            f"{pc['diff']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}], p = {pc['mcnemar_p']:.2g}, "
+            f"BH {p_bh:.2g} |")
         for d in r["readout"]:
             read_lines.append(f"{head} {r['readout_strength']:g} | {d['direction']} | {d['cos_readout']:+.3f} | "
                               f"{d['predicted_shift']:+.3f} | "
@@ -365,7 +369,7 @@ all moved by the mean shift; AUROC = how well the margins rank choice-1 items ab
 method's matched random control shows how much any perturbation of that size re-ranks the items);
 calibration = unsteered margins plus a bias fitted on the unsteered validation margins (the items the
 row's strength was chosen on), scored once on test; last column: row minus calibration on the same items
-(bootstrap 95% CI, McNemar p).
+(bootstrap 95% CI, exact McNemar p uncorrected, and Benjamini-Hochberg adjusted over this table's rows).
 
 | dataset | method | target layers | strength | unsteered | steered | mean shift | SD of shift | r(steered, unsteered) | constant shift | AUROC unsteered | AUROC steered | AUROC random control | AUROC steered - unsteered (paired) | AUROC steered - control (paired) | calibration bias | calibration val | calibration test [95% CI] | row - calibration |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
@@ -432,7 +436,7 @@ the summed |change|, and the largest neurons (change at +s / at -s; the same sig
 | dataset | method | target layers | strength | MLP layer | change at +s | change at -s | neurons for half | largest neurons (+s / -s) |
 |---|---|---|---|---|---|---|---|---|
 """ + "\n".join(neuron_lines) + "\n"
-    return write_report(Path(a.out) / "README.md", text)
+    return write_report(Path(a.out) / "README.md", text, test_splits={r["dataset"] for r in rows})
 
 
 def parse(argv=None):

@@ -21,6 +21,7 @@ from lens_common import NOTES_LINK
 from steer_lens import methods as M
 from steer_lens.evaluate import mcnemar, paired_bootstrap
 from steer_lens.io import write_text
+from steer_lens.ledger import split_section
 from steer_lens.stats import bh
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +189,7 @@ def readme(root: Path, cards: dict, experts_md: str, base_csv: Path) -> str:
             "and *(BH)* as adjusted in the report the row comes from (over the tests against unsteered of that "
             "report's table). Every row here is exploratory: scored on the test splits.", "",
             table if rows else "(no expert has been run through the main protocol yet)", "",
+            *([split_section({r["dataset"] for r in rows})] if rows else []),
             experts_md.replace("# Task-tuned experts", "## The experts", 1)]
     if (root / "notes.md").is_file():
         text += ["", NOTES_LINK]
