@@ -488,3 +488,16 @@ def test_confirmation_families_and_anti_steerable_items(analyses_path):
     unsteered = {"ids": [1, 2, 3], "margins": [0.4, 0.3, -0.1], "correct": [True, True, False]}
     a = C.anti_steerable(steered, unsteered)
     assert (a["margin_drops"], a["right_to_wrong"], a["wrong_to_right"]) == (1, 1, 1)
+
+
+def test_reports_state_the_rule_sets_of_the_test_splits_they_score(analyses_path, tmp_path, monkeypatch):
+    from lens_common import write_report
+
+    from steer_lens import ledger
+
+    monkeypatch.setenv(ledger.ENV, str(tmp_path / "ledger.jsonl"))
+    for rs in ("r1", "r2"):
+        ledger.record("sst2", "test", "h", n=1, model="m", rule_set=rs)
+    text = write_report(tmp_path / "README.md", "# a report\n", test_splits={"sst2"}).read_text()
+    assert "## The test splits in the ledger" in text and "| sst2 | 2 | 2 | exploratory |" in text
+    assert "ledger" not in write_report(tmp_path / "other.md", "# a report\n").read_text()
