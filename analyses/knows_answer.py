@@ -27,6 +27,7 @@ from steer_lens.activations import capture  # noqa: E402
 from steer_lens.data import load_dataset  # noqa: E402
 from steer_lens.evaluate import evaluate  # noqa: E402
 from steer_lens.io import write_text  # noqa: E402
+from steer_lens.ledger import split_section  # noqa: E402
 from steer_lens.models import load_model  # noqa: E402
 from steer_lens.probes import logistic_probe_auroc  # noqa: E402
 
@@ -84,7 +85,8 @@ def main(argv=None) -> Path:
             "AUROC of a cross-validated logistic probe separating right from wrong (prompt + choice) "
             "completions at the completion's last token, per layer (0.5 = chance); accuracy: the model's "
             "own answers (length-normalised scoring, seeded bootstrap 95% CI).\n\n"
-            + markdown(summary) + "\n\nEvery other layer (all in the CSV):\n\n" + markdown(per_layer) + "\n")
+            + markdown(summary) + "\n\nEvery other layer (all in the CSV):\n\n" + markdown(per_layer) + "\n\n"
+            + split_section([a.dataset]))
     write_text(out / f"{a.dataset}.md", text)
     return out / f"{a.dataset}.md"
 

@@ -38,6 +38,7 @@ from steer_lens.activations import capture  # noqa: E402
 from steer_lens.baselines import fit_caa  # noqa: E402
 from steer_lens.data import contrast_prompts, load_dataset  # noqa: E402
 from steer_lens.io import write_text  # noqa: E402
+from steer_lens.ledger import split_section  # noqa: E402
 from steer_lens.models import load_model  # noqa: E402
 from steer_lens.pipeline import ExpertSteer, depth_match  # noqa: E402
 from steer_lens.probes import direct_effect, last_logits, logistic_probe_auroc, projection_auroc  # noqa: E402
@@ -146,7 +147,7 @@ def main(argv=None) -> Path:
         "# Tuned vs base expert: what the label direction carries", "", f"Made by `{command}`.", "",
         (__doc__ or "").split("\n\n    python")[0], "",
         f"Dataset {ds.name}: {len(train)} train items, {len(test)} test items.", "",
-        markdown(rows), ""]))
+        markdown(rows), "", split_section([ds.name])]))
     return out
 
 
