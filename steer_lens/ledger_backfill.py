@@ -65,8 +65,8 @@ def backfill(root: Path = ROOT, path: Path | None = None, *, ref: str | None = "
              dry_run: bool = False, datasets_dir: Path = BUNDLED_DIR) -> list[dict]:
     """Ledger lines for the committed row caches (``CACHE_GLOBS`` in git ``ref``; the working
     tree when ``ref`` is None), each a scoring of a test split. Dataset and method come from the
-    row (else the file name ``<dataset>__<method>.json``), the rule set is the config-hash
-    folder, the model the row's, the date the file's first commit; the split is the bundled
+    row (else the file name ``<dataset>__<method>.json``), the rule set the row's ``rule_set`` (else its
+    config-hash folder), the model the row's, the date the file's first commit; the split is the bundled
     test/confirm split holding every scored id and ``split_hash`` its current content hash.
     Rows already in the ledger are skipped, so reruns add nothing: a backfilled row by its ``row_hash``, a
     row scored since the ledger existed by the line its scoring wrote (same dataset, split, method,

@@ -56,11 +56,10 @@ class Calibration(Reference):
         bias = fit_bias(signed_margins(r, ctx.val), [it.answer for it in ctx.val])
         # the test answers are implied by the unsteered row (two-way): no model runs on TEST, but the
         # row is a scoring of it, so the ledger gets its line (and a confirm split needs a locked run)
+        cal = calibrated(EvalResult.from_dict(u), None, bias)
         scored = origin(ctx.test_items())
         if scored:
             ledger.check_allowed(*scored[:2])
-        cal = calibrated(EvalResult.from_dict(u), None, bias)
-        if scored:
             ledger.record(*scored, n=len(u["ids"]), model=u["model"], source="calibration")
         return {**cal.to_dict(), "domain": ctx.domain, "model": u["model"], "strength": 0.0, "layers": [],
                 "bias": bias, "val_curve": [{**point(0.0, calibrated(r, ctx.val, bias)), "strength": 0.0}],
