@@ -257,11 +257,12 @@ def test_demo_fast(tmp_path, monkeypatch):
         assert g["strength"] != 0 and ("not chosen" in g["label"]) == (g["chosen_strength"] == 0)
     report = (out / "report.md").read_text()
     assert "](dose_response.png)" in report and "| sst2 | expertsteer_label |" in report
-    # TEST is scored once per row that scores a model as it is or steers it (calibration and a strength of 0
-    # reuse the unsteered row)
+    # TEST is scored once per row that scores a model as it is, steers it or calibrates it (calibration runs no
+    # model there but writes its own line; a steering row that chose strength 0 reuses the unsteered row)
     scored = [(x["dataset"], x["method"]) for x in map(json.loads, ledger.read_text().splitlines())]
-    assert sorted(scored) == sorted((r[0], r[1]) for r in table_rows if r[1] in ("unsteered", "expert_unsteered")
-                                    or (r[1] != "calibration" and rows[(r[0], r[1])]["strength"] != 0))
+    assert sorted(scored) == sorted((r[0], r[1]) for r in table_rows
+                                    if r[1] in ("unsteered", "expert_unsteered", "calibration")
+                                    or rows[(r[0], r[1])]["strength"] != 0)
     # a second run reads every row back from the cache
     again = cli("demo", "--fast", "--out", out, "--json")
     assert again.returncode == 0, again.stderr
