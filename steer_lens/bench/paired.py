@@ -57,7 +57,7 @@ def with_bh(comps: list[dict], bh: Mapping | None = None) -> list[dict]:
 
 
 def _unique_tests(rows: list[dict]) -> list[dict]:
-    comps = comparisons(rows) + _label_comps(rows) + _control_comps(rows) + _calibration_comps(rows)
+    comps = comparisons(rows) + label_comps(rows) + control_comps(rows) + calibration_comps(rows)
     return list({_key(c): c for c in comps}.values())
 
 
@@ -106,23 +106,23 @@ def significance_summary(rows: list[dict]) -> list[dict]:
     return [{"method": k, **v} for k, v in tally.items()]
 
 
-def _label_comps(rows: list[dict]) -> list[dict]:
+def label_comps(rows: list[dict]) -> list[dict]:
     comps = comparisons(rows, LABEL_MAIN, ("random_label", "label_caa", "expertsteer_label_lowest_mi", "unsteered"))
     return comps + comparisons(rows, "expertsteer_label_field",
                                ("random_label_field", LABEL_MAIN, "label_caa", "unsteered"))
 
 
-def _control_comps(rows: list[dict]) -> list[dict]:
+def control_comps(rows: list[dict]) -> list[dict]:
     return [c for m, ctrl in CONTROL_OF.items() if not m.startswith("reverse_") for c in comparisons(rows, m, (ctrl,))]
 
 
-def _calibration_comps(rows: list[dict]) -> list[dict]:
+def calibration_comps(rows: list[dict]) -> list[dict]:
     methods = [m for m in dict.fromkeys(r["method"] for r in rows)
                if m not in REFERENCES and not m.startswith("reverse_")]
     return [c for m in methods for c in comparisons(rows, m, (CALIBRATION,))]
 
 
-def _alternative_comps(rows: list[dict]) -> list[dict]:
+def alternative_comps(rows: list[dict]) -> list[dict]:
     """Each alternative to steering against the unsteered target, then every steering method against
     each alternative (paired, per dataset)."""
     present = list(dict.fromkeys(r["method"] for r in rows))

@@ -17,7 +17,7 @@ from ..io import write_text
 from ..ledger import split_section
 from ..stats import bh as bh_adjust
 from .figures import plot_curves
-from .paired import (_alternative_comps, _calibration_comps, _control_comps, _label_comps, _unique_tests, comparisons,
+from .paired import (_unique_tests, alternative_comps, calibration_comps, comparisons, control_comps, label_comps,
                      report_family, significance_summary, with_bh)
 from .views import REFERENCES
 
@@ -154,19 +154,19 @@ def label_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Paired comparisons of the expert's label direction (validation-chosen pair), fixed vector
     and context-dependent field."""
     return _section("Paired comparisons of ExpertSteer with the label contrast (validation-chosen pair)",
-                    _label_comps(rows), bh)
+                    label_comps(rows), bh)
 
 
 def control_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Every method against its own random control (same hooks, norms and strength), paired."""
-    return _section("Each method against its own random control (paired, same test items)", _control_comps(rows), bh)
+    return _section("Each method against its own random control (paired, same test items)", control_comps(rows), bh)
 
 
 def calibration_section(rows: list[dict], bh: Mapping | None = None) -> str:
     """Every steering method against the calibration baseline (paired, same test items): a gain it
     does not beat is a shift of the answer margins that needs no model internals."""
     return _section("Each method against the calibration baseline (no steering: unsteered margins plus a bias fitted "
-                    "on validation; paired, same test items)", _calibration_comps(rows), bh)
+                    "on validation; paired, same test items)", calibration_comps(rows), bh)
 
 
 def alternatives_section(rows: list[dict]) -> str:
@@ -176,7 +176,7 @@ def alternatives_section(rows: list[dict]) -> str:
     adjustment of the tests that were there before."""
     return _section("What a user could do instead: each alternative against the unsteered target, each method "
                     "against each alternative (paired, same test items; `p_bh` over this section's tests "
-                    "only)", _alternative_comps(rows), None)
+                    "only)", alternative_comps(rows), None)
 
 
 ITEMS = "items.json"  # per-item correctness of every row, for paired comparisons across runs
